@@ -1,0 +1,32 @@
+//! The NF side of nfhost: a VF driver and, later, the NF runtime.
+//!
+//! A VF reaches its NF as two shared memory regions and a few eventfds
+//! (DESIGN.md §2, modelled on AF_XDP and memif):
+//!
+//! - the **BAR** ([`Bar`]), a memfd created by the NIC engine with the VF
+//!   registers and four descriptor rings: fill and tx (NF → NIC), rx and
+//!   completion (NIC → NF);
+//! - the **UMEM**, a memfd of packet frames the NF allocates and maps for DMA
+//!   ([`SharedMemory`]);
+//! - interrupt and doorbell **eventfds** ([`EventFd`]), passed over a Unix
+//!   socket with `SCM_RIGHTS` ([`send_with_fds`], [`recv_with_fds`]).
+//!
+//! Both the engine and the NF link this crate: the engine creates the BAR
+//! and drives the NIC ends of the rings, the NF opens it and drives the other
+//! ends. Neither trusts what the other writes into shared memory; a corrupt
+//! index or register is a typed error, never a panic or an out-of-bounds
+//! access.
+//!
+//! This is the only crate of the project that contains `unsafe`, all of it in
+//! [`shm`], [`ring`] and [`bar`], each block with its `SAFETY` argument.
+//! Linux only.
+
+pub mod bar;
+pub mod fd;
+pub mod ring;
+pub mod shm;
+
+pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
+pub use fd::{EventFd, FdError, recv_with_fds, send_with_fds};
+pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
+pub use shm::{SharedMemory, ShmError};

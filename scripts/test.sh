@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every nfhost test on a fresh Debian 12 machine.
+#
+# Installs what the tests need (with apt, only when missing), then runs the format
+# and lint gates and the whole test suite. Used as-is by CI (.ci/run).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# apt packages the test suite needs, as "command:package" pairs.
+APT_NEEDS=()
+
+missing=()
+for pair in "${APT_NEEDS[@]}"; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: need root to install ${missing[*]} (run as root or install them first)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test (whole workspace)"
+cargo test --workspace --locked
