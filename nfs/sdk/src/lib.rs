@@ -23,10 +23,12 @@
 
 pub mod bar;
 pub mod fd;
+pub mod nf;
 pub mod ring;
 pub mod shm;
 
 pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
 pub use fd::{EventFd, FdError, recv_with_fds, send_with_fds};
+pub use nf::{Batch, EthernetFrame, MAX_BATCH, NetworkFunction, Packet, Verdict};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
 pub use shm::{SharedMemory, ShmError};
