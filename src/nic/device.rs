@@ -222,6 +222,26 @@ impl Nic {
         Ok(())
     }
 
+    /// Cleans a VF whose NF is gone but which stays assigned (the NF will be restarted):
+    /// FLR (no more DMA), every mapping in its private domain removed, every vector
+    /// unbound. Steering and a shared chain domain stay, since the chain still exists.
+    /// Returns the mappings removed.
+    pub fn scrub(&mut self, vf: VfId) -> Result<Vec<Mapping>, NicError> {
+        self.flr(vf)?;
+        let domain = self.iommu.domain_of(vf).ok_or(DomainError::NoSuchVf(vf))?;
+        let shared = self.iommu.members(domain).count() > 1;
+        let mappings = if shared {
+            Vec::new()
+        } else {
+            self.iommu.unmap_all(domain)
+        };
+        let owner = self.pf.vf(vf)?.owner().cloned();
+        // Re-recording the owner through "nobody" unbinds every vector.
+        self.irq.set_owner(vf, None)?;
+        self.irq.set_owner(vf, owner)?;
+        Ok(mappings)
+    }
+
     /// Takes a VF back and cleans it: FLR (no more DMA), every mapping removed, every
     /// vector unbound, every steering rule that names it removed, a shared domain left.
     /// After this nothing the previous owner set up can be reached through the VF.
@@ -379,6 +399,11 @@ impl Nic {
     pub fn switch_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Decision {
         self.veb.from_vf(vf, frame)
     }
+
+    /// Switches a frame a VF sends back where its traffic came from.
+    pub fn reflect_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Decision {
+        self.veb.reflect_from_vf(vf, frame)
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +524,37 @@ mod tests {
         nic.map_dma(VfId(1), Iova(0), 1 << 20, region, 0, Perms::RW)
             .unwrap();
         nic.bind_irq(VfId(1), Vector::RX, &next, TargetId(5))
+            .unwrap();
+    }
+
+    #[test]
+    fn scrub_cleans_but_keeps_the_assignment_and_steering() {
+        let mut nic = nic(3);
+        let owner = Owner::new("fw");
+        nic.assign(VfId(1), owner.clone()).unwrap();
+        let region = Region {
+            id: RegionId(1),
+            len: 1 << 20,
+        };
+        nic.map_dma(VfId(1), Iova(0), 1 << 20, region, 0, Perms::RW)
+            .unwrap();
+        nic.bind_irq(VfId(1), Vector::RX, &owner, TargetId(4))
+            .unwrap();
+        nic.steer_tx(VfId(1), TxSteer::ToVf(VfId(2))).unwrap();
+        nic.set_bus_master(VfId(1), true).unwrap();
+        let removed = nic.scrub(VfId(1)).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(nic.translate(VfId(1), Iova(0), 64, Access::Write).is_err());
+        assert!(!nic.vf(VfId(1)).unwrap().bus_master());
+        let mut rec = Recorder::default();
+        nic.set_irq_masked(VfId(1), Vector::RX, false).unwrap();
+        assert!(matches!(
+            nic.raise_irq(VfId(1), Vector::RX, Micros(0), &mut rec),
+            Raise::Blocked(_)
+        ));
+        assert_eq!(nic.vf(VfId(1)).unwrap().owner(), Some(&owner));
+        assert_eq!(nic.veb().tx_rule(VfId(1)), Some(TxSteer::ToVf(VfId(2))));
+        nic.bind_irq(VfId(1), Vector::RX, &owner, TargetId(5))
             .unwrap();
     }
 

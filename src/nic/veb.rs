@@ -486,7 +486,32 @@ impl Veb {
         decision
     }
 
+    /// Decides where a frame that `vf` reflects goes: back where the VF's traffic came
+    /// from (the previous hop of its chain, else the wire), after the same anti-spoof
+    /// checks as any transmit.
+    pub fn reflect_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Decision {
+        let decision = self.decide_vf_as(vf, frame, true);
+        if let (Decision::Drop(reason), Some(counts)) =
+            (decision, self.port_drops.get_mut(vf.index()))
+        {
+            counts.bump(reason);
+        }
+        decision
+    }
+
+    /// The VF whose transmit is steered into `vf` (its previous hop), if any.
+    fn previous_hop(&self, vf: VfId) -> Option<VfId> {
+        self.tx_rules
+            .iter()
+            .position(|r| *r == Some(TxSteer::ToVf(vf)))
+            .map(|i| VfId(i as u16))
+    }
+
     fn decide_vf(&self, vf: VfId, frame: &[u8]) -> Decision {
+        self.decide_vf_as(vf, frame, false)
+    }
+
+    fn decide_vf_as(&self, vf: VfId, frame: &[u8], reflect: bool) -> Decision {
         let Some(port) = self.up_port(vf) else {
             return Decision::Drop(DropReason::LinkDown);
         };
@@ -522,6 +547,12 @@ impl Veb {
             }),
             None => Decision::Drop(DropReason::LinkDown),
         };
+        if reflect {
+            return match self.previous_hop(vf) {
+                Some(prev) => to_vf(prev),
+                None => to_uplink(vlan),
+            };
+        }
         match self.tx_rule(vf) {
             Some(TxSteer::ToVf(to)) => return to_vf(to),
             Some(TxSteer::ToWire(retag)) => return to_uplink(retag.or(vlan)),
@@ -802,6 +833,12 @@ pub(crate) mod tests {
             veb.steer_tx(VfId(1), TxSteer::ToVf(VfId(9))),
             Err(SteerError::NoSuchPort(VfId(9)))
         );
+
+        // Reflecting goes back where the traffic came from.
+        let f = forward(veb.reflect_from_vf(VfId(3), &frame(mac(13), mac(12), None)));
+        assert_eq!((f.vfs, f.uplink), (PortSet::one(VfId(2)), None));
+        let f = forward(veb.reflect_from_vf(VfId(2), &frame(mac(12), OUTSIDE, None)));
+        assert_eq!(f.uplink, Some(Some(VlanTag { vid: 100, pcp: 0 })));
 
         veb.unsteer(VfId(2));
         veb.unsteer(VfId(3));

@@ -351,6 +351,20 @@ impl Bar<Nic> {
         Ok(bar)
     }
 
+    /// Function-level reset of the queues: every ring emptied (indices to 0, flags
+    /// cleared). Both sides must drop their ring handles first and open new ones after.
+    pub fn reset_rings(&self) -> Result<(), RingError> {
+        for ring in [
+            self.layout.fill(),
+            self.layout.rx(),
+            self.layout.tx(),
+            self.layout.completion(),
+        ] {
+            ring.init(&self.shm, 0)?;
+        }
+        Ok(())
+    }
+
     /// Publishes a new MTU.
     pub fn set_mtu(&self, mtu: u32) {
         self.reg32(reg::MTU).store(mtu, Ordering::Release);

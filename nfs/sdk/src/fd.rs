@@ -200,6 +200,18 @@ pub fn recv_with_fds(
     Ok((msg.bytes, fds))
 }
 
+/// Registers an owned fd (an attach socket) with the current tokio reactor, so a
+/// task can wait for it to become readable.
+///
+/// Must be called inside a tokio (or tokio-uring) runtime.
+pub fn async_fd(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, std::io::Error> {
+    // SAFETY: `register` requires that the inner value's raw fd is open and refers to
+    // the same file description for as long as the `AsyncFd` lives. An `OwnedFd` owns
+    // its descriptor: it stays open until the `OwnedFd` is dropped, which only happens
+    // when the `AsyncFd` is dropped or unwrapped, and its raw fd never changes.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,18 +17,22 @@
 //! index or register is a typed error, never a panic or an out-of-bounds
 //! access.
 //!
-//! This is the only crate of the project that contains `unsafe`, all of it in
-//! [`shm`], [`ring`] and [`bar`], each block with its `SAFETY` argument.
+//! This is the only crate of the project that contains `unsafe`: in [`shm`],
+//! [`ring`], [`bar`], the packet views of [`runtime`] and the inherited socket of
+//! [`attach::client`], each block with its `SAFETY` argument.
 //! Linux only.
 
+pub mod attach;
 pub mod bar;
 pub mod fd;
 pub mod nf;
 pub mod ring;
+pub mod runtime;
 pub mod shm;
 
+pub use attach::{Attached, ClientError, Command, ProtoError, VfClient};
 pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
-pub use fd::{EventFd, FdError, recv_with_fds, send_with_fds};
+pub use fd::{EventFd, FdError, async_fd, recv_with_fds, send_with_fds};
 pub use nf::{Batch, EthernetFrame, MAX_BATCH, NetworkFunction, Packet, Verdict};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
 pub use shm::{SharedMemory, ShmError};

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use arrayvec::ArrayVec;
+
 /// What happens to a packet after `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Verdict {
@@ -104,38 +106,70 @@ pub const MAX_BATCH: usize = 64;
 /// The packets of one `process` call.
 #[derive(Debug)]
 pub struct Batch<'a> {
-    packets: &'a mut [Packet<'a>],
+    packets: Storage<'a>,
+}
+
+// The owned variant is big on purpose: a batch lives on the stack of the receive
+// loop, and boxing it would allocate once per batch.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Storage<'a> {
+    Borrowed(&'a mut [Packet<'a>]),
+    Owned(ArrayVec<Packet<'a>, MAX_BATCH>),
 }
 
 impl<'a> Batch<'a> {
-    /// A batch over packets the runtime (or a test) prepared.
+    /// A batch over packets the caller prepared (tests, benchmarks).
     pub fn new(packets: &'a mut [Packet<'a>]) -> Self {
-        Batch { packets }
+        Batch {
+            packets: Storage::Borrowed(packets),
+        }
+    }
+
+    /// A batch that owns its packet views (the runtime's, no allocation).
+    pub fn from_packets(packets: ArrayVec<Packet<'a>, MAX_BATCH>) -> Self {
+        Batch {
+            packets: Storage::Owned(packets),
+        }
+    }
+
+    fn slice(&self) -> &[Packet<'a>] {
+        match &self.packets {
+            Storage::Borrowed(p) => p,
+            Storage::Owned(p) => p,
+        }
+    }
+
+    fn slice_mut(&mut self) -> &mut [Packet<'a>] {
+        match &mut self.packets {
+            Storage::Borrowed(p) => p,
+            Storage::Owned(p) => p,
+        }
     }
 
     /// Number of packets.
     pub fn len(&self) -> usize {
-        self.packets.len()
+        self.slice().len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.packets.is_empty()
+        self.slice().is_empty()
     }
 
     /// The packets, to read and rewrite.
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Packet<'a>> {
-        self.packets.iter_mut()
+        self.slice_mut().iter_mut()
     }
 
     /// The packets, to read.
     pub fn iter(&self) -> std::slice::Iter<'_, Packet<'a>> {
-        self.packets.iter()
+        self.slice().iter()
     }
 
     /// One packet.
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Packet<'a>> {
-        self.packets.get_mut(i)
+        self.slice_mut().get_mut(i)
     }
 }
 
@@ -147,6 +181,16 @@ pub trait NetworkFunction: Send + 'static {
     /// NF-specific state the host may show (JSON), sent about once a second.
     fn report(&self) -> Option<String> {
         None
+    }
+}
+
+impl NetworkFunction for Box<dyn NetworkFunction> {
+    fn process(&mut self, batch: &mut Batch<'_>) {
+        (**self).process(batch);
+    }
+
+    fn report(&self) -> Option<String> {
+        (**self).report()
     }
 }
 

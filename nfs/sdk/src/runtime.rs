@@ -1,0 +1,375 @@
+//! The NF runtime: attach to the VF, set up packet memory, and run the receive loop.
+//!
+//! The loop runs on its own thread in a tokio-uring runtime (DESIGN §3):
+//! sleep on the rx interrupt (an io_uring read of the eventfd) → mask → drain the rx
+//! ring in batches of up to [`MAX_BATCH`] (packets are views into the NF's own UMEM:
+//! zero copy) → `process` → post forwarded frames to tx, dropped ones back to fill →
+//! kick the doorbell if the NIC asked for a wakeup → when the ring is empty, unmask,
+//! look once more, sleep. An idle NF blocks in the kernel and uses no CPU.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+
+use crate::attach::client::{Attached, ClientError, VfClient};
+use crate::bar::{Bar, IrqVector, Nf};
+use crate::fd::{EventFd, FdError};
+use crate::nf::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use crate::ring::{Consumer, Desc, Producer, RingError};
+use crate::shm::{SharedMemory, ShmError};
+
+/// Where an NF maps its own UMEM in its VF's IOVA space.
+pub const UMEM_IOVA: u64 = 0x10_0000_0000;
+/// tx descriptor flag: reflect (send back where the traffic came from).
+pub const TX_REFLECT: u16 = 1;
+/// The page size DMA mappings are aligned to.
+const PAGE: usize = 4096;
+
+/// A runtime failure. The NF process exits with it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The attach handshake or a later request failed.
+    #[error("VF request failed")]
+    Client(#[from] ClientError),
+    /// Packet memory could not be created.
+    #[error("creating packet memory failed")]
+    Shm(#[from] ShmError),
+    /// An eventfd could not be created or read.
+    #[error("interrupt eventfd failed")]
+    Fd(#[from] FdError),
+    /// A ring misbehaved (the NIC published an impossible index).
+    #[error("ring error")]
+    Ring(#[from] RingError),
+    /// The NIC handed out a frame outside this NF's memory.
+    #[error("NIC descriptor points outside packet memory: IOVA {iova:#x}, {len} bytes")]
+    BadDescriptor {
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u32,
+    },
+    /// The interrupt read failed.
+    #[error("waiting for the rx interrupt failed")]
+    Wait(#[source] std::io::Error),
+}
+
+/// Counters of the loop, reported to the host.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Packets received.
+    pub rx: u64,
+    /// Packets sent (forwarded or reflected).
+    pub tx: u64,
+    /// Packets the NF dropped.
+    pub dropped: u64,
+    /// Packets dropped because the tx ring was full.
+    pub tx_full: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Wake-ups by interrupt.
+    pub wakeups: u64,
+    /// Nanoseconds spent in `process`.
+    pub process_ns: u64,
+}
+
+/// Runtime options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often the NF's report is sent to the host.
+    pub report_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            report_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Attaches to the VF behind `client` (presenting `token`) and runs `nf` until the
+/// VF goes away. Blocks the calling thread; the loop itself runs on a thread of its
+/// own with a tokio-uring runtime.
+pub fn run<N: NetworkFunction>(
+    nf: N,
+    client: VfClient,
+    token: &str,
+    options: Options,
+) -> Result<(), RuntimeError> {
+    let token = token.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("nf-rx".into())
+        .spawn(move || -> Result<(), RuntimeError> {
+            let mut vf = VfLoop::attach(client, &token)?;
+            let mut nf = nf;
+            tokio_uring::start(vf.run(&mut nf, &options))
+        })
+        .map_err(RuntimeError::Wait)?;
+    thread.join().unwrap_or_else(|_| {
+        Err(RuntimeError::Wait(std::io::Error::other(
+            "NF loop panicked",
+        )))
+    })
+}
+
+struct Rings {
+    fill: Producer,
+    rx: Consumer,
+    tx: Producer,
+    completion: Consumer,
+}
+
+/// One attached VF, NF side.
+struct VfLoop {
+    client: VfClient,
+    bar: Bar<Nf>,
+    rings: Rings,
+    umem: Arc<SharedMemory>,
+    umem_iova: u64,
+    frame_size: usize,
+    irq: EventFd,
+    doorbell: EventFd,
+    stats: LoopStats,
+    /// Frames currently inside one batch, to refuse a frame handed out twice.
+    in_batch: Vec<u64>,
+}
+
+impl VfLoop {
+    fn attach(mut client: VfClient, token: &str) -> Result<Self, RuntimeError> {
+        let Attached {
+            bar,
+            doorbell,
+            rx_ring_size,
+            tx_ring_size,
+            frame_size,
+            umem,
+            ..
+        } = client.hello(token)?;
+        let frame_size = frame_size as usize;
+        let rings = Rings {
+            fill: bar.fill_producer()?,
+            rx: bar.rx_consumer()?,
+            tx: bar.tx_producer()?,
+            completion: bar.completion_consumer()?,
+        };
+        let (umem, umem_iova, own_frames) = match umem {
+            // A shared chain: the host's memory, our frames arrive as completions.
+            Some((memory, iova)) => (Arc::new(memory), iova, 0),
+            None => {
+                let frames = rx_ring_size.min(tx_ring_size) as usize;
+                let len = (frames * frame_size).div_ceil(PAGE) * PAGE;
+                let memory = SharedMemory::create("nf-umem", len)?;
+                client.map_dma(UMEM_IOVA, len as u64, &memory, 0, true, true)?;
+                (Arc::new(memory), UMEM_IOVA, frames)
+            }
+        };
+        let frames_total = umem.len() / frame_size;
+        let mut vf = VfLoop {
+            client,
+            bar,
+            rings,
+            umem,
+            umem_iova,
+            frame_size,
+            irq: EventFd::new()?,
+            doorbell,
+            stats: LoopStats::default(),
+            in_batch: vec![0; frames_total.div_ceil(64)],
+        };
+        for i in 0..own_frames {
+            let d = Desc {
+                iova: umem_iova + (i * frame_size) as u64,
+                ..Desc::default()
+            };
+            vf.rings.fill.produce(&d)?;
+        }
+        vf.client
+            .set_irq(u16::from(IrqVector::RX.index()), &vf.irq)?;
+        vf.client.enable()?;
+        Ok(vf)
+    }
+
+    async fn run<N: NetworkFunction>(
+        &mut self,
+        nf: &mut N,
+        options: &Options,
+    ) -> Result<(), RuntimeError> {
+        let fd = self
+            .irq
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(RuntimeError::Wait)?;
+        let irq = tokio_uring::fs::File::from_std(std::fs::File::from(fd));
+        let mut buf = vec![0u8; 8];
+        let mut last_report = Instant::now();
+        loop {
+            self.bar.mask_irq(IrqVector::RX);
+            while self.poll(nf)? > 0 {
+                if last_report.elapsed() >= options.report_interval {
+                    self.report(nf);
+                    last_report = Instant::now();
+                }
+            }
+            self.bar.unmask_irq(IrqVector::RX);
+            // Pairs with the NIC's fence between posting rx and reading the mask.
+            fence(Ordering::SeqCst);
+            if self.rings.rx.available()? > 0 || self.rings.completion.available()? > 0 {
+                continue;
+            }
+            if last_report.elapsed() >= options.report_interval {
+                self.report(nf);
+                last_report = Instant::now();
+            }
+            let (res, b) = irq.read_at(buf, 0).await;
+            buf = b;
+            res.map_err(RuntimeError::Wait)?;
+            self.stats.wakeups += 1;
+        }
+    }
+
+    fn report<N: NetworkFunction>(&mut self, nf: &N) {
+        let s = self.stats;
+        let json = format!(
+            "{{\"nf\":{},\"runtime\":{{\"rx\":{},\"tx\":{},\"dropped\":{},\"tx_full\":{},\"batches\":{},\"wakeups\":{},\"process_ns\":{}}}}}",
+            nf.report().unwrap_or_else(|| "null".into()),
+            s.rx,
+            s.tx,
+            s.dropped,
+            s.tx_full,
+            s.batches,
+            s.wakeups,
+            s.process_ns
+        );
+        // A refused or failed report is not worth stopping the data path for.
+        let _ = self.client.report(&json);
+    }
+
+    /// Returns free frames to fill and handles one rx batch. Returns the work done.
+    fn poll<N: NetworkFunction>(&mut self, nf: &mut N) -> Result<u32, RuntimeError> {
+        let freed = self.recycle_completions()?;
+        let n = self.rings.rx.peek(MAX_BATCH as u32)?;
+        if n == 0 {
+            return Ok(freed);
+        }
+        // Declared first so that it outlives the packet views borrowed from it.
+        let umem = Arc::clone(&self.umem);
+        let mut iovas = [0u64; MAX_BATCH];
+        let mut packets: ArrayVec<Packet<'_>, MAX_BATCH> = ArrayVec::new();
+        for i in 0..n {
+            let d = self.rings.rx.read(i);
+            let frame = self.frame_index(d.iova, d.len)?;
+            let (word, bit) = (frame / 64, 1u64 << (frame % 64));
+            if self.in_batch[word] & bit != 0 {
+                return Err(RuntimeError::BadDescriptor {
+                    iova: d.iova,
+                    len: d.len,
+                });
+            }
+            self.in_batch[word] |= bit;
+            iovas[packets.len()] = d.iova;
+            // SAFETY: the frame was handed to this NF by the rx ring, so the NIC does
+            // not touch it until the NF gives it back through tx or fill; it lies
+            // inside `umem` (checked by `frame_index`), and no other live slice covers
+            // it: the `in_batch` bitmap refuses a frame handed out twice in one batch,
+            // and every slice of a batch is dropped before the next batch is built.
+            let buf = unsafe { umem.slice_mut(frame * self.frame_size, self.frame_size)? };
+            packets.push(Packet::new(buf, d.len as usize, d.vlan));
+        }
+        self.rings.rx.release(n);
+        let started = Instant::now();
+        let mut batch = Batch::from_packets(packets);
+        nf.process(&mut batch);
+        self.stats.process_ns += started.elapsed().as_nanos() as u64;
+        self.stats.batches += 1;
+        self.stats.rx += u64::from(n);
+
+        let sending = batch
+            .iter()
+            .filter(|p| p.verdict() != Verdict::Drop)
+            .count() as u32;
+        let granted = self.rings.tx.reserve(sending)?;
+        let mut slot = 0;
+        for (p, &iova) in batch.iter().zip(&iovas) {
+            let frame = ((iova - self.umem_iova) as usize) / self.frame_size;
+            self.in_batch[frame / 64] &= !(1 << (frame % 64));
+            let flags = match p.verdict() {
+                Verdict::Drop => None,
+                Verdict::Forward => Some(0),
+                Verdict::Reflect => Some(TX_REFLECT),
+            };
+            match flags {
+                Some(flags) if slot < granted => {
+                    let d = Desc {
+                        iova,
+                        len: p.len() as u32,
+                        flags,
+                        vlan: 0,
+                    };
+                    self.rings.tx.write(slot, &d);
+                    slot += 1;
+                    self.stats.tx += 1;
+                }
+                other => {
+                    if other.is_some() {
+                        self.stats.tx_full += 1;
+                    } else {
+                        self.stats.dropped += 1;
+                    }
+                    let d = Desc {
+                        iova,
+                        ..Desc::default()
+                    };
+                    self.rings.fill.produce(&d)?;
+                }
+            }
+        }
+        drop(batch);
+        if granted > 0 {
+            self.rings.tx.submit(granted);
+            // Pairs with the NIC's fence between setting need-wakeup and its last look.
+            fence(Ordering::SeqCst);
+            if self.rings.tx.needs_wakeup() {
+                let _ = self.doorbell.notify();
+            }
+        }
+        Ok(n + freed)
+    }
+
+    /// Moves sent frames from completion back to fill.
+    fn recycle_completions(&mut self) -> Result<u32, RuntimeError> {
+        let n = self.rings.completion.peek(MAX_BATCH as u32)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let granted = self.rings.fill.reserve(n)?;
+        for i in 0..granted {
+            let c = self.rings.completion.read(i);
+            self.rings.fill.write(
+                i,
+                &Desc {
+                    iova: c.iova,
+                    ..Desc::default()
+                },
+            );
+        }
+        self.rings.fill.submit(granted);
+        self.rings.completion.release(granted);
+        Ok(granted)
+    }
+
+    fn frame_index(&self, iova: u64, len: u32) -> Result<usize, RuntimeError> {
+        let bad = RuntimeError::BadDescriptor { iova, len };
+        let off = iova.checked_sub(self.umem_iova).ok_or(bad)? as usize;
+        let frame = off / self.frame_size;
+        if off % self.frame_size != 0
+            || len as usize > self.frame_size
+            || (frame + 1) * self.frame_size > self.umem.len()
+        {
+            return Err(RuntimeError::BadDescriptor { iova, len });
+        }
+        Ok(frame)
+    }
+}

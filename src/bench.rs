@@ -1,0 +1,199 @@
+//! `nfhost bench`: the real engine and real NF processes on the gen wire, as fast as
+//! the machine goes, with 64-byte frames. Prints packets per second through one NF
+//! and through 3-NF chains (shared and strict), the NIC's copied bytes per packet, CPU
+//! seconds per million packets, and the CPU use of idle attached NFs.
+
+use std::time::{Duration, Instant};
+
+use clap::Args as ClapArgs;
+
+use nfhost::dataplane::counters::Counters;
+use nfhost::dataplane::engine::{EngineConfig, Isolation, WireConfig};
+use nfhost::dataplane::r#gen::GenConfig;
+use nfhost::dataplane::nf_process::{current_exe, process_cpu_time};
+use nfhost::dataplane::runner::{NfSpec, Runner};
+use nfhost::nic::{VfId, WireMatch};
+
+/// Options of `nfhost bench`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Length of each measurement, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// NF kind used for every hop.
+    #[arg(long, default_value = "l2fwd")]
+    kind: String,
+}
+
+/// One throughput measurement.
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    mpps: f64,
+    copied_per_packet: f64,
+    cpu_seconds_per_mpkt: f64,
+    delivered: u64,
+    generated: u64,
+}
+
+fn wire_tx(c: &Counters) -> u64 {
+    c.wire.tx_packets.get()
+}
+
+fn copied(c: &Counters, vfs: &[VfId]) -> u64 {
+    vfs.iter().map(|v| c.vf(*v).copied_bytes.get()).sum()
+}
+
+fn cpu_now(runner: &Runner) -> Duration {
+    let own = process_cpu_time(std::process::id()).unwrap_or_default();
+    runner
+        .processes()
+        .filter_map(|(_, p)| p.cpu_time())
+        .fold(own, |a, b| a + b)
+}
+
+fn measure_chain(
+    hops: usize,
+    isolation: Isolation,
+    kind: &str,
+    seconds: f64,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let config = EngineConfig {
+        num_vfs: 8,
+        wire: WireConfig::Gen(GenConfig::default()),
+        ..Default::default()
+    };
+    let mut runner = Runner::start(config, current_exe()?)?;
+    let vfs: Vec<VfId> = (0..hops as u16).map(VfId).collect();
+    let nfs: Vec<NfSpec> = (0..hops)
+        .map(|i| NfSpec::new(&format!("hop{i}"), kind))
+        .collect();
+    let every_frame = WireMatch {
+        vlan: None,
+        dst: None,
+    };
+    runner.run_chain(&vfs, &nfs, isolation, every_frame, None)?;
+    let counters = runner.engine().counters().clone();
+    std::thread::sleep(Duration::from_millis(500));
+    let (p0, c0, g0, cpu0, t0) = (
+        wire_tx(&counters),
+        copied(&counters, &vfs),
+        counters.wire.rx_packets.get(),
+        cpu_now(&runner),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (p1, c1, g1, cpu1, t1) = (
+        wire_tx(&counters),
+        copied(&counters, &vfs),
+        counters.wire.rx_packets.get(),
+        cpu_now(&runner),
+        Instant::now(),
+    );
+    runner.stop();
+    let packets = (p1 - p0) as f64;
+    let wall = (t1 - t0).as_secs_f64();
+    Ok(Run {
+        mpps: packets / wall / 1e6,
+        copied_per_packet: if packets > 0.0 {
+            (c1 - c0) as f64 / packets
+        } else {
+            0.0
+        },
+        cpu_seconds_per_mpkt: if packets > 0.0 {
+            (cpu1 - cpu0).as_secs_f64() / (packets / 1e6)
+        } else {
+            0.0
+        },
+        delivered: p1 - p0,
+        generated: g1 - g0,
+    })
+}
+
+/// CPU use, in percent of one core, of `n` attached NFs with no traffic.
+fn measure_idle(n: u16, kind: &str, seconds: f64) -> Result<f64, Box<dyn std::error::Error>> {
+    let config = EngineConfig {
+        num_vfs: n,
+        wire: WireConfig::None,
+        ..Default::default()
+    };
+    let mut runner = Runner::start(config, current_exe()?)?;
+    for i in 0..n {
+        runner.run_nf(VfId(i), &NfSpec::new(&format!("idle{i}"), kind))?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let nf_cpu = |r: &Runner| -> Duration { r.processes().filter_map(|(_, p)| p.cpu_time()).sum() };
+    let (c0, t0) = (nf_cpu(&runner), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (c1, t1) = (nf_cpu(&runner), Instant::now());
+    runner.stop();
+    Ok((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0)
+}
+
+/// Runs every measurement and prints them.
+pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if !(0.1..=600.0).contains(&args.seconds) {
+        return Err(format!("--seconds {} is out of range 0.1-600", args.seconds).into());
+    }
+    let log = |what: &str| {
+        if !args.json {
+            eprintln!("bench: {what} ({:.1} s)…", args.seconds);
+        }
+    };
+    log("1 NF");
+    let single = measure_chain(1, Isolation::Strict, &args.kind, args.seconds)?;
+    log("3-NF chain, shared");
+    let shared = measure_chain(3, Isolation::Shared, &args.kind, args.seconds)?;
+    log("3-NF chain, strict");
+    let strict = measure_chain(3, Isolation::Strict, &args.kind, args.seconds)?;
+    let idle_seconds = args.seconds.max(5.0);
+    if !args.json {
+        eprintln!("bench: 8 idle NFs ({idle_seconds:.1} s)…");
+    }
+    let idle = measure_idle(8, &args.kind, idle_seconds)?;
+
+    if args.json {
+        println!(
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3}}}",
+            args.seconds,
+            single.mpps,
+            shared.mpps,
+            strict.mpps,
+            shared.copied_per_packet,
+            strict.copied_per_packet,
+            single.cpu_seconds_per_mpkt,
+            idle
+        );
+        return Ok(());
+    }
+    println!(
+        "nfhost bench: 64-byte frames, gen wire as fast as possible, NF kind {}",
+        args.kind
+    );
+    println!(
+        "{:<22} {:>10} {:>14} {:>16} {:>12}",
+        "path", "Mpps", "copied B/pkt", "CPU s / Mpkt", "delivered"
+    );
+    for (name, r) in [
+        ("1 NF", single),
+        ("3-NF chain, shared", shared),
+        ("3-NF chain, strict", strict),
+    ] {
+        println!(
+            "{:<22} {:>10.3} {:>14.2} {:>16.3} {:>11.1}%",
+            name,
+            r.mpps,
+            r.copied_per_packet,
+            r.cpu_seconds_per_mpkt,
+            if r.generated > 0 {
+                r.delivered as f64 / r.generated as f64 * 100.0
+            } else {
+                0.0
+            }
+        );
+    }
+    println!("8 idle NFs: {idle:.3}% of one core together (over {idle_seconds:.1} s)");
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The data path: the NIC engine thread, the PF's wire, and NF processes.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`engine`] | the engine thread (tokio-uring): DMA, switching, interrupts |
+//! | [`counters`] | per-VF hot-path counters (single-writer atomics) |
+//! | [`gen`] | the `gen` wire: traffic generator and sink |
+//! | [`port`] | the engine's state of one attached VF |
+//! | [`shared_umem`] | packet memory of a `shared` chain and its frame ownership |
+//! | [`nf_process`] | NF child processes (self-exec) |
+//! | [`runner`] | an engine plus its NF processes: spawn, attach, chain |
+
+pub mod counters;
+pub mod engine;
+pub mod r#gen;
+pub mod nf_process;
+pub mod port;
+pub mod runner;
+pub mod shared_umem;

@@ -1,0 +1,156 @@
+//! NF processes: each NF runs as a child of its own (`nfhost nf run …`, self-exec),
+//! holding nothing but its end of a socketpair to its VF. A crash or a wild pointer in
+//! an NF cannot reach the host or another tenant; when the child dies its socket
+//! closes and the engine scrubs the VF.
+//!
+//! The child's end of the socket becomes its stdin: the one fd the standard library
+//! lets a parent hand to a child without `unsafe`, and the one a child can find
+//! without being told (`NFHOST_VF_FD=0`).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+use rustix::process::{Pid, Signal, kill_process};
+use thiserror::Error;
+
+/// Environment variable naming the child's VF socket fd.
+pub const ENV_VF_FD: &str = "NFHOST_VF_FD";
+/// Environment variable carrying the attach token.
+pub const ENV_VF_TOKEN: &str = "NFHOST_VF_TOKEN";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct NfLaunch {
+    /// The `nfhost` executable to self-exec.
+    pub exe: PathBuf,
+    /// Instance name (for logs and `ps`).
+    pub name: String,
+    /// NF kind (`l2fwd`, `monitor`, …).
+    pub kind: String,
+    /// The NF's configuration (JSON; empty for defaults).
+    pub config: String,
+    /// The token the child presents in `Hello`.
+    pub token: String,
+}
+
+/// Starting an NF process failed.
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    /// The socketpair could not be created.
+    #[error("creating the VF socketpair failed")]
+    Socket(#[source] rustix::io::Errno),
+    /// The executable could not be started.
+    #[error("starting {exe} failed")]
+    Exec {
+        /// The executable.
+        exe: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running NF process. Dropping it kills and reaps the child.
+#[derive(Debug)]
+pub struct NfProcess {
+    child: Child,
+    name: String,
+}
+
+impl NfProcess {
+    /// Starts the child; returns it and the host's end of its VF socket, to hand to
+    /// the engine with [`super::engine::Engine::attach`].
+    pub fn spawn(launch: &NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
+        let (host, child_end) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(SpawnError::Socket)?;
+        let child = Command::new(&launch.exe)
+            .args(["nf", "run", "--kind", &launch.kind, "--name", &launch.name])
+            .arg("--config")
+            .arg(&launch.config)
+            .env(ENV_VF_FD, "0")
+            .env(ENV_VF_TOKEN, &launch.token)
+            .stdin(Stdio::from(child_end))
+            .spawn()
+            .map_err(|source| SpawnError::Exec {
+                exe: launch.exe.clone(),
+                source,
+            })?;
+        Ok((
+            NfProcess {
+                child,
+                name: launch.name.clone(),
+            },
+            host,
+        ))
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a signal (SIGTERM to stop, SIGKILL to simulate a crash).
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        let pid = Pid::from_raw(self.child.id() as i32)
+            .ok_or_else(|| std::io::Error::other("child has no pid"))?;
+        kill_process(pid, signal).map_err(std::io::Error::from)
+    }
+
+    /// Whether it exited, without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
+    /// CPU time (user + system) the child used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        process_cpu_time(self.child.id())
+    }
+}
+
+impl Drop for NfProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time of a process from `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+pub fn process_cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI nfhost runs on.
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}
+
+/// The path of the running `nfhost` executable, for self-exec.
+pub fn current_exe() -> std::io::Result<PathBuf> {
+    std::env::current_exe()
+}
+
+/// Whether `path` looks runnable (exists).
+pub fn exe_exists(path: &Path) -> bool {
+    path.is_file()
+}

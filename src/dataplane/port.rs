@@ -1,0 +1,121 @@
+//! The engine's side of one attached VF: the socket to its NF, the BAR with the NIC
+//! ends of the four rings, the doorbell, and the interrupt eventfds the NF bound.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use nf_sdk::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemory, VfConfig};
+
+use crate::nic::irq::VECTORS_PER_VF;
+use crate::nic::{Owner, VfId};
+
+/// Size of one UMEM frame: every descriptor's frame lives in one 2 KiB slot.
+pub const FRAME_SIZE: u32 = 2048;
+
+/// Where the attach handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    /// Socket registered, waiting for `Hello`.
+    AwaitHello,
+    /// BAR handed out; rings usable once bus mastering is enabled.
+    Attached,
+    /// A ring index jumped: the queue is halted until the NF resets the function.
+    Halted,
+}
+
+/// The NIC ends of a VF's rings.
+#[derive(Debug)]
+pub struct Rings {
+    /// Empty frames from the NF.
+    pub fill: Consumer,
+    /// Received frames to the NF.
+    pub rx: Producer,
+    /// Frames the NF sends.
+    pub tx: Consumer,
+    /// Sent frames back to the NF.
+    pub completion: Producer,
+}
+
+impl Rings {
+    /// The NIC ends of every ring of `bar`.
+    pub fn open(bar: &Bar<nf_sdk::Nic>) -> Result<Self, RingError> {
+        Ok(Rings {
+            fill: bar.fill_consumer()?,
+            rx: bar.rx_producer()?,
+            tx: bar.tx_consumer()?,
+            completion: bar.completion_producer()?,
+        })
+    }
+}
+
+/// One attached VF.
+#[derive(Debug)]
+pub struct Port {
+    /// Which VF.
+    pub vf: VfId,
+    /// The NF that owns it.
+    pub owner: Owner,
+    /// The token the NF must present in `Hello`.
+    pub token: String,
+    /// The engine's end of the attach socket (replies go out here).
+    pub sock: OwnedFd,
+    /// Handshake state.
+    pub state: PortState,
+    /// The BAR, once `Hello` was answered.
+    pub bar: Option<Bar<nf_sdk::Nic>>,
+    /// The NIC ends of the rings, once attached.
+    pub rings: Option<Rings>,
+    /// The NF writes this when it produced tx and the NIC asked for a wakeup.
+    pub doorbell: Option<Arc<EventFd>>,
+    /// Interrupt targets by vector.
+    pub irq: [Option<EventFd>; VECTORS_PER_VF as usize],
+    /// Frames delivered to rx since the last interrupt decision.
+    pub rx_since_irq: u32,
+    /// Latest NF report (JSON).
+    pub report: Option<String>,
+    /// Which attachment this is (events from an older socket are ignored).
+    pub epoch: u64,
+}
+
+impl Port {
+    /// A port waiting for its NF's `Hello`.
+    pub fn new(vf: VfId, owner: Owner, token: String, sock: OwnedFd) -> Self {
+        Port {
+            vf,
+            owner,
+            token,
+            sock,
+            state: PortState::AwaitHello,
+            bar: None,
+            rings: None,
+            doorbell: None,
+            irq: Default::default(),
+            rx_since_irq: 0,
+            report: None,
+            epoch: 0,
+        }
+    }
+
+    /// Creates the BAR and the doorbell for this VF and opens the NIC ends of the rings.
+    pub fn bring_up(
+        &mut self,
+        layout: BarLayout,
+        config: &VfConfig,
+    ) -> Result<(), nf_sdk::BarError> {
+        let bar = Bar::create(layout, config)?;
+        let rings = Rings::open(&bar).map_err(nf_sdk::BarError::Ring)?;
+        self.bar = Some(bar);
+        self.rings = Some(rings);
+        self.state = PortState::Attached;
+        Ok(())
+    }
+}
+
+/// A memory object the NIC may reach through the IOMMU.
+#[derive(Debug)]
+pub struct RegionSlot {
+    /// The memory.
+    pub memory: Arc<SharedMemory>,
+    /// How many mappings point at it.
+    pub mappings: u32,
+}

@@ -1,0 +1,156 @@
+//! Runs NFs on an engine: spawns NF processes, attaches them to their VFs, waits until
+//! their loops are up, and installs chains. Used by `nfhost demo`, `nfhost bench` and
+//! the tests; the control plane's reconciler drives the same steps.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::engine::{EngineConfig, EngineError, EngineHandle, Isolation};
+use super::nf_process::{NfLaunch, NfProcess, SpawnError};
+use crate::nic::{Owner, VfId, VlanTag, WireMatch};
+
+/// How long an NF may take from spawn to a running loop.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something went wrong running NFs.
+#[derive(Debug, Error)]
+pub enum RunnerError {
+    /// The engine refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The NF process could not start.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The NF did not come up in time.
+    #[error("NF {name} on {vf} did not attach within {timeout:?} (see its stderr above)")]
+    AttachTimeout {
+        /// Its name.
+        name: String,
+        /// Its VF.
+        vf: VfId,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+/// One NF to run.
+#[derive(Debug, Clone)]
+pub struct NfSpec {
+    /// Instance name (the VF's owner).
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// JSON config (empty for defaults).
+    pub config: String,
+}
+
+impl NfSpec {
+    /// An NF of `kind` with its default config.
+    pub fn new(name: &str, kind: &str) -> Self {
+        NfSpec {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            config: String::new(),
+        }
+    }
+}
+
+/// An engine and the NF processes running on it. Dropping it stops them all.
+#[derive(Debug)]
+pub struct Runner {
+    engine: EngineHandle,
+    exe: PathBuf,
+    nfs: Vec<(VfId, NfProcess)>,
+    tokens: u64,
+}
+
+impl Runner {
+    /// Starts an engine; NFs will be started from `exe` (`nfhost`).
+    pub fn start(config: EngineConfig, exe: PathBuf) -> Result<Self, RunnerError> {
+        Ok(Runner {
+            engine: EngineHandle::start(config)?,
+            exe,
+            nfs: Vec::new(),
+            tokens: 0,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    /// Spawns an NF process for `vf` and waits until its loop is up.
+    pub fn run_nf(&mut self, vf: VfId, spec: &NfSpec) -> Result<u32, RunnerError> {
+        self.tokens += 1;
+        let token = format!("{}-{}-{}", spec.name, std::process::id(), self.tokens);
+        let launch = NfLaunch {
+            exe: self.exe.clone(),
+            name: spec.name.clone(),
+            kind: spec.kind.clone(),
+            config: spec.config.clone(),
+            token: token.clone(),
+        };
+        let (process, sock) = NfProcess::spawn(&launch)?;
+        let owner = Owner::new(&spec.name);
+        self.engine
+            .call(move |e| e.attach(vf, owner, token, sock))??;
+        let pid = process.pid();
+        self.nfs.retain(|(v, _)| *v != vf);
+        self.nfs.push((vf, process));
+        self.wait_active(vf, &spec.name)?;
+        Ok(pid)
+    }
+
+    fn wait_active(&self, vf: VfId, name: &str) -> Result<(), RunnerError> {
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.engine.call(move |e| e.is_active(vf))? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(RunnerError::AttachTimeout {
+            name: name.to_owned(),
+            vf,
+            timeout: ATTACH_TIMEOUT,
+        })
+    }
+
+    /// Installs a chain over `vfs` and starts its NFs, hop by hop.
+    pub fn run_chain(
+        &mut self,
+        vfs: &[VfId],
+        nfs: &[NfSpec],
+        isolation: Isolation,
+        classifier: WireMatch,
+        egress_vlan: Option<VlanTag>,
+    ) -> Result<(), RunnerError> {
+        let hops = vfs.to_vec();
+        self.engine
+            .call(move |e| e.install_chain(&hops, isolation, classifier, egress_vlan))??;
+        for (vf, spec) in vfs.iter().zip(nfs) {
+            self.run_nf(*vf, spec)?;
+        }
+        Ok(())
+    }
+
+    /// The NF process on `vf`.
+    pub fn process(&mut self, vf: VfId) -> Option<&mut NfProcess> {
+        self.nfs.iter_mut().find(|(v, _)| *v == vf).map(|(_, p)| p)
+    }
+
+    /// Every NF process.
+    pub fn processes(&self) -> impl Iterator<Item = (VfId, &NfProcess)> {
+        self.nfs.iter().map(|(v, p)| (*v, p))
+    }
+
+    /// Stops every NF and the engine.
+    pub fn stop(self) {
+        let Runner { engine, nfs, .. } = self;
+        drop(nfs);
+        engine.shutdown();
+    }
+}
