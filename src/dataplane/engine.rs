@@ -532,7 +532,7 @@ impl Engine {
             let vf = self.active[i];
             work += self.vf_tx(vf, now);
         }
-        self.raise_rx_interrupts(now);
+        self.raise_interrupts(now);
         self.nic.poll_irqs(now, &mut FdSink { ports: &self.ports });
         work
     }
@@ -542,124 +542,78 @@ impl Engine {
             return 0;
         };
         let n = wire.pacer.allowance(now, BATCH);
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut dma = Dma {
+            nic: &mut self.nic,
+            ports: &mut self.ports,
+            regions: &self.regions,
+            counters: &self.counters,
+            umems: &mut self.umems,
+        };
+        let scratch = &mut self.scratch;
         for _ in 0..n {
-            let Some(wire) = self.wire.as_mut() else {
-                break;
-            };
-            let Some(len) = wire.generator.write_next(&mut scratch, now) else {
+            let Some(len) = wire.generator.write_next(scratch, now) else {
                 break;
             };
             let frame = &scratch[..len];
-            self.counters.wire.rx_packets.add(1);
-            self.counters.wire.rx_bytes.add(len as u64);
-            match self.nic.switch_from_wire(frame) {
-                Decision::Drop(reason) => self.counters.wire.drop(reason.into(), 1),
+            dma.counters.wire.rx_packets.add(1);
+            dma.counters.wire.rx_bytes.add(len as u64);
+            match dma.nic.switch_from_wire(frame) {
+                Decision::Drop(reason) => dma.counters.wire.drop(reason.into(), 1),
                 Decision::Forward(f) => {
+                    let tagged = f.vlan.is_some()
+                        && crate::nic::FrameHeader::parse(frame).is_ok_and(|h| h.tag.is_some());
+                    let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
+                    let mut backlogged = false;
                     for vf in f.vfs.iter() {
-                        let strip = self.nic.veb().rx_tag(vf, &f).is_none()
-                            && crate::nic::FrameHeader::parse(frame).is_ok_and(|h| h.tag.is_some());
-                        let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
-                        if let Err(reason) = self.deliver(vf, DeliverFrom::Bytes(frame, strip), tci)
+                        let strip = tagged && dma.nic.veb().rx_tag(vf, &f).is_none();
+                        if let Err(reason) = dma.deliver(vf, DeliverFrom::Bytes(frame, strip), tci)
                         {
-                            self.counters.vf(vf).drop(reason, 1);
+                            dma.counters.vf(vf).drop(reason, 1);
+                            backlogged |=
+                                matches!(reason, DropReason::NoBuffer | DropReason::RingFull);
                         }
+                    }
+                    // Flat out (rate 0), the generator follows the receiver like a port
+                    // honouring flow control: a full receiver ends this burst.
+                    if backlogged && wire.pacer.rate_pps() == 0 {
+                        break;
                     }
                 }
             }
         }
-        self.scratch = scratch;
         n
     }
 
-    /// Puts one frame into `vf`'s next fill buffer and posts it on rx.
-    fn deliver(&mut self, vf: VfId, from: DeliverFrom<'_>, tci: u16) -> Result<(), DropReason> {
-        let len = from.len();
-        let enabled = self.nic.vf(vf).is_ok_and(|v| v.bus_master());
-        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
-            return Err(DropReason::LinkDown);
-        };
-        if !enabled || port.state != PortState::Attached {
-            return Err(DropReason::LinkDown);
-        }
-        let Some(rings) = port.rings.as_mut() else {
-            return Err(DropReason::LinkDown);
-        };
-        if len > FRAME_SIZE as usize {
-            return Err(DropReason::NoBuffer);
-        }
-        match rings.rx.free() {
-            Ok(0) => return Err(DropReason::RingFull),
-            Ok(_) => {}
-            Err(_) => {
-                port.state = PortState::Halted;
-                self.counters.vf(vf).ring_errors.add(1);
-                return Err(DropReason::RingFull);
-            }
-        }
-        let fill = match rings.fill.consume_one() {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(DropReason::NoBuffer),
-            Err(_) => {
-                port.state = PortState::Halted;
-                self.counters.vf(vf).ring_errors.add(1);
-                return Err(DropReason::NoBuffer);
-            }
-        };
-        let t = self
-            .nic
-            .translate(vf, Iova(fill.iova), len as u64, Access::Write)
-            .map_err(|_| DropReason::DmaFault)?;
-        let Some(dst) = self.region(t.region) else {
-            return Err(DropReason::DmaFault);
-        };
-        let off = t.offset as usize;
-        let written = match from {
-            DeliverFrom::Bytes(frame, false) => dst.write_at(off, frame),
-            DeliverFrom::Bytes(frame, true) => dst
-                .write_at(off, &frame[..12])
-                .and_then(|()| dst.write_at(off + 12, &frame[16..])),
-            DeliverFrom::Region { src, offset, len } => src.copy_to(&dst, offset, off, len),
-        };
-        if written.is_err() {
-            return Err(DropReason::DmaFault);
-        }
-        let copied = matches!(from, DeliverFrom::Region { .. });
-        let Some(rings) = self.port_mut(vf).and_then(|p| p.rings.as_mut()) else {
-            return Err(DropReason::LinkDown);
-        };
-        let desc = Desc {
-            iova: fill.iova,
-            len: len as u32,
-            flags: 0,
-            vlan: tci,
-        };
-        if rings.rx.produce(&desc).is_err() {
-            return Err(DropReason::RingFull);
-        }
-        let c = self.counters.vf(vf);
-        c.rx_packets.add(1);
-        c.rx_bytes.add(len as u64);
-        if copied {
-            c.copied_bytes.add(len as u64);
-        }
-        if let Some(p) = self.port_mut(vf) {
-            p.rx_since_irq += 1;
-        }
-        Ok(())
-    }
-
-    fn region(&self, id: RegionId) -> Option<Arc<SharedMemory>> {
-        self.regions
-            .get(id.0 as usize)
-            .and_then(Option::as_ref)
-            .map(|r| r.memory.clone())
+    /// How many frames `vf` can take right now (free fill buffers and rx slots), or
+    /// `None` if it is not attached (frames to it are dropped and counted as usual).
+    fn rx_budget(&mut self, vf: VfId) -> Option<u32> {
+        let rings = self
+            .ports
+            .get_mut(vf.index())
+            .and_then(Option::as_mut)
+            .filter(|p| p.state == PortState::Attached)?
+            .rings
+            .as_mut()?;
+        let fill = rings.fill.available().ok()?;
+        let free = rings.rx.free().ok()?;
+        Some(fill.min(free))
     }
 
     fn vf_tx(&mut self, vf: VfId, now: Micros) -> u32 {
+        // A chain hop sends only what the next hop can take: the backlog stays in this
+        // hop's tx ring, so an overloaded chain drops at its ingress, before any NF has
+        // spent work on a frame, never in the middle.
+        let budget = match self.nic.veb().tx_rule(vf) {
+            Some(crate::nic::TxSteer::ToVf(next)) => self.rx_budget(next).unwrap_or(BATCH),
+            _ => BATCH,
+        }
+        .min(BATCH);
+        if budget == 0 {
+            return 0;
+        }
         let mut descs = [Desc::default(); BATCH as usize];
         let n = {
-            let Some(port) = self.port_mut(vf) else {
+            let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 return 0;
             };
             if port.state != PortState::Attached {
@@ -668,7 +622,7 @@ impl Engine {
             let Some(rings) = port.rings.as_mut() else {
                 return 0;
             };
-            match rings.tx.peek(BATCH) {
+            match rings.tx.peek(budget) {
                 Ok(n) => {
                     for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
                         *d = rings.tx.read(i as u32);
@@ -684,149 +638,42 @@ impl Engine {
                 }
             }
         };
-        for desc in &descs[..n as usize] {
-            let completion = self.transmit(vf, *desc, now);
-            let Some(rings) = self.port_mut(vf).and_then(|p| p.rings.as_mut()) else {
-                break;
-            };
-            if rings.completion.produce(&completion).is_err() {
-                self.counters.vf(vf).ring_errors.add(1);
-            }
+        if n == 0 {
+            return 0;
+        }
+        let mut dma = Dma {
+            nic: &mut self.nic,
+            ports: &mut self.ports,
+            regions: &self.regions,
+            counters: &self.counters,
+            umems: &mut self.umems,
+        };
+        let mut completions = [Desc::default(); BATCH as usize];
+        for (i, desc) in descs[..n as usize].iter().enumerate() {
+            completions[i] = dma.transmit(vf, *desc, now, self.wire.as_mut());
+        }
+        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+            return n;
+        };
+        let Some(rings) = port.rings.as_mut() else {
+            return n;
+        };
+        let granted = rings.completion.reserve(n).unwrap_or(0);
+        for (i, c) in completions[..granted as usize].iter().enumerate() {
+            rings.completion.write(i as u32, c);
+        }
+        rings.completion.submit(granted);
+        port.tx_since_irq += granted;
+        if granted < n {
+            self.counters.vf(vf).ring_errors.add(u64::from(n - granted));
         }
         n
     }
 
-    /// Carries out one transmit descriptor; returns the completion to post.
-    fn transmit(&mut self, vf: VfId, desc: Desc, now: Micros) -> Desc {
-        let refused = Desc {
-            flags: COMPLETION_ERROR,
-            ..desc
-        };
-        let len = desc.len as usize;
-        if !(14..=FRAME_SIZE as usize).contains(&len) {
-            self.counters.vf(vf).ring_errors.add(1);
-            return refused;
-        }
-        let Ok(t) = self
-            .nic
-            .translate(vf, Iova(desc.iova), len as u64, Access::Read)
-        else {
-            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
-            return refused;
-        };
-        let Some(src) = self.region(t.region) else {
-            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
-            return refused;
-        };
-        let mut header = [0u8; HEADER_READ];
-        let hlen = len.min(HEADER_READ);
-        if src.read_at(t.offset as usize, &mut header[..hlen]).is_err() {
-            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
-            return refused;
-        }
-        let decision = if desc.flags & TX_REFLECT != 0 {
-            self.nic.reflect_from_vf(vf, &header[..hlen])
-        } else {
-            self.nic.switch_from_vf(vf, &header[..hlen])
-        };
-        let f = match decision {
-            Decision::Drop(reason) => {
-                self.counters.vf(vf).drop(reason.into(), 1);
-                return desc;
-            }
-            Decision::Forward(f) => f,
-        };
-        let c = self.counters.vf(vf);
-        c.tx_packets.add(1);
-        c.tx_bytes.add(len as u64);
-        if f.uplink.is_some() {
-            self.counters.wire.tx_packets.add(1);
-            self.counters.wire.tx_bytes.add(len as u64);
-            if let Some(wire) = self.wire.as_mut() {
-                wire.sink.receive(&header[..hlen], len, now);
-            }
-        }
-        let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
-        let mut completion = desc;
-        let single = f.vfs.len() == 1 && f.uplink.is_none();
-        for to in f.vfs.iter() {
-            if single && self.nic.iommu().same_domain(vf, to) {
-                match self.hand_over(vf, to, desc, tci) {
-                    Ok(swapped) => completion = swapped,
-                    Err(reason) => self.counters.vf(to).drop(reason, 1),
-                }
-                continue;
-            }
-            let from = DeliverFrom::Region {
-                src: &src,
-                offset: t.offset as usize,
-                len,
-            };
-            if let Err(reason) = self.deliver(to, from, tci) {
-                self.counters.vf(to).drop(reason, 1);
-            }
-        }
-        completion
-    }
-
-    /// Zero-copy hop inside one shared domain: the receiver gets the sender's frame,
-    /// the sender gets one of the receiver's free frames in exchange.
-    fn hand_over(
-        &mut self,
-        from: VfId,
-        to: VfId,
-        desc: Desc,
-        tci: u16,
-    ) -> Result<Desc, DropReason> {
-        let enabled = self.nic.vf(to).is_ok_and(|v| v.bus_master());
-        let port = self.ports.get_mut(to.index()).and_then(Option::as_mut);
-        let Some(port) = port.filter(|p| enabled && p.state == PortState::Attached) else {
-            return Err(DropReason::LinkDown);
-        };
-        let Some(rings) = port.rings.as_mut() else {
-            return Err(DropReason::LinkDown);
-        };
-        if !rings.rx.free().is_ok_and(|n| n > 0) {
-            return Err(DropReason::RingFull);
-        }
-        let fill = match rings.fill.consume_one() {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(DropReason::NoBuffer),
-            Err(_) => {
-                port.state = PortState::Halted;
-                return Err(DropReason::NoBuffer);
-            }
-        };
-        let rx = Desc {
-            iova: desc.iova,
-            len: desc.len,
-            flags: 0,
-            vlan: tci,
-        };
-        if rings.rx.produce(&rx).is_err() {
-            return Err(DropReason::RingFull);
-        }
-        port.rx_since_irq += 1;
-        if let Some(domain) = self.nic.iommu().domain_of(to) {
-            if let Some(umem) = self.umems.get_mut(&domain) {
-                umem.transfer(Iova(desc.iova), to);
-                umem.transfer(Iova(fill.iova), from);
-            }
-        }
-        let c = self.counters.vf(to);
-        c.rx_packets.add(1);
-        c.rx_bytes.add(u64::from(desc.len));
-        c.handed_over.add(1);
-        Ok(Desc {
-            iova: fill.iova,
-            len: 0,
-            flags: 0,
-            vlan: 0,
-        })
-    }
-
-    fn raise_rx_interrupts(&mut self, now: Micros) {
-        // Pairs with the NF's fence between unmasking and re-checking its rx ring: either
+    /// Raises the rx vector of every VF that received frames and the tx-completion
+    /// vector of every VF that got completions, since the last poll.
+    fn raise_interrupts(&mut self, now: Micros) {
+        // Pairs with the NF's fence between unmasking and re-checking its rings: either
         // the NF sees the new descriptors or the NIC sees the vector unmasked.
         fence(Ordering::SeqCst);
         for i in 0..self.active.len() {
@@ -834,23 +681,35 @@ impl Engine {
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 continue;
             };
-            if port.rx_since_irq == 0 {
-                continue;
-            }
-            port.rx_since_irq = 0;
-            let masked = port
-                .bar
-                .as_ref()
-                .is_none_or(|b| b.irq_masked(IrqVector::RX));
-            let _ = self.nic.set_irq_masked(vf, Vector::RX, masked);
-            let outcome =
-                self.nic
-                    .raise_irq(vf, Vector::RX, now, &mut FdSink { ports: &self.ports });
-            let c = self.counters.vf(vf);
-            match outcome {
-                Raise::Delivered => c.irq_delivered.add(1),
-                Raise::Coalesced => c.irq_coalesced.add(1),
-                Raise::Blocked(_) => c.irq_blocked.add(1),
+            let pending = [
+                (
+                    Vector::RX,
+                    IrqVector::RX,
+                    std::mem::take(&mut port.rx_since_irq),
+                ),
+                (
+                    Vector::TX,
+                    IrqVector::TX,
+                    std::mem::take(&mut port.tx_since_irq),
+                ),
+            ];
+            let masks = pending.map(|(_, bar_vector, _)| {
+                port.bar.as_ref().is_none_or(|b| b.irq_masked(bar_vector))
+            });
+            for ((vector, _, count), masked) in pending.into_iter().zip(masks) {
+                if count == 0 {
+                    continue;
+                }
+                let _ = self.nic.set_irq_masked(vf, vector, masked);
+                let outcome =
+                    self.nic
+                        .raise_irq(vf, vector, now, &mut FdSink { ports: &self.ports });
+                let c = self.counters.vf(vf);
+                match outcome {
+                    Raise::Delivered => c.irq_delivered.add(1),
+                    Raise::Coalesced => c.irq_coalesced.add(1),
+                    Raise::Blocked(_) => c.irq_blocked.add(1),
+                }
             }
         }
     }
@@ -1275,6 +1134,244 @@ impl Engine {
     /// Counters of the wire sink.
     pub fn sink_stats(&self) -> Option<SinkStats> {
         self.wire.as_ref().map(|w| w.sink.stats())
+    }
+}
+
+/// The engine's fields the per-packet path needs, borrowed separately so that a
+/// frame's source memory and its destination VF can be used at once (no reference
+/// counting per packet).
+struct Dma<'a> {
+    nic: &'a mut Nic,
+    ports: &'a mut [Option<Port>],
+    regions: &'a [Option<RegionSlot>],
+    counters: &'a Counters,
+    umems: &'a mut HashMap<DomainId, SharedUmem>,
+}
+
+/// One egress frame in 64 is parsed for its latency stamp; the rest are only counted.
+const SINK_SAMPLE: u64 = 64;
+
+impl Dma<'_> {
+    /// Puts one frame into `vf`'s next fill buffer and posts it on rx.
+    fn deliver(&mut self, vf: VfId, from: DeliverFrom<'_>, tci: u16) -> Result<(), DropReason> {
+        let len = from.len();
+        let enabled = self.nic.vf(vf).is_ok_and(|v| v.bus_master());
+        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+            return Err(DropReason::LinkDown);
+        };
+        if !enabled || port.state != PortState::Attached {
+            return Err(DropReason::LinkDown);
+        }
+        let Some(rings) = port.rings.as_mut() else {
+            return Err(DropReason::LinkDown);
+        };
+        if len > FRAME_SIZE as usize {
+            return Err(DropReason::NoBuffer);
+        }
+        match rings.rx.free() {
+            Ok(0) => return Err(DropReason::RingFull),
+            Ok(_) => {}
+            Err(_) => {
+                port.state = PortState::Halted;
+                self.counters.vf(vf).ring_errors.add(1);
+                return Err(DropReason::RingFull);
+            }
+        }
+        let fill = match rings.fill.consume_one() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(DropReason::NoBuffer),
+            Err(_) => {
+                port.state = PortState::Halted;
+                self.counters.vf(vf).ring_errors.add(1);
+                return Err(DropReason::NoBuffer);
+            }
+        };
+        let t = self
+            .nic
+            .translate(vf, Iova(fill.iova), len as u64, Access::Write)
+            .map_err(|_| DropReason::DmaFault)?;
+        let regions = self.regions;
+        let Some(dst) = regions
+            .get(t.region.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|r| &*r.memory)
+        else {
+            return Err(DropReason::DmaFault);
+        };
+        let off = t.offset as usize;
+        let written = match from {
+            DeliverFrom::Bytes(frame, false) => dst.write_at(off, frame),
+            DeliverFrom::Bytes(frame, true) => dst
+                .write_at(off, &frame[..12])
+                .and_then(|()| dst.write_at(off + 12, &frame[16..])),
+            DeliverFrom::Region { src, offset, len } => src.copy_to(dst, offset, off, len),
+        };
+        if written.is_err() {
+            return Err(DropReason::DmaFault);
+        }
+        let copied = matches!(from, DeliverFrom::Region { .. });
+        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+            return Err(DropReason::LinkDown);
+        };
+        let Some(rings) = port.rings.as_mut() else {
+            return Err(DropReason::LinkDown);
+        };
+        let desc = Desc {
+            iova: fill.iova,
+            len: len as u32,
+            flags: 0,
+            vlan: tci,
+        };
+        if rings.rx.produce(&desc).is_err() {
+            return Err(DropReason::RingFull);
+        }
+        port.rx_since_irq += 1;
+        let c = self.counters.vf(vf);
+        c.rx_packets.add(1);
+        c.rx_bytes.add(len as u64);
+        if copied {
+            c.copied_bytes.add(len as u64);
+        }
+        Ok(())
+    }
+
+    /// Carries out one transmit descriptor; returns the completion to post.
+    fn transmit(&mut self, vf: VfId, desc: Desc, now: Micros, wire: Option<&mut GenWire>) -> Desc {
+        let refused = Desc {
+            flags: COMPLETION_ERROR,
+            ..desc
+        };
+        let len = desc.len as usize;
+        if !(14..=FRAME_SIZE as usize).contains(&len) {
+            self.counters.vf(vf).ring_errors.add(1);
+            return refused;
+        }
+        let Ok(t) = self
+            .nic
+            .translate(vf, Iova(desc.iova), len as u64, Access::Read)
+        else {
+            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
+            return refused;
+        };
+        let regions = self.regions;
+        let Some(src) = regions
+            .get(t.region.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|r| &*r.memory)
+        else {
+            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
+            return refused;
+        };
+        let mut header = [0u8; HEADER_READ];
+        let hlen = len.min(HEADER_READ);
+        if src.read_at(t.offset as usize, &mut header[..hlen]).is_err() {
+            self.counters.vf(vf).drop(DropReason::DmaFault, 1);
+            return refused;
+        }
+        let decision = if desc.flags & TX_REFLECT != 0 {
+            self.nic.reflect_from_vf(vf, &header[..hlen])
+        } else {
+            self.nic.switch_from_vf(vf, &header[..hlen])
+        };
+        let f = match decision {
+            Decision::Drop(reason) => {
+                self.counters.vf(vf).drop(reason.into(), 1);
+                return desc;
+            }
+            Decision::Forward(f) => f,
+        };
+        let c = self.counters.vf(vf);
+        c.tx_packets.add(1);
+        c.tx_bytes.add(len as u64);
+        if f.uplink.is_some() {
+            let wire_tx = &self.counters.wire.tx_packets;
+            wire_tx.add(1);
+            self.counters.wire.tx_bytes.add(len as u64);
+            if let Some(wire) = wire {
+                if wire_tx.get() % SINK_SAMPLE == 0 {
+                    wire.sink.receive(&header[..hlen], len, now);
+                } else {
+                    wire.sink.count(len);
+                }
+            }
+        }
+        let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
+        let mut completion = desc;
+        let single = f.vfs.len() == 1 && f.uplink.is_none();
+        for to in f.vfs.iter() {
+            if single && self.nic.iommu().same_domain(vf, to) {
+                match self.hand_over(vf, to, desc, tci) {
+                    Ok(swapped) => completion = swapped,
+                    Err(reason) => self.counters.vf(to).drop(reason, 1),
+                }
+                continue;
+            }
+            let from = DeliverFrom::Region {
+                src,
+                offset: t.offset as usize,
+                len,
+            };
+            if let Err(reason) = self.deliver(to, from, tci) {
+                self.counters.vf(to).drop(reason, 1);
+            }
+        }
+        completion
+    }
+
+    /// Zero-copy hop inside one shared domain: the receiver gets the sender's frame,
+    /// the sender gets one of the receiver's free frames in exchange.
+    fn hand_over(
+        &mut self,
+        from: VfId,
+        to: VfId,
+        desc: Desc,
+        tci: u16,
+    ) -> Result<Desc, DropReason> {
+        let enabled = self.nic.vf(to).is_ok_and(|v| v.bus_master());
+        let port = self.ports.get_mut(to.index()).and_then(Option::as_mut);
+        let Some(port) = port.filter(|p| enabled && p.state == PortState::Attached) else {
+            return Err(DropReason::LinkDown);
+        };
+        let Some(rings) = port.rings.as_mut() else {
+            return Err(DropReason::LinkDown);
+        };
+        if !rings.rx.free().is_ok_and(|n| n > 0) {
+            return Err(DropReason::RingFull);
+        }
+        let fill = match rings.fill.consume_one() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(DropReason::NoBuffer),
+            Err(_) => {
+                port.state = PortState::Halted;
+                return Err(DropReason::NoBuffer);
+            }
+        };
+        let rx = Desc {
+            iova: desc.iova,
+            len: desc.len,
+            flags: 0,
+            vlan: tci,
+        };
+        if rings.rx.produce(&rx).is_err() {
+            return Err(DropReason::RingFull);
+        }
+        port.rx_since_irq += 1;
+        if let Some(domain) = self.nic.iommu().domain_of(to) {
+            if let Some(umem) = self.umems.get_mut(&domain) {
+                umem.transfer(Iova(desc.iova), to);
+                umem.transfer(Iova(fill.iova), from);
+            }
+        }
+        let c = self.counters.vf(to);
+        c.rx_packets.add(1);
+        c.rx_bytes.add(u64::from(desc.len));
+        c.handed_over.add(1);
+        Ok(Desc {
+            iova: fill.iova,
+            len: 0,
+            flags: 0,
+            vlan: 0,
+        })
     }
 }
 

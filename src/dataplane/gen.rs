@@ -654,6 +654,8 @@ pub struct SinkStats {
     /// Frames that are not IPv4 UDP/TCP, or have room for a stamp but no marker, or a
     /// stamp from the future (not ours: the generator shares the sink's clock).
     pub foreign: u64,
+    /// Frames only counted, not parsed (the engine samples one frame in 64 for latency).
+    pub unsampled: u64,
     /// Latency of the stamped frames; `None` until one arrives.
     pub latency: Option<LatencyStats>,
 }
@@ -666,6 +668,7 @@ pub struct Sink {
     stamped: u64,
     unstamped: u64,
     foreign: u64,
+    unsampled: u64,
     min_us: u64,
     max_us: u64,
     sum_us: u128,
@@ -687,6 +690,7 @@ impl Sink {
             stamped: 0,
             unstamped: 0,
             foreign: 0,
+            unsampled: 0,
             min_us: u64::MAX,
             max_us: 0,
             sum_us: 0,
@@ -710,6 +714,13 @@ impl Sink {
             Found::Stamp { .. } | Found::Foreign => self.foreign += 1,
             Found::TooShort => self.unstamped += 1,
         }
+    }
+
+    /// Accounts one frame without looking inside it (frames not sampled for latency).
+    pub fn count(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        self.unsampled += 1;
     }
 
     fn record(&mut self, latency_us: u64) {
@@ -736,6 +747,7 @@ impl Sink {
             stamped: self.stamped,
             unstamped: self.unstamped,
             foreign: self.foreign,
+            unsampled: self.unsampled,
             latency,
         }
     }

@@ -71,6 +71,8 @@ pub struct Port {
     pub irq: [Option<EventFd>; VECTORS_PER_VF as usize],
     /// Frames delivered to rx since the last interrupt decision.
     pub rx_since_irq: u32,
+    /// Completions posted since the last interrupt decision.
+    pub tx_since_irq: u32,
     /// Latest NF report (JSON).
     pub report: Option<String>,
     /// Which attachment this is (events from an older socket are ignored).
@@ -91,6 +93,7 @@ impl Port {
             doorbell: None,
             irq: Default::default(),
             rx_since_irq: 0,
+            tx_since_irq: 0,
             report: None,
             epoch: 0,
         }

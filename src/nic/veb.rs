@@ -170,11 +170,19 @@ impl PortSet {
         self.0.iter().all(|w| *w == 0)
     }
 
-    /// The VFs, in index order.
+    /// The VFs, in index order (visits set bits only).
     pub fn iter(&self) -> impl Iterator<Item = VfId> + '_ {
-        (0..MAX_PORTS as u16)
-            .map(VfId)
-            .filter(move |vf| self.contains(*vf))
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some(VfId((w * 64) as u16 + bit as u16))
+            })
+        })
     }
 }
 
