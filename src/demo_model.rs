@@ -1,4 +1,4 @@
-//! `nfhost demo` on the device model alone: no packet memory, no NF processes yet.
+//! `nfhost model`: the device model alone, no packet memory and no NF processes.
 //!
 //! It builds the default emulated NIC (64 VFs), sets up what the control plane will
 //! set up for a two-hop chain and one standalone NF, then feeds built-in traffic
@@ -16,7 +16,7 @@ use nfhost::nic::{
     WireMatch,
 };
 
-/// Options of `nfhost demo`.
+/// Options of `nfhost model`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Frames to generate on the wire.
@@ -63,8 +63,8 @@ fn udp_frame(src: MacAddr, dst: MacAddr, vlan: Option<u16>, flow: u16) -> Vec<u8
 
 /// Runs the walkthrough.
 pub fn run(args: &Args) -> Result<(), NicError> {
-    println!("nfhost demo: device model only (switch, IOMMU, interrupt remapping).");
-    println!("No packet memory or NF processes yet: the data path lands with issue #3.\n");
+    println!("nfhost model: the device model alone (switch, IOMMU, interrupt remapping),");
+    println!("no packet memory and no NF processes: `nfhost demo` runs the real data path.\n");
 
     let mut nic = Nic::new(&PfConfig::default())?;
     nic.set_num_vfs(args.vfs)?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod demo_model;
 
 /// nfhost runs network functions on the virtual functions of an SR-IOV NIC
@@ -18,9 +19,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Walk the emulated NIC's device model through a chain on built-in traffic and
-    /// print what its switch, IOMMU and interrupt remapping decided, per VF.
-    Demo(demo_model::Args),
+    /// Run the embedded default: emulated NIC, gen wire, a chain of real NF processes;
+    /// prints per-VF throughput every second.
+    Demo(demo::Args),
+    /// Walk the device model alone (switch, IOMMU, interrupt remapping) through a
+    /// chain and print what it decided, per VF.
+    Model(demo_model::Args),
     /// Measure the data path: real engine, real NF processes, the gen wire.
     Bench(bench::Args),
     /// Network-function processes.
@@ -49,7 +53,8 @@ enum NfCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Demo(args) => demo_model::run(&args).map_err(Into::into),
+        Command::Demo(args) => demo::run(&args),
+        Command::Model(args) => demo_model::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
         Command::Nf {
             command: NfCommand::Run { kind, name, config },

@@ -1095,8 +1095,9 @@ impl Engine {
 
     /// Programs the switch (and, for `shared`, one IOMMU domain) for a chain: wire
     /// frames matching `classifier` → hop 1 → … → last hop → wire (re-tagged with
-    /// `egress_vlan` if given). Hops get spoof check off, since NFs in a chain
-    /// legitimately rewrite addresses. Call before the hops' NFs attach.
+    /// `egress_vlan` if given, else keeping the classifier's VLAN). Hops get spoof
+    /// check off, since NFs in a chain legitimately rewrite addresses, and the
+    /// classifier's VLAN as their port VLAN. Call before the hops' NFs attach.
     pub fn install_chain(
         &mut self,
         hops: &[VfId],
@@ -1107,12 +1108,18 @@ impl Engine {
         let (Some(first), Some(last)) = (hops.first(), hops.last()) else {
             return Ok(());
         };
-        let no_spoof = crate::nic::VfUpdate {
+        // A VLAN classifier becomes every hop's port VLAN: the NIC strips the tag on
+        // the way into each NF and inserts it on the way out, so NFs see untagged
+        // frames and VLAN anti-spoof holds. A hop must not forward tagged frames
+        // otherwise (it is not trusted).
+        let port_vlan = classifier.vlan.filter(|v| *v != 0);
+        let hop_config = crate::nic::VfUpdate {
             spoof_check: Some(false),
+            vlan: port_vlan,
             ..Default::default()
         };
         for hop in hops {
-            self.nic.update_vf(*hop, &no_spoof)?;
+            self.nic.update_vf(*hop, &hop_config)?;
         }
         self.nic.steer_wire(classifier, *first)?;
         for pair in hops.windows(2) {
