@@ -7,10 +7,32 @@
 //! - [`nic`]: the device model of the emulated NIC (pure, no I/O).
 //! - [`dataplane`]: the NIC engine thread, the `gen` wire, NF processes.
 //! - [`nf_kinds`]: the NF kinds an NF process can run.
+//! - [`chain_file`]: chain files (TOML), checked and turned into API messages.
+//! - [`store`]: the desired state in sled, loaded on start and reconciled.
+//! - [`control`]: the controller: validation, reconciler, NF supervisor.
+//! - [`api`]: the gRPC API (tonic), thin handlers over the controller.
+//! - [`serve`]: `nfhost serve`, the service.
 //!
 //! This crate has no `unsafe`: shared memory, rings and fds live in `nf-sdk`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod chain_file;
+pub mod control;
 pub mod dataplane;
 pub mod nf_kinds;
 pub mod nic;
+pub mod serve;
+pub mod store;
+
+/// An error and its causes on one line: `outer: inner: root`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

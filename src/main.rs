@@ -27,11 +27,45 @@ enum Command {
     Model(demo_model::Args),
     /// Measure the data path: real engine, real NF processes, the gen wire.
     Bench(bench::Args),
+    /// Run the service: gRPC API, desired state, NIC engine, NF supervisor.
+    Serve(ServeArgs),
     /// Network-function processes.
     Nf {
         #[command(subcommand)]
         command: NfCommand,
     },
+}
+
+/// Flags of `nfhost serve` (each may also be set in the `--config` TOML file).
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML file with the same settings (flags win).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    grpc: Option<std::net::SocketAddr>,
+    /// Where desired state lives [default: ./nfhost-data].
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// VFs to enable when no count is stored [default: 64].
+    #[arg(long)]
+    vfs: Option<u16>,
+    /// The uplink: gen or none [default: gen].
+    #[arg(long)]
+    wire: Option<String>,
+    /// Generated packets per second, 0 = flat out [default: 100000].
+    #[arg(long)]
+    gen_rate: Option<u64>,
+    /// Generated frame size in bytes, FCS included [default: 64].
+    #[arg(long)]
+    gen_size: Option<usize>,
+    /// Comma-separated VLANs to generate on [default: untagged].
+    #[arg(long, value_delimiter = ',')]
+    gen_vlans: Option<Vec<u16>>,
+    /// Distinct flows [default: 1024].
+    #[arg(long)]
+    gen_flows: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +90,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Model(args) => demo_model::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve(args),
         Command::Nf {
             command: NfCommand::Run { kind, name, config },
         } => nf_run(&kind, &name, &config),
@@ -81,8 +116,31 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use nfhost::serve::ServeSettings;
+    let flags = ServeSettings {
+        grpc: args.grpc,
+        http: None,
+        data_dir: args.data_dir,
+        vfs: args.vfs,
+        wire: args.wire,
+        gen_rate: args.gen_rate,
+        gen_size: args.gen_size,
+        gen_vlans: args.gen_vlans,
+        gen_flows: args.gen_flows,
+    };
+    let file = match &args.config {
+        Some(path) => ServeSettings::from_file(path)?,
+        None => ServeSettings::default(),
+    };
+    let exe = nfhost::dataplane::nf_process::current_exe()?;
+    nfhost::serve::serve(flags.or(file), exe)?;
+    Ok(())
+}
+
 /// The NF child: build the NF, attach over the inherited socket, run the loop.
 fn nf_run(kind: &str, name: &str, config: &str) -> Result<(), Box<dyn std::error::Error>> {
+    nfhost::dataplane::nf_process::die_with_parent()?;
     let nf = nfhost::nf_kinds::build(kind, config)?;
     let client = nf_sdk::VfClient::from_env()?;
     let token = std::env::var(nfhost::dataplane::nf_process::ENV_VF_TOKEN).map_err(|_| {

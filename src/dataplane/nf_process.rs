@@ -19,6 +19,28 @@ use thiserror::Error;
 pub const ENV_VF_FD: &str = "NFHOST_VF_FD";
 /// Environment variable carrying the attach token.
 pub const ENV_VF_TOKEN: &str = "NFHOST_VF_TOKEN";
+/// Environment variable carrying the parent's pid, so the child can tell whether its
+/// parent already died before it asked to die with it.
+pub const ENV_PARENT_PID: &str = "NFHOST_PARENT_PID";
+
+/// In the child: die with the parent (PR_SET_PDEATHSIG). An NF must never outlive
+/// the nfhost that started it, or a restarted nfhost would run it twice.
+pub fn die_with_parent() -> std::io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    // The parent may have died between fork and the call above.
+    let expected = std::env::var(ENV_PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    let parent = rustix::process::getppid()
+        .map(Pid::as_raw_nonzero)
+        .map(|p| p.get());
+    if expected.is_some() && parent != expected {
+        return Err(std::io::Error::other(
+            "the nfhost that started this NF is gone",
+        ));
+    }
+    Ok(())
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -63,6 +85,10 @@ impl NfProcess {
     /// Starts the child; returns it and the host's end of its VF socket, to hand to
     /// the engine with [`super::engine::Engine::attach`].
     pub fn spawn(launch: &NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
+        spawner::run(launch.clone())
+    }
+
+    fn spawn_here(launch: &NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
         let (host, child_end) = socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -76,6 +102,7 @@ impl NfProcess {
             .arg(&launch.config)
             .env(ENV_VF_FD, "0")
             .env(ENV_VF_TOKEN, &launch.token)
+            .env(ENV_PARENT_PID, std::process::id().to_string())
             .stdin(Stdio::from(child_end))
             .spawn()
             .map_err(|source| SpawnError::Exec {
@@ -130,6 +157,49 @@ impl Drop for NfProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Children are forked from one thread that lives as long as the process: the
+/// kernel's parent-death signal follows the parent *thread*, so a child forked from a
+/// short-lived worker thread would be killed when that thread retires.
+mod spawner {
+    use std::os::fd::OwnedFd;
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::{NfLaunch, NfProcess, SpawnError};
+
+    type Reply = mpsc::Sender<Result<(NfProcess, OwnedFd), SpawnError>>;
+
+    static JOBS: OnceLock<Mutex<mpsc::Sender<(NfLaunch, Reply)>>> = OnceLock::new();
+
+    pub(super) fn run(launch: NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
+        let jobs = JOBS.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<(NfLaunch, Reply)>();
+            let started = std::thread::Builder::new()
+                .name("nf-spawner".into())
+                .spawn(move || {
+                    for (launch, reply) in rx {
+                        let _ = reply.send(NfProcess::spawn_here(&launch));
+                    }
+                });
+            if let Err(e) = started {
+                eprintln!("nfhost: cannot start the NF spawner thread: {e}");
+            }
+            Mutex::new(tx)
+        });
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let gone = || SpawnError::Exec {
+            exe: launch.exe.clone(),
+            source: std::io::Error::other("the NF spawner thread is not running"),
+        };
+        let sent = jobs
+            .lock()
+            .map_err(|_| gone())?
+            .send((launch.clone(), reply_tx));
+        sent.map_err(|_| gone())?;
+        reply_rx.recv().map_err(|_| gone())?
     }
 }
 

@@ -1,0 +1,404 @@
+//! The tonic services: thin. Each handler hands the request to the [`Controller`] on a
+//! blocking thread (the controller talks to the engine thread synchronously) and maps
+//! its error to a status code; no business logic lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::proto;
+use super::proto::{
+    chain_service_server::ChainService, nf_service_server::NfService, pf_service_server::PfService,
+    telemetry_service_server::TelemetryService, vf_service_server::VfService,
+};
+use crate::control::{ControlError, Controller};
+
+/// The API over one controller.
+#[derive(Debug, Clone)]
+pub struct Api {
+    controller: Arc<Controller>,
+}
+
+impl Api {
+    /// Serves `controller`.
+    pub fn new(controller: Arc<Controller>) -> Self {
+        Api { controller }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Controller) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let controller = self.controller.clone();
+        tokio::task::spawn_blocking(move || f(&controller))
+            .await
+            .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+            .map(Response::new)
+            .map_err(status)
+    }
+}
+
+/// The status code and message for a refusal.
+pub fn status(err: ControlError) -> Status {
+    let message = crate::error_chain(&err);
+    match err {
+        ControlError::Invalid(violations) => {
+            let mut details = ErrorDetails::new();
+            for v in violations.0 {
+                details.add_bad_request_violation(v.field, v.description);
+            }
+            Status::with_error_details(tonic::Code::InvalidArgument, message, details)
+        }
+        ControlError::NotFound(_) => Status::not_found(message),
+        ControlError::AlreadyExists(_) => Status::already_exists(message),
+        ControlError::FailedPrecondition(_) | ControlError::Nic(_) => {
+            Status::failed_precondition(message)
+        }
+        ControlError::Exhausted(_) => Status::resource_exhausted(message),
+        ControlError::Store(_) | ControlError::Engine(_) => Status::internal(message),
+    }
+}
+
+/// One page of a list, AIP-158 style: the token is the offset, opaque to clients.
+fn page<T: Clone>(
+    items: &[T],
+    page_size: i32,
+    token: &str,
+    max: usize,
+) -> Result<(Vec<T>, String), Status> {
+    let size = match page_size {
+        n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+        0 => max.min(64),
+        n => (n as usize).min(max),
+    };
+    let start = if token.is_empty() {
+        0
+    } else {
+        token.parse::<usize>().map_err(|_| {
+            Status::invalid_argument(format!(
+                "page_token {token:?} was not issued by this server"
+            ))
+        })?
+    };
+    let end = (start + size).min(items.len());
+    let next = if end < items.len() {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    Ok((
+        items.get(start..end).map(<[T]>::to_vec).unwrap_or_default(),
+        next,
+    ))
+}
+
+#[tonic::async_trait]
+impl PfService for Api {
+    async fn get_pf(
+        &self,
+        request: Request<proto::GetPfRequest>,
+    ) -> Result<Response<proto::Pf>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| {
+            if name != "pfs/0" && !name.is_empty() {
+                return Err(ControlError::NotFound(format!(
+                    "{name:?} not found: this host has one PF, pfs/0"
+                )));
+            }
+            c.get_pf()
+        })
+        .await
+    }
+
+    async fn set_vf_count(
+        &self,
+        request: Request<proto::SetVfCountRequest>,
+    ) -> Result<Response<proto::Pf>, Status> {
+        let r = request.into_inner();
+        self.run(move |c| c.set_vf_count(&r.name, r.num_vfs, r.validate_only))
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl VfService for Api {
+    async fn list_vfs(
+        &self,
+        request: Request<proto::ListVfsRequest>,
+    ) -> Result<Response<proto::ListVfsResponse>, Status> {
+        let r = request.into_inner();
+        if !r.parent.is_empty() && r.parent != "pfs/0" {
+            return Err(Status::not_found(format!(
+                "{:?} not found: this host has one PF, pfs/0",
+                r.parent
+            )));
+        }
+        let all = self.run(|c| c.list_vfs()).await?.into_inner();
+        let (vfs, next_page_token) = page(&all, r.page_size, &r.page_token, 256)?;
+        Ok(Response::new(proto::ListVfsResponse {
+            vfs,
+            next_page_token,
+        }))
+    }
+
+    async fn get_vf(
+        &self,
+        request: Request<proto::GetVfRequest>,
+    ) -> Result<Response<proto::Vf>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| c.get_vf(&name)).await
+    }
+
+    async fn update_vf(
+        &self,
+        request: Request<proto::UpdateVfRequest>,
+    ) -> Result<Response<proto::Vf>, Status> {
+        let r = request.into_inner();
+        let vf =
+            r.vf.ok_or_else(|| Status::invalid_argument("vf is required"))?;
+        self.run(move |c| c.update_vf(&vf, &r.update_mask, r.validate_only))
+            .await
+    }
+
+    async fn reset_vf(
+        &self,
+        request: Request<proto::ResetVfRequest>,
+    ) -> Result<Response<proto::Vf>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| c.reset_vf(&name)).await
+    }
+}
+
+#[tonic::async_trait]
+impl NfService for Api {
+    async fn create_nf(
+        &self,
+        request: Request<proto::CreateNfRequest>,
+    ) -> Result<Response<proto::Nf>, Status> {
+        let r = request.into_inner();
+        let nf =
+            r.nf.ok_or_else(|| Status::invalid_argument("nf is required"))?;
+        self.run(move |c| c.create_nf(&nf, r.validate_only)).await
+    }
+
+    async fn get_nf(
+        &self,
+        request: Request<proto::GetNfRequest>,
+    ) -> Result<Response<proto::Nf>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| c.get_nf(&name)).await
+    }
+
+    async fn list_nfs(
+        &self,
+        request: Request<proto::ListNfsRequest>,
+    ) -> Result<Response<proto::ListNfsResponse>, Status> {
+        let r = request.into_inner();
+        let all = self.run(|c| Ok(c.list_nfs())).await?.into_inner();
+        let (nfs, next_page_token) = page(&all, r.page_size, &r.page_token, 1000)?;
+        Ok(Response::new(proto::ListNfsResponse {
+            nfs,
+            next_page_token,
+        }))
+    }
+
+    async fn delete_nf(
+        &self,
+        request: Request<proto::DeleteNfRequest>,
+    ) -> Result<Response<proto::DeleteNfResponse>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| c.delete_nf(&name).map(|()| proto::DeleteNfResponse {}))
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl ChainService for Api {
+    async fn create_chain(
+        &self,
+        request: Request<proto::CreateChainRequest>,
+    ) -> Result<Response<proto::Chain>, Status> {
+        let r = request.into_inner();
+        let chain = r
+            .chain
+            .ok_or_else(|| Status::invalid_argument("chain is required"))?;
+        self.run(move |c| c.create_chain(&chain, r.validate_only))
+            .await
+    }
+
+    async fn get_chain(
+        &self,
+        request: Request<proto::GetChainRequest>,
+    ) -> Result<Response<proto::Chain>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| c.get_chain(&name)).await
+    }
+
+    async fn list_chains(
+        &self,
+        request: Request<proto::ListChainsRequest>,
+    ) -> Result<Response<proto::ListChainsResponse>, Status> {
+        let r = request.into_inner();
+        let all = self.run(|c| Ok(c.list_chains())).await?.into_inner();
+        let (chains, next_page_token) = page(&all, r.page_size, &r.page_token, 1000)?;
+        Ok(Response::new(proto::ListChainsResponse {
+            chains,
+            next_page_token,
+        }))
+    }
+
+    async fn delete_chain(
+        &self,
+        request: Request<proto::DeleteChainRequest>,
+    ) -> Result<Response<proto::DeleteChainResponse>, Status> {
+        let name = request.into_inner().name;
+        self.run(move |c| {
+            c.delete_chain(&name)
+                .map(|()| proto::DeleteChainResponse {})
+        })
+        .await
+    }
+}
+
+type StatsStream = Pin<Box<dyn Stream<Item = Result<proto::Stats, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TelemetryService for Api {
+    async fn get_stats(
+        &self,
+        request: Request<proto::GetStatsRequest>,
+    ) -> Result<Response<proto::Stats>, Status> {
+        let active_only = request.into_inner().active_only;
+        self.run(move |c| c.stats(active_only)).await
+    }
+
+    type WatchStatsStream = StatsStream;
+
+    async fn watch_stats(
+        &self,
+        request: Request<proto::WatchStatsRequest>,
+    ) -> Result<Response<Self::WatchStatsStream>, Status> {
+        let r = request.into_inner();
+        let interval = match r.interval_ms {
+            0 => 1000,
+            n @ 100..=60_000 => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "interval_ms {n} is out of range 100-60000"
+                )));
+            }
+        };
+        let controller = self.controller.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(interval)));
+            loop {
+                ticker.tick().await;
+                let c = controller.clone();
+                let stats = tokio::task::spawn_blocking(move || c.stats(r.active_only)).await;
+                let item = match stats {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(status(e)),
+                    Err(e) => Err(Status::internal(e.to_string())),
+                };
+                if tx.send(item).await.is_err() {
+                    break; // The client went away.
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let replay = request.into_inner().replay;
+        let mut live = self.controller.subscribe();
+        let past = if replay {
+            self.run(|c| c.events(1000)).await?.into_inner()
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = 0;
+            for e in past {
+                last = e.seq;
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if e.seq > last => {
+                        last = e.seq;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let msg =
+                            format!("{n} events were dropped because this client reads too slowly");
+                        if tx.send(Err(Status::data_loss(msg))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<proto::ListEventsRequest>,
+    ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            n if n < 0 => return Err(Status::invalid_argument("limit must not be negative")),
+            0 => 100,
+            n => (n as usize).min(1000),
+        };
+        self.run(move |c| {
+            c.events(limit)
+                .map(|events| proto::ListEventsResponse { events })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_walks_every_item_once() {
+        let items: Vec<u32> = (0..10).collect();
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = page(&items, 3, &token, 256).unwrap();
+            seen.extend(page);
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        assert_eq!(seen, items);
+        assert!(page(&items, 3, "x", 256).is_err());
+        assert!(page(&items, -1, "", 256).is_err());
+    }
+}

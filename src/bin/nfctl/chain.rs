@@ -1,0 +1,188 @@
+//! `nfctl chain`: chains of NFs, applied from chain files.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use nfhost::api::proto::{self, chain_service_client::ChainServiceClient};
+use nfhost::chain_file::load_chain;
+
+use crate::fail::Failure;
+use crate::names::{self, short};
+use crate::render::{Align, Table, classifier, egress, fields, isolation, or_dash, restart_policy};
+use crate::{Ctx, Output, all_pages};
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Create the chain a chain file describes (see examples/edge.toml).
+    Apply {
+        /// The chain file (TOML).
+        file: PathBuf,
+        /// Check the chain with the server; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the chains.
+    List,
+    /// Show one chain, hop by hop.
+    Get {
+        /// `edge` or `chains/edge`.
+        #[arg(value_parser = names::chain)]
+        name: String,
+    },
+    /// Delete a chain whole: its NFs stopped, VFs reset and freed, steering removed.
+    Delete {
+        /// `edge` or `chains/edge`.
+        #[arg(value_parser = names::chain)]
+        name: String,
+    },
+}
+
+pub async fn run(ctx: &Ctx, command: ChainCommand) -> Result<(), Failure> {
+    match command {
+        ChainCommand::Apply { file, dry_run } => {
+            let chain = load_chain(&file)
+                .map_err(|e| Failure::Invalid(format!("chain file {}: {e}", file.display())))?;
+            let name = chain.name.clone();
+            let mut client = ChainServiceClient::new(ctx.connect().await?);
+            let created = client
+                .create_chain(proto::CreateChainRequest {
+                    chain: Some(chain),
+                    validate_only: dry_run,
+                })
+                .await
+                .map_err(|s| {
+                    let hint = (s.code() == tonic::Code::AlreadyExists).then(|| {
+                        format!(
+                            "a chain is not changed in place; to replace it: \
+                             `nfctl chain delete {}`, then `nfctl chain apply {}`",
+                            short(&name),
+                            file.display()
+                        )
+                    });
+                    let what = if dry_run { "validate" } else { "create" };
+                    ctx.rpc_hint(format!("{what} {name}"), s, hint)
+                })?
+                .into_inner();
+            if ctx.output == Output::Json {
+                return ctx.json(&created);
+            }
+            let head = if dry_run {
+                format!("{name}: valid (dry run, nothing created)\n")
+            } else {
+                format!("{}: created\n", created.name)
+            };
+            ctx.print(&(head + &view(&created)))
+        }
+        ChainCommand::List => {
+            let client = ChainServiceClient::new(ctx.connect().await?);
+            let chains = all_pages(ctx, "list chains", |token| {
+                let mut c = client.clone();
+                async move {
+                    let r = c
+                        .list_chains(proto::ListChainsRequest {
+                            page_size: 0,
+                            page_token: token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((r.chains, r.next_page_token))
+                }
+            })
+            .await?;
+            ctx.show(&chains, || list(&chains))
+        }
+        ChainCommand::Get { name } => {
+            let mut client = ChainServiceClient::new(ctx.connect().await?);
+            let chain = client
+                .get_chain(proto::GetChainRequest { name: name.clone() })
+                .await
+                .map_err(|s| ctx.rpc(format!("get {name}"), s))?
+                .into_inner();
+            ctx.show(&chain, || view(&chain))
+        }
+        ChainCommand::Delete { name } => {
+            let mut client = ChainServiceClient::new(ctx.connect().await?);
+            let r = client
+                .delete_chain(proto::DeleteChainRequest { name: name.clone() })
+                .await
+                .map_err(|s| ctx.rpc(format!("delete {name}"), s))?
+                .into_inner();
+            ctx.show(&r, || format!("{name}: deleted\n"))
+        }
+    }
+}
+
+/// `mon → fwd`.
+fn hops(chain: &proto::Chain) -> String {
+    chain
+        .nfs
+        .iter()
+        .map(|nf| nf.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn list(chains: &[proto::Chain]) -> String {
+    if chains.is_empty() {
+        return "no chains\n".into();
+    }
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("ISOLATION", Align::Left),
+        ("CLASSIFIER", Align::Left),
+        ("EGRESS", Align::Left),
+        ("RESTART", Align::Left),
+        ("VFS", Align::Left),
+        ("NFS", Align::Left),
+    ]);
+    for c in chains {
+        t.row(vec![
+            short(&c.name).to_owned(),
+            isolation(c.isolation),
+            classifier(c.classifier.as_ref()),
+            egress(c.egress.as_ref()),
+            restart_policy(c.restart_policy),
+            if c.vfs.is_empty() {
+                "-".into()
+            } else {
+                c.vfs.iter().map(|v| short(v)).collect::<Vec<_>>().join(",")
+            },
+            hops(c),
+        ]);
+    }
+    t.render()
+}
+
+fn view(chain: &proto::Chain) -> String {
+    let mut out = fields(&[
+        ("Name", chain.name.clone()),
+        ("Isolation", isolation(chain.isolation)),
+        ("Classifier", classifier(chain.classifier.as_ref())),
+        ("Egress", egress(chain.egress.as_ref())),
+        ("Restart", restart_policy(chain.restart_policy)),
+        ("Path", format!("wire → {} → wire", hops(chain))),
+    ]);
+    let mut t = Table::new(&[
+        ("HOP", Align::Right),
+        ("NF", Align::Left),
+        ("KIND", Align::Left),
+        ("VF", Align::Left),
+        ("CONFIG", Align::Left),
+    ]);
+    for (i, nf) in chain.nfs.iter().enumerate() {
+        t.row(vec![
+            i.to_string(),
+            nf.name.clone(),
+            nf.kind.clone(),
+            or_dash(chain.vfs.get(i).map_or("", String::as_str)),
+            if nf.config.is_empty() {
+                "defaults".into()
+            } else {
+                nf.config.clone()
+            },
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+    out
+}

@@ -1,0 +1,1264 @@
+//! The control plane: desired state, the reconciler and the NF supervisor.
+//!
+//! Every accepted request becomes one atomic store batch, flushed before the reply;
+//! then [`Controller::reconcile`] makes the running system match the stored state:
+//! PF VF count, VF admin config, chains steered, NF processes started or stopped. On
+//! start the stored state is loaded and reconciled the same way, so what was
+//! acknowledged is what runs. A supervisor tick restarts exited NFs per their policy.
+//!
+//! One lock serialises requests, reconciliation and the supervisor: VF allocation is
+//! decided against the stored state alone, so no VF is ever given to two NFs.
+
+pub mod supervisor;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+use crate::api::proto;
+use crate::dataplane::counters::{Counters, Drop as DropReason};
+use crate::dataplane::engine::{EngineError, EngineEvent, EngineHandle, Isolation};
+use crate::dataplane::nf_process::{NfLaunch, NfProcess};
+use crate::nic::{LinkState, MacAddr, Owner, VfId, VfUpdate, VlanTag, WireMatch};
+use crate::store::{Change, State, Store, StoreError};
+use supervisor::{Decision, Exit};
+use validate::{Violations, parse_vf, short_id, vf_name};
+
+/// Why a request was refused. Each maps to one gRPC status code.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// Bad input; nothing changed.
+    #[error("invalid request: {}", describe(.0))]
+    Invalid(Violations),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the system is not in a state to accept it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No free VF (or another resource ran out).
+    #[error("{0}")]
+    Exhausted(String),
+    /// Storing the change failed; nothing was acknowledged.
+    #[error("storing desired state failed")]
+    Store(#[from] StoreError),
+    /// The NIC engine refused or is gone.
+    #[error("NIC engine")]
+    Engine(#[from] EngineError),
+    /// The device model refused a write that passed validation (a race with the data
+    /// path, such as a VF that became assigned).
+    #[error("NIC refused")]
+    Nic(#[from] crate::nic::NicError),
+}
+
+fn describe(v: &Violations) -> String {
+    v.0.iter()
+        .map(|x| format!("{}: {}", x.field, x.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn invalid(field: &str, description: impl Into<String>) -> ControlError {
+    let mut v = Violations::default();
+    v.add(field, description);
+    ControlError::Invalid(v)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn event(kind: proto::EventKind, vf: Option<VfId>, nf: &str, message: String) -> proto::Event {
+    proto::Event {
+        seq: 0,
+        time_ms: now_ms(),
+        kind: kind as i32,
+        vf: vf.map(|v| vf_name(v.0)).unwrap_or_default(),
+        nf: if nf.is_empty() {
+            String::new()
+        } else {
+            format!("nfs/{nf}")
+        },
+        message,
+        dma_fault: None,
+    }
+}
+
+/// The runtime side of one NF.
+#[derive(Debug)]
+struct NfRun {
+    vf: VfId,
+    process: Option<NfProcess>,
+    status: proto::NfStatus,
+    started_at: Instant,
+    failures: u32,
+    restart_at: Option<Instant>,
+    /// The next exit was asked for (VF reset): restart at once, not a failure.
+    expect_exit: bool,
+}
+
+struct Inner {
+    store: Store,
+    desired: State,
+    engine: EngineHandle,
+    exe: PathBuf,
+    runs: BTreeMap<String, NfRun>,
+    installed_chains: BTreeMap<String, Vec<VfId>>,
+    tokens: u64,
+    wire: String,
+}
+
+/// The control plane of one nfhost instance.
+pub struct Controller {
+    inner: Mutex<Inner>,
+    counters: Arc<Counters>,
+    events: broadcast::Sender<proto::Event>,
+    total_vfs: u16,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller over a started engine and an opened store. Call
+    /// [`Controller::reconcile`] to bring the stored state up.
+    pub fn new(
+        store: Store,
+        engine: EngineHandle,
+        exe: PathBuf,
+        wire: String,
+    ) -> Result<Self, ControlError> {
+        let desired = store.load()?;
+        let counters = engine.counters().clone();
+        let total_vfs = engine.call(|e| e.nic().pf().total_vfs())?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Controller {
+            inner: Mutex::new(Inner {
+                store,
+                desired,
+                engine,
+                exe,
+                runs: BTreeMap::new(),
+                installed_chains: BTreeMap::new(),
+                tokens: 0,
+                wire,
+            }),
+            counters,
+            events,
+            total_vfs,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves state that reconcile repairs.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to events as they are stored.
+    pub fn subscribe(&self) -> broadcast::Receiver<proto::Event> {
+        self.events.subscribe()
+    }
+
+    /// Stores changes plus events in one batch, then broadcasts the events.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        mut changes: Vec<Change>,
+        events: Vec<proto::Event>,
+    ) -> Result<(), ControlError> {
+        let n = events.len();
+        changes.extend(events.into_iter().map(Change::Event));
+        inner.store.apply(&changes)?;
+        inner.desired = inner.store.load()?;
+        if n > 0 {
+            for e in inner.store.events(n)? {
+                let _ = self.events.send(e);
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ PF
+
+    /// The PF.
+    pub fn get_pf(&self) -> Result<proto::Pf, ControlError> {
+        let inner = self.lock();
+        let wire = inner.wire.clone();
+        let assigned = inner.owned_vfs().len() as u32;
+        Ok(inner.engine.call(move |e| {
+            let pf = e.nic().pf();
+            proto::Pf {
+                name: "pfs/0".into(),
+                mac: pf.mac().to_string(),
+                link_up: pf.link() == crate::nic::Link::Up,
+                total_vfs: u32::from(pf.total_vfs()),
+                num_vfs: u32::from(pf.num_vfs()),
+                assigned_vfs: assigned,
+                wire,
+            }
+        })?)
+    }
+
+    /// Sets the VF count.
+    pub fn set_vf_count(
+        &self,
+        name: &str,
+        num_vfs: u32,
+        validate_only: bool,
+    ) -> Result<proto::Pf, ControlError> {
+        if name != "pfs/0" {
+            return Err(ControlError::NotFound(format!(
+                "{name:?} not found: this host has one PF, pfs/0"
+            )));
+        }
+        {
+            let mut inner = self.lock();
+            if num_vfs > u32::from(self.total_vfs) {
+                return Err(invalid(
+                    "num_vfs",
+                    format!(
+                        "{num_vfs} is above this PF's total_vfs of {}",
+                        self.total_vfs
+                    ),
+                ));
+            }
+            let n = num_vfs as u16;
+            let current = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+            if n != current {
+                if current != 0 && n != 0 {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "{current} VFs are enabled; set the count to 0 before changing it to {n}"
+                    )));
+                }
+                let owned = inner.owned_vfs();
+                if n == 0 && !owned.is_empty() {
+                    let who: Vec<String> = owned
+                        .iter()
+                        .map(|(vf, nf)| format!("{} owned by nfs/{nf}", vf_name(vf.0)))
+                        .collect();
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "cannot disable VFs while assigned: {}; delete those NFs first",
+                        who.join(", ")
+                    )));
+                }
+                if !validate_only {
+                    let mut changes = vec![Change::PutPf(proto::Pf {
+                        name: "pfs/0".into(),
+                        num_vfs,
+                        ..Default::default()
+                    })];
+                    changes.extend(inner.desired.vfs.keys().map(|i| Change::DeleteVf(*i)));
+                    let ev = event(
+                        proto::EventKind::ConfigChanged,
+                        None,
+                        "",
+                        format!("VF count {current} -> {n}"),
+                    );
+                    self.commit(&mut inner, changes, vec![ev])?;
+                    inner.engine.call(move |e| e.nic_mut().set_num_vfs(n))??;
+                }
+            }
+        }
+        self.get_pf()
+    }
+
+    // ------------------------------------------------------------------ VF
+
+    /// Every VF.
+    pub fn list_vfs(&self) -> Result<Vec<proto::Vf>, ControlError> {
+        let inner = self.lock();
+        let n = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        (0..n).map(|i| inner.vf_message(VfId(i))).collect()
+    }
+
+    /// One VF.
+    pub fn get_vf(&self, name: &str) -> Result<proto::Vf, ControlError> {
+        let inner = self.lock();
+        let vf = inner.vf_by_name(name)?;
+        inner.vf_message(vf)
+    }
+
+    /// Writes VF admin config fields.
+    pub fn update_vf(
+        &self,
+        vf: &proto::Vf,
+        mask: &[String],
+        validate_only: bool,
+    ) -> Result<proto::Vf, ControlError> {
+        let mut inner = self.lock();
+        let id = inner.vf_by_name(&vf.name)?;
+        let update = update_from_mask(vf, mask)?;
+        // Dry-run on a copy of the device model: the same rules as the real write.
+        let check = update.clone();
+        inner
+            .engine
+            .call(move |e| e.nic().clone().update_vf(id, &check))?
+            .map_err(|err| invalid("vf", err.to_string()))?;
+        if validate_only {
+            return inner.vf_message(id);
+        }
+        let apply = update.clone();
+        let admin = inner
+            .engine
+            .call(move |e| -> Result<_, crate::nic::NicError> {
+                e.nic_mut().update_vf(id, &apply)?;
+                Ok(e.nic().vf(id)?.admin().clone())
+            })??;
+        let record = admin_record(id, &admin);
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            Some(id),
+            "",
+            format!("VF config updated: {}", mask_text(mask, vf)),
+        );
+        self.commit(&mut inner, vec![Change::PutVf(id.0, record)], vec![ev])?;
+        inner.vf_message(id)
+    }
+
+    /// Function-level reset of a VF; its NF (if any) is restarted on a clean VF.
+    pub fn reset_vf(&self, name: &str) -> Result<proto::Vf, ControlError> {
+        let mut inner = self.lock();
+        let id = inner.vf_by_name(name)?;
+        let owner = inner.owner_of(id);
+        inner.engine.call(move |e| {
+            e.detach(id);
+            let _ = e.nic_mut().flr(id);
+        })?;
+        if let Some(nf) = owner {
+            if let Some(run) = inner.runs.get_mut(&nf) {
+                run.expect_exit = true;
+                if let Some(p) = &run.process {
+                    let _ = p.signal(rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            Some(id),
+            "",
+            "function-level reset".into(),
+        );
+        self.commit(&mut inner, vec![], vec![ev])?;
+        inner.vf_message(id)
+    }
+
+    // ------------------------------------------------------------------ NF
+
+    /// Creates a standalone NF.
+    pub fn create_nf(
+        &self,
+        nf: &proto::Nf,
+        validate_only: bool,
+    ) -> Result<proto::Nf, ControlError> {
+        let v = validate::check_new_nf(nf);
+        if !v.is_empty() {
+            return Err(ControlError::Invalid(v));
+        }
+        let mut inner = self.lock();
+        let id = short_id("nfs", &nf.name).to_owned();
+        if inner.desired.nfs.contains_key(&id) {
+            return Err(ControlError::AlreadyExists(format!(
+                "nfs/{id} already exists"
+            )));
+        }
+        let num_vfs = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let owned = inner.owned_vfs();
+        let vf = if nf.vf.is_empty() {
+            inner.free_vfs(num_vfs, 1)?[0]
+        } else {
+            let vf = VfId(parse_vf(&nf.vf).unwrap_or(u16::MAX));
+            if vf.0 >= num_vfs {
+                return Err(ControlError::NotFound(format!(
+                    "{} does not exist: this PF has {num_vfs} VFs enabled",
+                    nf.vf
+                )));
+            }
+            if let Some(owner) = owned.get(&vf) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{} is already owned by nfs/{owner}",
+                    vf_name(vf.0)
+                )));
+            }
+            vf
+        };
+        let record = proto::Nf {
+            name: id.clone(),
+            kind: nf.kind.clone(),
+            config: nf.config.clone(),
+            vf: vf_name(vf.0),
+            restart_policy: nf.restart_policy,
+            chain: String::new(),
+            status: None,
+        };
+        if !validate_only {
+            let ev = event(
+                proto::EventKind::ConfigChanged,
+                Some(vf),
+                &id,
+                format!("NF nfs/{id} ({}) created", nf.kind),
+            );
+            self.commit(&mut inner, vec![Change::PutNf(record.clone())], vec![ev])?;
+            self.reconcile_locked(&mut inner);
+        }
+        Ok(inner.nf_message(&record))
+    }
+
+    /// One NF with its status.
+    pub fn get_nf(&self, name: &str) -> Result<proto::Nf, ControlError> {
+        let inner = self.lock();
+        let id = short_id("nfs", name);
+        let nf = inner
+            .desired
+            .nfs
+            .get(id)
+            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+        Ok(inner.nf_message(nf))
+    }
+
+    /// Every NF.
+    pub fn list_nfs(&self) -> Vec<proto::Nf> {
+        let inner = self.lock();
+        inner
+            .desired
+            .nfs
+            .values()
+            .map(|nf| inner.nf_message(nf))
+            .collect()
+    }
+
+    /// Deletes a standalone NF: stops it, resets and frees its VF.
+    pub fn delete_nf(&self, name: &str) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let id = short_id("nfs", name).to_owned();
+        let nf = inner
+            .desired
+            .nfs
+            .get(&id)
+            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+        if !nf.chain.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "nfs/{id} is a hop of {}; delete the chain instead",
+                nf.chain
+            )));
+        }
+        let vf = parse_vf(&nf.vf).map(VfId);
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            vf,
+            &id,
+            format!("NF nfs/{id} deleted"),
+        );
+        self.commit(&mut inner, vec![Change::DeleteNf(id)], vec![ev])?;
+        self.reconcile_locked(&mut inner);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ chains
+
+    /// Creates a chain whole.
+    pub fn create_chain(
+        &self,
+        chain: &proto::Chain,
+        validate_only: bool,
+    ) -> Result<proto::Chain, ControlError> {
+        let v = validate::check_chain(chain);
+        if !v.is_empty() {
+            return Err(ControlError::Invalid(v));
+        }
+        let mut inner = self.lock();
+        let id = short_id("chains", &chain.name).to_owned();
+        if inner.desired.chains.contains_key(&id) {
+            return Err(ControlError::AlreadyExists(format!(
+                "chains/{id} already exists; delete it first to replace it"
+            )));
+        }
+        for nf in &chain.nfs {
+            if inner.desired.nfs.contains_key(&nf.name) {
+                return Err(ControlError::AlreadyExists(format!(
+                    "nfs/{} already exists; chain NF names must be unused",
+                    nf.name
+                )));
+            }
+        }
+        let classifier = chain.classifier.clone().unwrap_or_default();
+        if let Some(other) = inner.desired.chains.values().find(|c| {
+            let o = c.classifier.clone().unwrap_or_default();
+            o.vlan == classifier.vlan && o.dst_mac.eq_ignore_ascii_case(&classifier.dst_mac)
+        }) {
+            return Err(ControlError::FailedPrecondition(format!(
+                "{} already takes the frames this classifier matches (VLAN {}, MAC {:?})",
+                other.name, classifier.vlan, classifier.dst_mac
+            )));
+        }
+        let num_vfs = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let vfs = inner.free_vfs(num_vfs, chain.nfs.len())?;
+        let mut record = chain.clone();
+        record.name = format!("chains/{id}");
+        record.vfs = vfs.iter().map(|v| vf_name(v.0)).collect();
+        if record.isolation == proto::Isolation::Unspecified as i32 {
+            record.isolation = proto::Isolation::Strict as i32;
+        }
+        if validate_only {
+            return Ok(record);
+        }
+        let mut changes = vec![Change::PutChain(record.clone())];
+        for (hop, vf) in chain.nfs.iter().zip(&vfs) {
+            changes.push(Change::PutNf(proto::Nf {
+                name: hop.name.clone(),
+                kind: hop.kind.clone(),
+                config: hop.config.clone(),
+                vf: vf_name(vf.0),
+                restart_policy: chain.restart_policy,
+                chain: record.name.clone(),
+                status: None,
+            }));
+        }
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            None,
+            "",
+            format!(
+                "chain {} created over {}",
+                record.name,
+                record.vfs.join(", ")
+            ),
+        );
+        self.commit(&mut inner, changes, vec![ev])?;
+        self.reconcile_locked(&mut inner);
+        Ok(record)
+    }
+
+    /// One chain.
+    pub fn get_chain(&self, name: &str) -> Result<proto::Chain, ControlError> {
+        let inner = self.lock();
+        let id = short_id("chains", name);
+        inner
+            .desired
+            .chains
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("chains/{id} not found")))
+    }
+
+    /// Every chain.
+    pub fn list_chains(&self) -> Vec<proto::Chain> {
+        self.lock().desired.chains.values().cloned().collect()
+    }
+
+    /// Deletes a chain whole.
+    pub fn delete_chain(&self, name: &str) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let id = short_id("chains", name).to_owned();
+        let chain = inner
+            .desired
+            .chains
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("chains/{id} not found")))?;
+        let mut changes = vec![Change::DeleteChain(id.clone())];
+        changes.extend(
+            chain
+                .nfs
+                .iter()
+                .map(|hop| Change::DeleteNf(hop.name.clone())),
+        );
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            None,
+            "",
+            format!("chain chains/{id} deleted"),
+        );
+        self.commit(&mut inner, changes, vec![ev])?;
+        self.reconcile_locked(&mut inner);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ telemetry
+
+    /// Per-VF counters.
+    pub fn stats(&self, active_only: bool) -> Result<proto::Stats, ControlError> {
+        let inner = self.lock();
+        let n = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let faults: Vec<u64> = inner.engine.call(move |e| {
+            (0..n)
+                .map(|i| e.nic().iommu().fault_counts(VfId(i)).total())
+                .collect()
+        })?;
+        let owners = inner.owned_vfs();
+        let c = &self.counters;
+        let mut vfs = Vec::new();
+        for i in 0..n {
+            let vf = VfId(i);
+            let s = c.vf(vf).snapshot();
+            let owner = owners.get(&vf).cloned().unwrap_or_default();
+            if active_only && owner.is_empty() && s.rx_packets + s.tx_packets + s.total_drops() == 0
+            {
+                continue;
+            }
+            let chain = inner
+                .desired
+                .nfs
+                .get(&owner)
+                .map(|nf| nf.chain.clone())
+                .unwrap_or_default();
+            vfs.push(proto::VfStats {
+                vf: vf_name(i),
+                nf: if owner.is_empty() {
+                    owner
+                } else {
+                    format!("nfs/{owner}")
+                },
+                chain,
+                rx_packets: s.rx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_packets: s.tx_packets,
+                tx_bytes: s.tx_bytes,
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|d| (d.as_str().to_owned(), s.drop_count(*d)))
+                    .collect(),
+                interrupts_delivered: s.irq_delivered,
+                interrupts_coalesced: s.irq_coalesced,
+                interrupts_blocked: s.irq_blocked,
+                dma_copied_bytes: s.copied_bytes,
+                ring_errors: s.ring_errors,
+                dma_faults: faults.get(usize::from(i)).copied().unwrap_or(0),
+            });
+        }
+        let w = &c.wire;
+        Ok(proto::Stats {
+            time_ms: now_ms(),
+            vfs,
+            wire: Some(proto::WireStats {
+                rx_packets: w.rx_packets.get(),
+                rx_bytes: w.rx_bytes.get(),
+                tx_packets: w.tx_packets.get(),
+                tx_bytes: w.tx_bytes.get(),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|d| (d.as_str().to_owned(), w.drops(*d)))
+                    .collect(),
+            }),
+        })
+    }
+
+    /// The stored recent events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<proto::Event>, ControlError> {
+        Ok(self.lock().store.events(limit)?)
+    }
+
+    /// Records that the service started (boot id in the message).
+    pub fn record_start(&self) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let boot = inner.store.boot_id();
+        let ev = event(
+            proto::EventKind::ServiceStarted,
+            None,
+            "",
+            format!("nfhost started (boot {boot})"),
+        );
+        self.commit(&mut inner, vec![], vec![ev])
+    }
+
+    // ------------------------------------------------------------------ reconcile
+
+    /// Makes the running system match the stored state.
+    pub fn reconcile(&self) {
+        let mut inner = self.lock();
+        self.reconcile_locked(&mut inner);
+    }
+
+    fn reconcile_locked(&self, inner: &mut Inner) {
+        let mut events = Vec::new();
+        // PF VF count.
+        if let Some(pf) = inner.desired.pf.clone() {
+            let n = pf.num_vfs as u16;
+            let _ = inner.engine.call(move |e| {
+                if e.nic().pf().num_vfs() != n {
+                    let _ = e.nic_mut().set_num_vfs(0);
+                    let _ = e.nic_mut().set_num_vfs(n);
+                }
+            });
+        }
+        // VF admin config.
+        for (index, record) in inner.desired.vfs.clone() {
+            let update = update_from_record(&record);
+            let _ = inner
+                .engine
+                .call(move |e| e.nic_mut().update_vf(VfId(index), &update));
+        }
+        // NFs that should no longer run.
+        let gone: Vec<String> = inner
+            .runs
+            .keys()
+            .filter(|name| !inner.desired.nfs.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(mut run) = inner.runs.remove(&name) {
+                let vf = run.vf;
+                if let Some(mut p) = run.process.take() {
+                    let _ = p.signal(rustix::process::Signal::KILL);
+                    let _ = p.wait();
+                }
+                let _ = inner.engine.call(move |e| e.release(vf));
+                events.push(event(
+                    proto::EventKind::NfExited,
+                    Some(vf),
+                    &name,
+                    format!("nfs/{name} stopped: deleted"),
+                ));
+            }
+        }
+        // Chains that should no longer be steered.
+        let old: Vec<String> = inner
+            .installed_chains
+            .keys()
+            .filter(|c| !inner.desired.chains.contains_key(*c))
+            .cloned()
+            .collect();
+        for name in old {
+            if let Some(vfs) = inner.installed_chains.remove(&name) {
+                let _ = inner.engine.call(move |e| {
+                    for vf in vfs {
+                        let _ = e.release(vf);
+                        e.nic_mut().unsteer(vf);
+                        // Back to power-on switching config for the next owner.
+                        let _ = e.nic_mut().update_vf(
+                            vf,
+                            &VfUpdate {
+                                vlan: Some(0),
+                                spoof_check: Some(true),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                });
+            }
+        }
+        // Chains to steer.
+        let new: Vec<proto::Chain> = inner
+            .desired
+            .chains
+            .iter()
+            .filter(|(id, _)| !inner.installed_chains.contains_key(*id))
+            .map(|(_, c)| c.clone())
+            .collect();
+        for chain in new {
+            let id = short_id("chains", &chain.name).to_owned();
+            let hops: Vec<VfId> = chain
+                .vfs
+                .iter()
+                .filter_map(|v| parse_vf(v))
+                .map(VfId)
+                .collect();
+            let classifier = chain.classifier.clone().unwrap_or_default();
+            let wire_match = WireMatch {
+                vlan: (classifier.vlan != 0).then_some(classifier.vlan as u16),
+                dst: classifier.dst_mac.parse::<MacAddr>().ok(),
+            };
+            let egress = chain
+                .egress
+                .as_ref()
+                .filter(|e| e.vlan != 0)
+                .map(|e| VlanTag {
+                    vid: e.vlan as u16,
+                    pcp: 0,
+                });
+            let isolation = if chain.isolation == proto::Isolation::Shared as i32 {
+                Isolation::Shared
+            } else {
+                Isolation::Strict
+            };
+            let installed = hops.clone();
+            let result = inner
+                .engine
+                .call(move |e| e.install_chain(&installed, isolation, wire_match, egress));
+            match result {
+                Ok(Ok(())) => {
+                    inner.installed_chains.insert(id, hops);
+                }
+                Ok(Err(err)) | Err(err) => events.push(event(
+                    proto::EventKind::ConfigChanged,
+                    None,
+                    "",
+                    format!(
+                        "chain {} could not be steered: {}",
+                        chain.name,
+                        crate::error_chain(&err)
+                    ),
+                )),
+            }
+        }
+        // NFs to start.
+        let missing: Vec<proto::Nf> = inner
+            .desired
+            .nfs
+            .values()
+            .filter(|nf| !inner.runs.contains_key(&nf.name))
+            .cloned()
+            .collect();
+        for nf in missing {
+            let Some(vf) = parse_vf(&nf.vf).map(VfId) else {
+                continue;
+            };
+            inner.runs.insert(
+                nf.name.clone(),
+                NfRun {
+                    vf,
+                    process: None,
+                    status: proto::NfStatus {
+                        state: proto::NfState::Pending as i32,
+                        ..Default::default()
+                    },
+                    started_at: Instant::now(),
+                    failures: 0,
+                    restart_at: None,
+                    expect_exit: false,
+                },
+            );
+            if let Some(e) = inner.start(&nf) {
+                events.push(e);
+            }
+        }
+        if !events.is_empty() {
+            let _ = self.commit(inner, vec![], events);
+        }
+    }
+
+    /// One supervisor pass: reap exited NFs, restart those whose backoff ended, and
+    /// store what the engine reported (DMA faults, detaches).
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        let mut events = Vec::new();
+        let now = Instant::now();
+        let names: Vec<String> = inner.runs.keys().cloned().collect();
+        for name in names {
+            let Some(nf) = inner.desired.nfs.get(&name).cloned() else {
+                continue;
+            };
+            let policy = proto::RestartPolicy::try_from(nf.restart_policy)
+                .unwrap_or(proto::RestartPolicy::Always);
+            let Some(run) = inner.runs.get_mut(&name) else {
+                continue;
+            };
+            let exited = match run.process.as_mut().map(NfProcess::try_wait) {
+                Some(Ok(Some(status))) => Some(status),
+                _ => None,
+            };
+            if let Some(status) = exited {
+                run.process = None;
+                let exit = Exit::from_status(status);
+                run.status.pid = 0;
+                run.status.last_exit = exit.description.clone();
+                if std::mem::take(&mut run.expect_exit) {
+                    run.restart_at = Some(now);
+                    run.status.state = proto::NfState::Restarting as i32;
+                    continue;
+                }
+                let (decision, failures) =
+                    supervisor::decide(policy, &exit, now - run.started_at, run.failures);
+                run.failures = failures;
+                events.push(event(
+                    proto::EventKind::NfExited,
+                    Some(run.vf),
+                    &name,
+                    format!("nfs/{name} exited: {}", exit.description),
+                ));
+                match decision {
+                    Decision::Restart { after } => {
+                        run.status.state = proto::NfState::Restarting as i32;
+                        run.status.reason = format!(
+                            "restarting in {} ms after {}",
+                            after.as_millis(),
+                            exit.description
+                        );
+                        run.restart_at = Some(now + after);
+                    }
+                    Decision::Fail { reason } => {
+                        run.status.state = proto::NfState::Failed as i32;
+                        run.status.reason = reason.clone();
+                        run.restart_at = None;
+                        events.push(event(
+                            proto::EventKind::NfFailed,
+                            Some(run.vf),
+                            &name,
+                            format!("nfs/{name} failed: {reason}"),
+                        ));
+                    }
+                }
+            }
+            let due = inner
+                .runs
+                .get(&name)
+                .and_then(|r| r.restart_at)
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(run) = inner.runs.get_mut(&name) {
+                    run.restart_at = None;
+                    run.status.restarts += 1;
+                }
+                if let Some(e) = inner.start(&nf) {
+                    events.push(e);
+                }
+                events.push(event(
+                    proto::EventKind::NfRestarted,
+                    parse_vf(&nf.vf).map(VfId),
+                    &name,
+                    format!("nfs/{name} restarted"),
+                ));
+            }
+        }
+        // What the engine saw.
+        let engine_events = inner.engine.view().take_events();
+        let mut faults = 0usize;
+        for e in engine_events {
+            match e {
+                EngineEvent::DmaFault(f) => {
+                    faults += 1;
+                    if faults > 50 {
+                        continue; // The rest are counted; the log keeps a sample.
+                    }
+                    let owner = inner.owner_of(f.vf).unwrap_or_default();
+                    let mut ev = event(proto::EventKind::DmaFault, Some(f.vf), &owner, f.to_string());
+                    ev.dma_fault = Some(proto::DmaFault {
+                        iova: f.iova.0,
+                        len: f.len,
+                        access: match f.access {
+                            crate::nic::Access::Read => "read".into(),
+                            crate::nic::Access::Write => "write".into(),
+                        },
+                        reason: f.reason.as_str().into(),
+                    });
+                    events.push(ev);
+                }
+                EngineEvent::Detached { vf, owner, mappings } => events.push(event(
+                    proto::EventKind::NfExited,
+                    Some(vf),
+                    &owner.0,
+                    format!("{} scrubbed after nfs/{} detached: DMA stopped, {mappings} mapping(s) removed", vf_name(vf.0), owner.0),
+                )),
+                EngineEvent::Attached { .. } => {}
+            }
+        }
+        if faults > 50 {
+            events.push(event(
+                proto::EventKind::DmaFault,
+                None,
+                "",
+                format!("{} more DMA faults not logged individually", faults - 50),
+            ));
+        }
+        if !events.is_empty() {
+            let _ = self.commit(&mut inner, vec![], events);
+        }
+    }
+
+    /// Stops every NF (service shutdown).
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        let runs = std::mem::take(&mut inner.runs);
+        for (_, mut run) in runs {
+            if let Some(p) = run.process.take() {
+                let _ = p.signal(rustix::process::Signal::TERM);
+                drop(p);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// VF → owning NF name, from the stored state.
+    fn owned_vfs(&self) -> BTreeMap<VfId, String> {
+        self.desired
+            .nfs
+            .values()
+            .filter_map(|nf| parse_vf(&nf.vf).map(|v| (VfId(v), nf.name.clone())))
+            .collect()
+    }
+
+    fn owner_of(&self, vf: VfId) -> Option<String> {
+        self.owned_vfs().remove(&vf)
+    }
+
+    fn free_vfs(&self, num_vfs: u16, n: usize) -> Result<Vec<VfId>, ControlError> {
+        let owned: BTreeSet<VfId> = self.owned_vfs().into_keys().collect();
+        let free: Vec<VfId> = (0..num_vfs)
+            .map(VfId)
+            .filter(|v| !owned.contains(v))
+            .take(n)
+            .collect();
+        if free.len() < n {
+            return Err(ControlError::Exhausted(format!(
+                "no free VF: {n} needed, {} of {num_vfs} free; delete an NF or chain, or raise the VF count",
+                free.len()
+            )));
+        }
+        Ok(free)
+    }
+
+    fn vf_by_name(&self, name: &str) -> Result<VfId, ControlError> {
+        let index = parse_vf(name).ok_or_else(|| {
+            invalid(
+                "name",
+                format!("{name:?} is not a VF name such as pfs/0/vfs/3"),
+            )
+        })?;
+        let n = self.engine.call(|e| e.nic().pf().num_vfs())?;
+        if index >= n {
+            return Err(ControlError::NotFound(format!(
+                "{} does not exist: this PF has {n} VFs enabled",
+                vf_name(index)
+            )));
+        }
+        Ok(VfId(index))
+    }
+
+    fn vf_message(&self, vf: VfId) -> Result<proto::Vf, ControlError> {
+        let owner = self.owner_of(vf).unwrap_or_default();
+        let chain = self
+            .desired
+            .nfs
+            .get(&owner)
+            .map(|n| n.chain.clone())
+            .unwrap_or_default();
+        let msg = self
+            .engine
+            .call(move |e| -> Result<proto::Vf, crate::nic::NicError> {
+                let v = e.nic().vf(vf)?;
+                let a = v.admin();
+                Ok(proto::Vf {
+                    name: vf_name(vf.0),
+                    index: u32::from(vf.0),
+                    mac: v.mac().to_string(),
+                    vlan: u32::from(a.vlan),
+                    qos: u32::from(a.qos),
+                    spoof_check: a.spoof_check,
+                    trust: a.trust,
+                    link_state: match a.link_state {
+                        LinkState::Auto => proto::LinkState::Auto,
+                        LinkState::Enable => proto::LinkState::Enable,
+                        LinkState::Disable => proto::LinkState::Disable,
+                    } as i32,
+                    min_tx_rate: a.min_tx_rate,
+                    max_tx_rate: a.max_tx_rate,
+                    mtu: a.mtu,
+                    owner: String::new(),
+                    chain: String::new(),
+                    link_up: v.link(e.nic().pf().link()) == crate::nic::Link::Up,
+                })
+            })??;
+        Ok(proto::Vf {
+            owner: if owner.is_empty() {
+                owner
+            } else {
+                format!("nfs/{owner}")
+            },
+            chain,
+            ..msg
+        })
+    }
+
+    fn nf_message(&self, nf: &proto::Nf) -> proto::Nf {
+        let status = self
+            .runs
+            .get(&nf.name)
+            .map(|r| r.status.clone())
+            .unwrap_or(proto::NfStatus {
+                state: proto::NfState::Pending as i32,
+                ..Default::default()
+            });
+        proto::Nf {
+            name: format!("nfs/{}", nf.name),
+            status: Some(status),
+            ..nf.clone()
+        }
+    }
+
+    /// Spawns the NF's process and attaches it to its VF.
+    fn start(&mut self, nf: &proto::Nf) -> Option<proto::Event> {
+        let vf = parse_vf(&nf.vf).map(VfId)?;
+        self.tokens += 1;
+        let token = format!("{}-{}-{}", nf.name, std::process::id(), self.tokens);
+        let launch = NfLaunch {
+            exe: self.exe.clone(),
+            name: nf.name.clone(),
+            kind: nf.kind.clone(),
+            config: nf.config.clone(),
+            token: token.clone(),
+        };
+        let spawned = NfProcess::spawn(&launch)
+            .map_err(|e| crate::error_chain(&e))
+            .and_then(|(process, sock)| {
+                let owner = Owner::new(&nf.name);
+                match self.engine.call(move |e| e.attach(vf, owner, token, sock)) {
+                    Ok(Ok(())) => Ok(process),
+                    Ok(Err(e)) | Err(e) => Err(crate::error_chain(&e)),
+                }
+            });
+        let run = self.runs.get_mut(&nf.name)?;
+        run.started_at = Instant::now();
+        match spawned {
+            Ok(process) => {
+                run.status.state = proto::NfState::Running as i32;
+                run.status.pid = process.pid();
+                run.status.reason.clear();
+                let pid = process.pid();
+                run.process = Some(process);
+                Some(event(
+                    proto::EventKind::NfStarted,
+                    Some(vf),
+                    &nf.name,
+                    format!("nfs/{} started on {} (pid {pid})", nf.name, vf_name(vf.0)),
+                ))
+            }
+            Err(reason) => {
+                run.status.state = proto::NfState::Failed as i32;
+                run.status.reason = reason.clone();
+                Some(event(
+                    proto::EventKind::NfFailed,
+                    Some(vf),
+                    &nf.name,
+                    format!("nfs/{} could not start: {reason}", nf.name),
+                ))
+            }
+        }
+    }
+}
+
+/// A VF write from an API message and its update mask (all writable fields if empty).
+fn update_from_mask(vf: &proto::Vf, mask: &[String]) -> Result<VfUpdate, ControlError> {
+    const FIELDS: [&str; 9] = [
+        "mac",
+        "vlan",
+        "qos",
+        "spoof_check",
+        "trust",
+        "link_state",
+        "min_tx_rate",
+        "max_tx_rate",
+        "mtu",
+    ];
+    let fields: Vec<&str> = if mask.is_empty() {
+        FIELDS.to_vec()
+    } else {
+        mask.iter().map(String::as_str).collect()
+    };
+    let mut u = VfUpdate::default();
+    let mut v = Violations::default();
+    for field in fields {
+        match field {
+            "mac" => match vf.mac.as_str() {
+                "" => u.mac = Some(None),
+                text => match text.parse::<MacAddr>() {
+                    Ok(mac) => u.mac = Some(Some(mac)),
+                    Err(e) => v.add("vf.mac", e.to_string()),
+                },
+            },
+            "vlan" => match u16::try_from(vf.vlan) {
+                Ok(x) => u.vlan = Some(x),
+                Err(_) => v.add(
+                    "vf.vlan",
+                    format!("VLAN {} is out of range 0-4095", vf.vlan),
+                ),
+            },
+            "qos" => match u8::try_from(vf.qos) {
+                Ok(x) => u.qos = Some(x),
+                Err(_) => v.add("vf.qos", format!("QoS {} is out of range 0-7", vf.qos)),
+            },
+            "spoof_check" => u.spoof_check = Some(vf.spoof_check),
+            "trust" => u.trust = Some(vf.trust),
+            "link_state" => match proto::LinkState::try_from(vf.link_state) {
+                Ok(proto::LinkState::Auto) => u.link_state = Some(LinkState::Auto),
+                Ok(proto::LinkState::Enable) => u.link_state = Some(LinkState::Enable),
+                Ok(proto::LinkState::Disable) => u.link_state = Some(LinkState::Disable),
+                _ => v.add(
+                    "vf.link_state",
+                    "must be LINK_STATE_AUTO, LINK_STATE_ENABLE or LINK_STATE_DISABLE",
+                ),
+            },
+            "min_tx_rate" => u.min_tx_rate = Some(vf.min_tx_rate),
+            "max_tx_rate" => u.max_tx_rate = Some(vf.max_tx_rate),
+            "mtu" => u.mtu = Some(vf.mtu),
+            other => v.add(
+                "update_mask",
+                format!(
+                    "{other:?} is not a writable VF field ({})",
+                    FIELDS.join(", ")
+                ),
+            ),
+        }
+    }
+    if v.is_empty() {
+        Ok(u)
+    } else {
+        Err(ControlError::Invalid(v))
+    }
+}
+
+fn mask_text(mask: &[String], vf: &proto::Vf) -> String {
+    if mask.is_empty() {
+        return format!("all fields of {}", vf.name);
+    }
+    mask.join(", ")
+}
+
+/// The stored form of a VF's admin config.
+fn admin_record(vf: VfId, a: &crate::nic::VfAdmin) -> proto::Vf {
+    proto::Vf {
+        name: vf_name(vf.0),
+        index: u32::from(vf.0),
+        mac: a.mac.map(|m| m.to_string()).unwrap_or_default(),
+        vlan: u32::from(a.vlan),
+        qos: u32::from(a.qos),
+        spoof_check: a.spoof_check,
+        trust: a.trust,
+        link_state: match a.link_state {
+            LinkState::Auto => proto::LinkState::Auto,
+            LinkState::Enable => proto::LinkState::Enable,
+            LinkState::Disable => proto::LinkState::Disable,
+        } as i32,
+        min_tx_rate: a.min_tx_rate,
+        max_tx_rate: a.max_tx_rate,
+        mtu: a.mtu,
+        ..Default::default()
+    }
+}
+
+/// The write that restores a stored admin config.
+fn update_from_record(r: &proto::Vf) -> VfUpdate {
+    let link = match proto::LinkState::try_from(r.link_state) {
+        Ok(proto::LinkState::Enable) => LinkState::Enable,
+        Ok(proto::LinkState::Disable) => LinkState::Disable,
+        _ => LinkState::Auto,
+    };
+    VfUpdate {
+        mac: Some(r.mac.parse().ok()),
+        vlan: u16::try_from(r.vlan).ok(),
+        qos: u8::try_from(r.qos).ok(),
+        spoof_check: Some(r.spoof_check),
+        trust: Some(r.trust),
+        link_state: Some(link),
+        min_tx_rate: Some(r.min_tx_rate),
+        max_tx_rate: Some(r.max_tx_rate),
+        mtu: Some(r.mtu),
+        rx_ring: None,
+        tx_ring: None,
+    }
+}
+
+/// How often the supervisor looks at its NFs.
+pub const TICK: Duration = Duration::from_millis(100);

@@ -1,0 +1,315 @@
+//! `nfhost serve`: the service. Opens the desired state, starts the NIC engine,
+//! reconciles, and serves the gRPC API (plus the standard health and reflection
+//! services) until SIGTERM or SIGINT.
+//!
+//! Health reports NOT_SERVING while starting (until the stored state has been
+//! reconciled) and while shutting down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::api::proto;
+use crate::api::service::Api;
+use crate::control::{ControlError, Controller, TICK};
+use crate::dataplane::engine::{EngineConfig, EngineError, EngineHandle, WireConfig};
+use crate::dataplane::r#gen::GenConfig;
+use crate::store::{Store, StoreError};
+
+/// Settings of `nfhost serve`; every field may also come from a TOML file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// gRPC listen address (default 127.0.0.1:50051).
+    pub grpc: Option<SocketAddr>,
+    /// Dashboard and /metrics listen address (default 127.0.0.1:8080).
+    pub http: Option<SocketAddr>,
+    /// Where desired state lives (default ./nfhost-data).
+    pub data_dir: Option<PathBuf>,
+    /// VFs to enable when the stored state says nothing (default 64).
+    pub vfs: Option<u16>,
+    /// The uplink: `gen` or `none` (default gen).
+    pub wire: Option<String>,
+    /// Generated packets per second, 0 = flat out (default 100000).
+    pub gen_rate: Option<u64>,
+    /// Generated frame size in bytes incl. FCS (default 64).
+    pub gen_size: Option<usize>,
+    /// VLANs to generate on (default none).
+    pub gen_vlans: Option<Vec<u16>>,
+    /// Distinct flows (default 1024).
+    pub gen_flows: Option<u32>,
+}
+
+impl ServeSettings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServeError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ServeError::ParseConfig {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// `self`, with gaps filled from `file`.
+    pub fn or(self, file: ServeSettings) -> Self {
+        ServeSettings {
+            grpc: self.grpc.or(file.grpc),
+            http: self.http.or(file.http),
+            data_dir: self.data_dir.or(file.data_dir),
+            vfs: self.vfs.or(file.vfs),
+            wire: self.wire.or(file.wire),
+            gen_rate: self.gen_rate.or(file.gen_rate),
+            gen_size: self.gen_size.or(file.gen_size),
+            gen_vlans: self.gen_vlans.or(file.gen_vlans),
+            gen_flows: self.gen_flows.or(file.gen_flows),
+        }
+    }
+
+    /// The gRPC address in effect.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+
+    /// The data directory in effect.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("nfhost-data"))
+    }
+
+    /// The wire in effect.
+    pub fn wire_config(&self) -> Result<WireConfig, ServeError> {
+        match self.wire.as_deref().unwrap_or("gen") {
+            "none" => Ok(WireConfig::None),
+            "gen" => {
+                let d = GenConfig::default();
+                Ok(WireConfig::Gen(GenConfig {
+                    rate_pps: self.gen_rate.unwrap_or(100_000),
+                    frame_size: self.gen_size.unwrap_or(d.frame_size),
+                    vlans: self.gen_vlans.clone().unwrap_or_default(),
+                    flows: self.gen_flows.unwrap_or(d.flows),
+                    ..d
+                }))
+            }
+            other => Err(ServeError::Wire(other.to_owned())),
+        }
+    }
+}
+
+/// The service could not start or failed.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The settings file could not be read.
+    #[error("reading settings {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The settings file is not valid.
+    #[error("settings {path} are invalid")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// Unknown wire.
+    #[error("wire {0:?} is not supported here: use gen or none")]
+    Wire(String),
+    /// The desired state could not be opened.
+    #[error("opening desired state")]
+    Store(#[from] StoreError),
+    /// The engine failed to start.
+    #[error("starting the NIC engine")]
+    Engine(#[from] EngineError),
+    /// The controller failed to start.
+    #[error("starting the control plane")]
+    Control(#[from] ControlError),
+    /// The gRPC address could not be bound.
+    #[error("listening for gRPC on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Runtime setup failed.
+    #[error("runtime")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long in-flight calls may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A started control plane, ready to serve.
+#[derive(Debug)]
+pub struct Started {
+    /// The controller.
+    pub controller: Arc<Controller>,
+    /// Where desired state lives.
+    pub data_dir: PathBuf,
+    /// VFs enabled.
+    pub num_vfs: u16,
+}
+
+/// Opens the desired state, starts the engine and the controller (blocking; call it
+/// outside an async runtime).
+pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeError> {
+    let data_dir = settings.data_dir();
+    let store = Store::open(&data_dir)?;
+    let stored = store.load()?;
+    let num_vfs = stored
+        .pf
+        .as_ref()
+        .map_or(settings.vfs.unwrap_or(64), |pf| pf.num_vfs as u16);
+    let wire = settings.wire_config()?;
+    let wire_name = settings.wire.clone().unwrap_or_else(|| "gen".into());
+    let engine = EngineHandle::start(EngineConfig {
+        num_vfs,
+        wire,
+        ..Default::default()
+    })?;
+    let controller = Arc::new(Controller::new(store, engine, exe, wire_name)?);
+    Ok(Started {
+        controller,
+        data_dir,
+        num_vfs,
+    })
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn serve(settings: ServeSettings, exe: PathBuf) -> Result<(), ServeError> {
+    let started = start(&settings, exe)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("nfhost: shutting down");
+            Ok::<(), std::io::Error>(())
+        };
+        run(&settings, &started, shutdown).await
+    });
+    // The engine stops when the last controller reference goes, outside the runtime.
+    drop(runtime);
+    result
+}
+
+/// Serves the API for `started` until `shutdown` completes.
+pub async fn run(
+    settings: &ServeSettings,
+    started: &Started,
+    shutdown: impl Future<Output = std::io::Result<()>>,
+) -> Result<(), ServeError> {
+    let controller = started.controller.clone();
+    let addr = settings.grpc_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let api = Api::new(controller.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(proto::pf_service_server::PfServiceServer::new(api.clone()))
+        .add_service(proto::vf_service_server::VfServiceServer::new(api.clone()))
+        .add_service(proto::nf_service_server::NfServiceServer::new(api.clone()))
+        .add_service(proto::chain_service_server::ChainServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(proto::telemetry_service_server::TelemetryServiceServer::new(api))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
+    let mut server = tokio::spawn(server);
+    eprintln!(
+        "nfhost: gRPC on {bound}, desired state in {}, {} VFs",
+        started.data_dir.display(),
+        started.num_vfs
+    );
+
+    // Bring up what was acknowledged before, then report serving.
+    let c = controller.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = c.record_start();
+        c.reconcile();
+    })
+    .await
+    .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    eprintln!("nfhost: serving");
+
+    let c = controller.clone();
+    let supervisor = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            ticker.tick().await;
+            let c = c.clone();
+            let _ = tokio::task::spawn_blocking(move || c.tick()).await;
+        }
+    });
+
+    let result = shutdown.await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    supervisor.abort();
+    let _ = stop_tx.send(());
+    // In-flight calls get a grace period; idle or stuck clients do not hold us up.
+    let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(served) => served,
+        Err(_) => {
+            eprintln!("nfhost: clients still connected after {SHUTDOWN_GRACE:?}; closing them");
+            server.abort();
+            Ok(Ok(()))
+        }
+    };
+    let c = controller.clone();
+    let _ = tokio::task::spawn_blocking(move || c.stop_all()).await;
+    result?;
+    served.map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! A real `nfhost serve` process for tests: its own data dir and port, health-checked,
+//! killed on drop.
+
+use std::path::{Path, PathBuf};
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nfhost::api::proto;
+use tonic::transport::Channel;
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "nfhost-test-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `nfhost serve`.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `nfhost serve` on `data` with extra flags; waits until it reports SERVING.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_nfhost"))
+            .args(["serve", "--grpc", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nfhost serve starts");
+        let server = Server { child, port };
+        server.wait_serving();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let rt = runtime();
+        loop {
+            let url = self.url();
+            let ok = rt.block_on(async move {
+                let Ok(channel) = Channel::from_shared(url).expect("url").connect().await else {
+                    return false;
+                };
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1)
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nfhost serve did not become SERVING"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A channel driven by `rt` (a tonic channel lives on the runtime it was made on).
+    pub fn channel(&self, rt: &tokio::runtime::Runtime) -> Channel {
+        let url = self.url();
+        rt.block_on(async move {
+            Channel::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect")
+        })
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "nfhost serve exited with {status} on SIGTERM"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "nfhost serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small runtime for blocking test code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Typed clients over one channel.
+pub struct Clients {
+    pub pf: proto::pf_service_client::PfServiceClient<Channel>,
+    pub vf: proto::vf_service_client::VfServiceClient<Channel>,
+    pub nf: proto::nf_service_client::NfServiceClient<Channel>,
+    pub chain: proto::chain_service_client::ChainServiceClient<Channel>,
+    pub telemetry: proto::telemetry_service_client::TelemetryServiceClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Self {
+        Clients {
+            pf: proto::pf_service_client::PfServiceClient::new(channel.clone()),
+            vf: proto::vf_service_client::VfServiceClient::new(channel.clone()),
+            nf: proto::nf_service_client::NfServiceClient::new(channel.clone()),
+            chain: proto::chain_service_client::ChainServiceClient::new(channel.clone()),
+            telemetry: proto::telemetry_service_client::TelemetryServiceClient::new(channel),
+        }
+    }
+}
+
+/// PIDs of running `nfhost nf run --name NAME` processes.
+pub fn nf_pids(name: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_nf = args.windows(2).any(|w| w[0] == b"nf" && w[1] == b"run");
+        let named = args
+            .windows(2)
+            .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+        // Zombies have an empty cmdline and are not running.
+        if is_nf && named {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Polls until `f` is true, or panics with `what` after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
