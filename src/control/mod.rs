@@ -655,6 +655,19 @@ impl Controller {
         })
     }
 
+    /// The latest self-report (JSON) of the NF `name`, such as a monitor's top talkers.
+    pub fn nf_report(&self, name: &str) -> Option<String> {
+        let inner = self.lock();
+        let nf = inner.desired.nfs.get(short_id("nfs", name))?;
+        let vf = VfId(parse_vf(&nf.vf)?);
+        inner.engine.view().report(vf)
+    }
+
+    /// Wire sink figures (gen wire): packets back out and their latency.
+    pub fn sink_stats(&self) -> crate::dataplane::r#gen::SinkStats {
+        self.lock().engine.view().sink()
+    }
+
     /// The stored recent events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<proto::Event>, ControlError> {
         Ok(self.lock().store.events(limit)?)
