@@ -1,114 +1,143 @@
-//! `nfhost demo`: the embedded default, live. The emulated NIC with 64 VFs, the gen
-//! wire sending on VLAN 100 and 300, the chain `monitor → l2fwd` on VLAN 100 in real
-//! NF processes, and a second NF alone on VLAN 300. Prints per-VF throughput every
-//! second, then what the monitor saw.
+//! `nfhost demo`: the embedded default, live. `nfhost serve` on the emulated NIC with
+//! the gen wire, plus the example chain (`examples/edge.toml`: monitor → l2fwd on
+//! VLAN 100), in a fresh data directory. The gRPC API, `nfctl` and the dashboard work
+//! against it as against any `nfhost serve`; this command also prints per-VF
+//! throughput every second.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 
-use nfhost::dataplane::engine::{EngineConfig, Isolation, WireConfig};
-use nfhost::dataplane::r#gen::GenConfig;
+use nfhost::control::Controller;
 use nfhost::dataplane::nf_process::current_exe;
-use nfhost::dataplane::runner::{NfSpec, Runner};
-use nfhost::nic::{VfId, VlanTag, WireMatch};
+use nfhost::serve::{ServeSettings, Started};
+
+/// The example chain, built into the binary so the demo runs from anywhere.
+const EXAMPLE_CHAIN: &str = include_str!("../examples/edge.toml");
 
 /// Options of `nfhost demo`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// How long to run, in seconds (0 = until interrupted).
-    #[arg(long, default_value_t = 10)]
+    /// How long to run, in seconds (0 = until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
     seconds: u64,
     /// Generated packets per second (0 = as fast as possible).
     #[arg(long, default_value_t = 200_000)]
     rate: u64,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc: std::net::SocketAddr,
+    /// Dashboard and /metrics listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
 }
 
 /// Runs the demo.
 pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = EngineConfig {
-        wire: WireConfig::Gen(GenConfig {
-            rate_pps: args.rate,
-            vlans: vec![100, 300],
-            flows: 64,
-            frame_size: 128,
-            ..Default::default()
-        }),
-        ..Default::default()
+    let data_dir = std::env::temp_dir().join(format!("nfhost-demo-{}", std::process::id()));
+    let settings = ServeSettings {
+        grpc: Some(args.grpc),
+        http: Some(args.http),
+        data_dir: Some(data_dir.clone()),
+        vfs: Some(64),
+        wire: Some("gen".into()),
+        gen_rate: Some(args.rate),
+        gen_size: Some(128),
+        gen_vlans: Some(vec![100]),
+        gen_flows: Some(64),
     };
+    let started = nfhost::serve::start(&settings, current_exe()?)?;
+    let chain = nfhost::chain_file::parse_chain(EXAMPLE_CHAIN)?;
+    let created = started.controller.create_chain(&chain, false)?;
     println!(
-        "nfhost demo: emulated NIC, 64 VFs, gen wire at {} pps on VLANs 100 and 300",
+        "nfhost demo: emulated NIC with 64 VFs, gen wire at {} pps on VLAN 100",
         args.rate
     );
-    let mut runner = Runner::start(config, current_exe()?)?;
-    let chain = [VfId(0), VfId(1)];
-    runner.run_chain(
-        &chain,
-        &[NfSpec::new("mon", "monitor"), NfSpec::new("fwd", "l2fwd")],
-        Isolation::Shared,
-        WireMatch {
-            vlan: Some(100),
-            dst: None,
-        },
-        Some(VlanTag { vid: 200, pcp: 0 }),
-    )?;
-    println!("chain edge (shared): wire VLAN 100 → vf0 monitor → vf1 l2fwd → wire VLAN 200");
-    runner.run_chain(
-        &[VfId(2)],
-        &[NfSpec::new("solo", "l2fwd")],
-        Isolation::Strict,
-        WireMatch {
-            vlan: Some(300),
-            dst: None,
-        },
-        None,
-    )?;
-    println!("chain solo (strict): wire VLAN 300 → vf2 l2fwd → wire\n");
-
-    let counters = runner.engine().counters().clone();
-    let vfs = [VfId(0), VfId(1), VfId(2)];
-    let snap = || vfs.map(|v| counters.vf(v).snapshot());
-    let mut last = snap();
-    let mut last_wire = counters.wire.tx_packets.get();
-    let started = Instant::now();
     println!(
-        "{:>5}  {:>12} {:>12} {:>12}  {:>12}  {:>10}",
-        "t (s)", "vf0 rx pps", "vf1 rx pps", "vf2 rx pps", "wire out pps", "copied B"
+        "chain {} ({}): wire VLAN 100 → mon (monitor) on {} → fwd (l2fwd) on {} → wire VLAN 200",
+        created.name,
+        if created.isolation == nfhost::api::proto::Isolation::Shared as i32 { "shared" } else { "strict" },
+        created.vfs[0],
+        created.vfs[1],
     );
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = snap();
-        let wire = counters.wire.tx_packets.get();
-        let rate = |i: usize| now[i].rx_packets - last[i].rx_packets;
-        let copied: u64 = now.iter().map(|s| s.copied_bytes).sum();
+    println!("gRPC: {} (try: nfctl --server http://{} vf list)", args.grpc, args.grpc);
+    println!("dashboard: http://{}/   metrics: http://{}/metrics\n", args.http, args.http);
+
+    let printer = spawn_printer(started.controller.clone(), args.seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let seconds = args.seconds;
+    let result = runtime.block_on(async {
+        let shutdown = async move {
+            if seconds == 0 {
+                tokio::signal::ctrl_c().await
+            } else {
+                tokio::time::sleep(Duration::from_secs(seconds) + Duration::from_millis(300)).await;
+                Ok(())
+            }
+        };
+        nfhost::serve::run(&settings, &started, shutdown).await
+    });
+    let _ = printer.join();
+    summary(&started);
+    drop(runtime);
+    drop(started);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(result?)
+}
+
+fn spawn_printer(controller: Arc<Controller>, seconds: u64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last: Option<nfhost::api::proto::Stats> = None;
         println!(
-            "{:>5}  {:>12} {:>12} {:>12}  {:>12}  {:>10}",
-            started.elapsed().as_secs(),
-            rate(0),
-            rate(1),
-            rate(2),
-            wire - last_wire,
-            copied
+            "{:>5}  {:<6} {:<5} {:>10} {:>10} {:>12} {:>10}",
+            "t (s)", "VF", "NF", "rx pps", "tx pps", "copied B", "drops"
         );
-        last = now;
-        last_wire = wire;
-        if args.seconds != 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
-            break;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Ok(stats) = controller.stats(true) else { return };
+            let t = started.elapsed().as_secs();
+            for vf in &stats.vfs {
+                let prev = last
+                    .as_ref()
+                    .and_then(|l| l.vfs.iter().find(|p| p.vf == vf.vf))
+                    .cloned()
+                    .unwrap_or_default();
+                let drops: u64 = vf.drops.values().sum();
+                println!(
+                    "{:>5}  {:<6} {:<5} {:>10} {:>10} {:>12} {:>10}",
+                    t,
+                    format!("vf{}", vf.vf.trim_start_matches("pfs/0/vfs/")),
+                    vf.nf.trim_start_matches("nfs/"),
+                    vf.rx_packets.saturating_sub(prev.rx_packets),
+                    vf.tx_packets.saturating_sub(prev.tx_packets),
+                    vf.dma_copied_bytes,
+                    drops,
+                );
+            }
+            last = Some(stats);
+            if seconds != 0 && started.elapsed() >= Duration::from_secs(seconds) {
+                return;
+            }
         }
+    })
+}
+
+fn summary(started: &Started) {
+    if let Some(report) = started.controller.nf_report("mon") {
+        println!("\nmonitor nfs/mon reports: {report}");
     }
-    let view = runner.engine().view().clone();
-    if let Some(report) = view.report(VfId(0)) {
-        println!("\nmonitor on vf0 reports: {report}");
-    }
-    let sink = view.sink();
+    let sink = started.controller.sink_stats();
     println!(
-        "wire sink: {} packets back out; latency {}",
+        "wire: {} packets came back out; latency {}",
         sink.packets,
         sink.latency.map_or("n/a".to_owned(), |l| format!(
             "min {} µs, p50 ≤ {} µs, p99 ≤ {} µs",
             l.min_us, l.p50_us, l.p99_us
         ))
     );
-    runner.stop();
-    Ok(())
 }

@@ -1,3 +1,5 @@
+// Shared by several test binaries; each uses part of it.
+#![allow(dead_code)]
 //! A real `nfhost serve` process for tests: its own data dir and port, health-checked,
 //! killed on drop.
 

@@ -1,0 +1,106 @@
+//! Every `nfctl` command against a real `nfhost serve`.
+
+#[path = "common/server.rs"]
+mod server;
+
+use std::process::{Command, Output};
+
+use server::{Server, TempDir, wait_until};
+
+fn nfctl(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nfctl"))
+        .arg("--server")
+        .arg(server.url())
+        .args(args)
+        .output()
+        .expect("nfctl runs")
+}
+
+/// Runs nfctl, asserts success, returns stdout.
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = nfctl(server, args);
+    assert!(
+        out.status.success(),
+        "nfctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs nfctl, asserts failure, returns stderr.
+fn fails(server: &Server, args: &[&str]) -> String {
+    let out = nfctl(server, args);
+    assert_eq!(out.status.code(), Some(1), "nfctl {args:?} should fail with 1");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn every_nfctl_command_against_the_real_server() {
+    let data = TempDir::new("nfctl");
+    let s = Server::start(&data.0, &["--wire", "gen", "--gen-rate", "20000", "--gen-vlans", "100", "--vfs", "8"]);
+
+    // PF.
+    let pf = json(&ok(&s, &["-o", "json", "pf", "get"]));
+    assert_eq!(pf["num_vfs"], 8);
+    ok(&s, &["pf", "set-vfs", "8", "--dry-run"]);
+    let err = fails(&s, &["pf", "set-vfs", "4"]);
+    assert!(err.contains("FailedPrecondition") || err.contains("failed precondition") || err.contains("set the count to 0"), "{err}");
+
+    // VFs.
+    let vfs = json(&ok(&s, &["-o", "json", "vf", "list"]));
+    assert_eq!(vfs.as_array().map(Vec::len), Some(8));
+    ok(&s, &["vf", "set", "5", "--vlan", "7", "--qos", "3", "--spoofchk", "off", "--trust", "on", "--link-state", "enable", "--max-tx-rate", "1000", "--mtu", "9000"]);
+    let vf5 = json(&ok(&s, &["-o", "json", "vf", "get", "5"]));
+    assert_eq!((vf5["vlan"].as_u64(), vf5["qos"].as_u64(), vf5["mtu"].as_u64()), (Some(7), Some(3), Some(9000)));
+    assert_eq!(vf5["trust"], true);
+    ok(&s, &["vf", "reset", "5"]);
+    let err = fails(&s, &["vf", "set", "5", "--mtu", "10"]);
+    assert!(err.contains("MTU 10 is out of range"), "{err}");
+
+    // NFs.
+    ok(&s, &["nf", "create", "solo", "--kind", "l2fwd", "--vf", "7"]);
+    let nfs = ok(&s, &["nf", "list"]);
+    assert!(nfs.contains("solo"), "{nfs}");
+    let solo = json(&ok(&s, &["-o", "json", "nf", "get", "solo"]));
+    assert_eq!(solo["vf"], "pfs/0/vfs/7");
+    let err = fails(&s, &["nf", "get", "ghost"]);
+    assert!(err.contains("nfs/ghost not found"), "{err}");
+    let err = fails(&s, &["nf", "create", "x", "--kind", "teleport"]);
+    assert!(err.contains("nf.kind"), "field violation missing: {err}");
+
+    // Chains.
+    ok(&s, &["chain", "apply", "examples/edge.toml", "--dry-run"]);
+    assert!(!ok(&s, &["chain", "list"]).contains("edge"), "a dry run created the chain");
+    ok(&s, &["chain", "apply", "examples/edge.toml"]);
+    let err = fails(&s, &["chain", "apply", "examples/edge.toml"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(ok(&s, &["chain", "list"]).contains("edge"));
+    let chain = json(&ok(&s, &["-o", "json", "chain", "get", "edge"]));
+    let last_vf = chain["vfs"][1].as_str().map(str::to_owned).expect("two hops");
+
+    // Telemetry: traffic through the chain shows in stats; events list what happened.
+    wait_until("traffic in stats", 10, || {
+        let stats = json(&ok(&s, &["-o", "json", "stats"]));
+        stats["vfs"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["vf"] == last_vf.as_str()))
+            .and_then(|x| x["tx_packets"].as_u64())
+            .is_some_and(|n| n > 100)
+    });
+    let table = ok(&s, &["stats"]);
+    assert!(table.contains("mon") && table.contains("fwd"), "{table}");
+    let events = ok(&s, &["events", "--limit", "50"]);
+    assert!(events.contains("chains/edge"), "{events}");
+
+    // Deletes.
+    ok(&s, &["chain", "delete", "edge"]);
+    ok(&s, &["nf", "delete", "solo"]);
+    assert!(!ok(&s, &["nf", "list"]).contains("solo"));
+    let err = fails(&s, &["chain", "delete", "edge"]);
+    assert!(err.contains("not found"), "{err}");
+    s.stop();
+}
