@@ -45,8 +45,10 @@ pub const TX_REFLECT: u16 = 1;
 pub const COMPLETION_ERROR: u16 = 1;
 /// Polls without work before the engine goes to sleep.
 const IDLE_SPINS: u32 = 64;
-/// The header bytes the NIC reads to switch a transmitted frame.
+/// The header bytes the NIC reads of a transmitted frame sampled for latency.
 const HEADER_READ: usize = 128;
+/// The header bytes the switch needs: Ethernet plus one 802.1Q tag.
+const SWITCH_HEADER: usize = 18;
 
 /// The PF's uplink.
 #[derive(Debug, Clone)]
@@ -1269,8 +1271,9 @@ impl Dma<'_> {
             self.counters.vf(vf).drop(DropReason::DmaFault, 1);
             return refused;
         };
+        // The switch needs the Ethernet and 802.1Q headers only.
         let mut header = [0u8; HEADER_READ];
-        let hlen = len.min(HEADER_READ);
+        let hlen = len.min(SWITCH_HEADER);
         if src.read_at(t.offset as usize, &mut header[..hlen]).is_err() {
             self.counters.vf(vf).drop(DropReason::DmaFault, 1);
             return refused;
@@ -1295,8 +1298,11 @@ impl Dma<'_> {
             wire_tx.add(1);
             self.counters.wire.tx_bytes.add(len as u64);
             if let Some(wire) = wire {
-                if wire_tx.get() % SINK_SAMPLE == 0 {
-                    wire.sink.receive(&header[..hlen], len, now);
+                let full = len.min(HEADER_READ);
+                let sampled = wire_tx.get() % SINK_SAMPLE == 0
+                    && src.read_at(t.offset as usize, &mut header[..full]).is_ok();
+                if sampled {
+                    wire.sink.receive(&header[..full], len, now);
                 } else {
                     wire.sink.count(len);
                 }

@@ -424,6 +424,10 @@ pub struct Iommu {
     vf_domain: Vec<DomainId>,
     fault_counts: Vec<FaultCounts>,
     faults: FaultLog,
+    /// The IOTLB: the mapping each VF used last, as VT-d caches translations. Every
+    /// change to any mapping or domain membership flushes it whole (a global
+    /// invalidation), so a cached entry is never stale.
+    iotlb: Vec<Option<Mapping>>,
 }
 
 impl Default for Iommu {
@@ -441,6 +445,7 @@ impl Iommu {
             vf_domain: Vec::new(),
             fault_counts: Vec::new(),
             faults: FaultLog::new(FAULT_LOG_CAPACITY),
+            iotlb: Vec::new(),
         };
         iommu.reset(num_vfs);
         iommu
@@ -449,6 +454,7 @@ impl Iommu {
     /// Throws away every domain and mapping and gives each of `num_vfs` VFs a fresh
     /// private domain (the VF count changed: the old functions are gone).
     pub fn reset(&mut self, num_vfs: u16) {
+        self.iotlb = vec![None; usize::from(num_vfs)];
         self.domains.clear();
         self.vf_domain.clear();
         self.fault_counts = vec![FaultCounts::default(); usize::from(num_vfs)];
@@ -502,6 +508,7 @@ impl Iommu {
     /// Moves a VF into `domain` (a shared chain domain). Its old domain must hold no
     /// mappings if the VF was its only member; an empty memberless domain is removed.
     pub fn attach(&mut self, vf: VfId, domain: DomainId) -> Result<(), DomainError> {
+        self.flush_iotlb();
         let old = self.domain_of(vf).ok_or(DomainError::NoSuchVf(vf))?;
         if !self.domains.contains_key(&domain) {
             return Err(DomainError::NoSuchDomain(domain));
@@ -523,6 +530,7 @@ impl Iommu {
 
     /// Gives a VF a fresh private domain again (leaving a shared one).
     pub fn detach_to_private(&mut self, vf: VfId) -> Result<DomainId, DomainError> {
+        self.flush_iotlb();
         let old = self.domain_of(vf).ok_or(DomainError::NoSuchVf(vf))?;
         if self.members(old).count() == 1 {
             // Already private; drop whatever it mapped, as a new domain would start empty.
@@ -561,6 +569,7 @@ impl Iommu {
         offset: u64,
         perms: Perms,
     ) -> Result<(), MapError> {
+        self.flush_iotlb();
         let d = self
             .domains
             .get_mut(&domain)
@@ -624,6 +633,7 @@ impl Iommu {
         iova: Iova,
         size: u64,
     ) -> Result<Vec<Mapping>, UnmapError> {
+        self.flush_iotlb();
         let d = self
             .domains
             .get_mut(&domain)
@@ -663,6 +673,7 @@ impl Iommu {
 
     /// Removes every mapping of a domain (the owner is gone). Returns what was removed.
     pub fn unmap_all(&mut self, domain: DomainId) -> Vec<Mapping> {
+        self.flush_iotlb();
         match self.domains.get_mut(&domain) {
             Some(d) => {
                 d.bytes = 0;
@@ -694,8 +705,23 @@ impl Iommu {
         len: u64,
         access: Access,
     ) -> Result<Translation, DmaFault> {
-        match self.lookup(vf, iova, len, access) {
-            Ok(t) => Ok(t),
+        let cached = self
+            .iotlb
+            .get(vf.index())
+            .copied()
+            .flatten()
+            .filter(|m| m.iova.0 <= iova.0 && iova.0 < m.end());
+        let result = match cached {
+            Some(m) => check_access(&m, iova, len, access),
+            None => self.lookup(vf, iova, len, access),
+        };
+        match result {
+            Ok((t, m)) => {
+                if let Some(slot) = self.iotlb.get_mut(vf.index()) {
+                    *slot = Some(m);
+                }
+                Ok(t)
+            }
             Err(reason) => {
                 let fault = DmaFault {
                     vf,
@@ -713,32 +739,21 @@ impl Iommu {
         }
     }
 
+    fn flush_iotlb(&mut self) {
+        self.iotlb.iter_mut().for_each(|e| *e = None);
+    }
+
     fn lookup(
         &self,
         vf: VfId,
         iova: Iova,
         len: u64,
         access: Access,
-    ) -> Result<Translation, FaultReason> {
+    ) -> Result<(Translation, Mapping), FaultReason> {
         let domain = self.domain_of(vf).ok_or(FaultReason::Unmapped)?;
         let d = self.domains.get(&domain).ok_or(FaultReason::Unmapped)?;
         let m = d.containing(iova.0).ok_or(FaultReason::Unmapped)?;
-        if !m.perms.allows(access) {
-            return Err(FaultReason::Permission);
-        }
-        // A zero-length access still needs its first byte mapped, which `containing` checked.
-        let last = iova
-            .0
-            .checked_add(len)
-            .ok_or(FaultReason::CrossesMappingEnd)?;
-        if last > m.end() {
-            return Err(FaultReason::CrossesMappingEnd);
-        }
-        Ok(Translation {
-            region: m.region,
-            offset: m.offset + (iova.0 - m.iova.0),
-            len,
-        })
+        check_access(m, iova, len, access)
     }
 
     /// Faults recorded against one VF, by reason.
@@ -758,6 +773,32 @@ impl Iommu {
     pub fn faults_mut(&mut self) -> &mut FaultLog {
         &mut self.faults
     }
+}
+
+/// Checks an access against the mapping that contains its first byte.
+fn check_access(
+    m: &Mapping,
+    iova: Iova,
+    len: u64,
+    access: Access,
+) -> Result<(Translation, Mapping), FaultReason> {
+    if !m.perms.allows(access) {
+        return Err(FaultReason::Permission);
+    }
+    // A zero-length access still needs its first byte mapped, which the caller checked.
+    let last = iova
+        .0
+        .checked_add(len)
+        .ok_or(FaultReason::CrossesMappingEnd)?;
+    if last > m.end() {
+        return Err(FaultReason::CrossesMappingEnd);
+    }
+    let t = Translation {
+        region: m.region,
+        offset: m.offset + (iova.0 - m.iova.0),
+        len,
+    };
+    Ok((t, *m))
 }
 
 #[cfg(test)]
@@ -1047,6 +1088,49 @@ mod tests {
     }
 
     #[test]
+    fn the_iotlb_never_serves_a_removed_or_foreign_mapping() {
+        // Unmap: a cached translation must not survive.
+        let (mut iommu, d) = iommu_with_vf0_map();
+        assert!(
+            iommu
+                .translate(VfId(0), Iova(0x10_0000), 64, Access::Read)
+                .is_ok()
+        );
+        iommu.unmap(d, Iova(0x10_0000), 2 * MIB).unwrap();
+        assert!(
+            iommu
+                .translate(VfId(0), Iova(0x10_0000), 64, Access::Read)
+                .is_err()
+        );
+
+        // Moving a VF from one populated shared domain to another.
+        let mut iommu = Iommu::new(3);
+        let a = iommu.create_domain(DEFAULT_QUOTA);
+        let b = iommu.create_domain(DEFAULT_QUOTA);
+        for vf in [0, 1] {
+            iommu.attach(VfId(vf), a).unwrap();
+        }
+        iommu.attach(VfId(2), b).unwrap();
+        iommu
+            .map(a, Iova(0), MIB, region(1, MIB), 0, Perms::RW)
+            .unwrap();
+        assert!(
+            iommu
+                .translate(VfId(0), Iova(0x800), 64, Access::Read)
+                .is_ok()
+        );
+        iommu.attach(VfId(0), b).unwrap();
+        let fault = iommu
+            .translate(VfId(0), Iova(0x800), 64, Access::Read)
+            .unwrap_err();
+        assert_eq!(
+            fault.reason,
+            FaultReason::Unmapped,
+            "served from domain a after moving to b"
+        );
+    }
+
+    #[test]
     fn a_vf_with_live_mappings_cannot_change_domain() {
         let (mut iommu, _) = iommu_with_vf0_map();
         let shared = iommu.create_domain(DEFAULT_QUOTA);
@@ -1077,6 +1161,12 @@ mod tests {
             page: u64,
             pages: u64,
         },
+        /// Unmaps exactly one existing mapping (picked by index), so that successful
+        /// unmaps are common.
+        UnmapExisting {
+            vf: u16,
+            pick: usize,
+        },
         Translate {
             vf: u16,
             iova: u64,
@@ -1102,6 +1192,7 @@ mod tests {
                 page,
                 pages
             }),
+            (0u16..4, any::<usize>()).prop_map(|(vf, pick)| Op::UnmapExisting { vf, pick }),
             (0u16..5, 0u64..(72 * PAGE_SIZE), 0u64..10_000, any::<bool>()).prop_map(
                 |(vf, iova, len, write)| Op::Translate {
                     vf,
@@ -1132,6 +1223,17 @@ mod tests {
                     Op::Unmap { vf, page, pages } => {
                         let d = iommu.domain_of(VfId(vf)).unwrap();
                         let _ = iommu.unmap(d, Iova(page * PAGE_SIZE), pages * PAGE_SIZE);
+                    }
+                    Op::UnmapExisting { vf, pick } => {
+                        let d = iommu.domain_of(VfId(vf)).unwrap();
+                        let ms: Vec<Mapping> = iommu.mappings(d).copied().collect();
+                        if !ms.is_empty() {
+                            let m = ms[pick % ms.len()];
+                            prop_assert!(iommu.unmap(d, m.iova, m.size).is_ok());
+                            // Nothing of it may translate any more (IOTLB included).
+                            let t = iommu.translate(VfId(vf), m.iova, 1, Access::Read);
+                            prop_assert!(t.is_err(), "translated through a removed mapping");
+                        }
                     }
                     Op::Translate { vf, iova, len, write } => {
                         let access = if write { Access::Write } else { Access::Read };
