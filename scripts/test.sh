@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# apt packages the test suite needs, as "command:package" pairs.
-APT_NEEDS=()
+# apt packages the test suite needs, as "command:package" pairs:
+# promtool and prometheus for the metrics tests, chromium for the dashboard test.
+APT_NEEDS=(promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm)
 
 missing=()
 for pair in "${APT_NEEDS[@]}"; do
@@ -36,3 +37,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test (whole workspace)"
 cargo test --workspace --locked
+
+# The dashboard in a real browser: headless Chromium driven by playwright-core
+# against the real service (built by the cargo test step above).
+log "browser test (headless Chromium)"
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+    npm ci --prefix tests/browser --no-audit --no-fund
+fi
+NFHOST_BIN="$PWD/target/debug/nfhost" NFCTL_BIN="$PWD/target/debug/nfctl" \
+    node --test tests/browser/

@@ -57,12 +57,22 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "chain {} ({}): wire VLAN 100 → mon (monitor) on {} → fwd (l2fwd) on {} → wire VLAN 200",
         created.name,
-        if created.isolation == nfhost::api::proto::Isolation::Shared as i32 { "shared" } else { "strict" },
+        if created.isolation == nfhost::api::proto::Isolation::Shared as i32 {
+            "shared"
+        } else {
+            "strict"
+        },
         created.vfs[0],
         created.vfs[1],
     );
-    println!("gRPC: {} (try: nfctl --server http://{} vf list)", args.grpc, args.grpc);
-    println!("dashboard: http://{}/   metrics: http://{}/metrics\n", args.http, args.http);
+    println!(
+        "gRPC: {} (try: nfctl --server http://{} vf list)",
+        args.grpc, args.grpc
+    );
+    println!(
+        "dashboard: http://{}/   metrics: http://{}/metrics\n",
+        args.http, args.http
+    );
 
     let printer = spawn_printer(started.controller.clone(), args.seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,7 +109,9 @@ fn spawn_printer(controller: Arc<Controller>, seconds: u64) -> std::thread::Join
         );
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            let Ok(stats) = controller.stats(true) else { return };
+            let Ok(stats) = controller.stats(true) else {
+                return;
+            };
             let t = started.elapsed().as_secs();
             for vf in &stats.vfs {
                 let prev = last

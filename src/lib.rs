@@ -24,6 +24,7 @@ pub mod nf_kinds;
 pub mod nic;
 pub mod serve;
 pub mod store;
+pub mod web;
 
 /// An error and its causes on one line: `outer: inner: root`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -45,6 +45,9 @@ struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long)]
     grpc: Option<std::net::SocketAddr>,
+    /// Dashboard and /metrics listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
     /// Where desired state lives [default: ./nfhost-data].
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
@@ -120,7 +123,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     use nfhost::serve::ServeSettings;
     let flags = ServeSettings {
         grpc: args.grpc,
-        http: None,
+        http: args.http,
         data_dir: args.data_dir,
         vfs: args.vfs,
         wire: args.wire,

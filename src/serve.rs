@@ -77,6 +77,12 @@ impl ServeSettings {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051)))
     }
 
+    /// The dashboard address in effect.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
     /// The data directory in effect.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
@@ -263,6 +269,39 @@ pub async fn run(
             },
         );
     let mut server = tokio::spawn(server);
+
+    // Dashboard and /metrics: counters sampled once a second.
+    let metrics = Arc::new(crate::web::metrics::Metrics::new());
+    let http_addr = settings.http_addr();
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+    let http_bound = http_listener.local_addr()?;
+    let router = crate::web::router(controller.clone(), metrics.clone());
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
+    let sampler = {
+        let c = controller.clone();
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                let (c, m) = (c.clone(), m.clone());
+                let _ = tokio::task::spawn_blocking(move || m.sample(&c)).await;
+            }
+        })
+    };
+    eprintln!("nfhost: dashboard on http://{http_bound}/ (metrics at /metrics)");
     eprintln!(
         "nfhost: gRPC on {bound}, desired state in {}, {} VFs",
         started.data_dir.display(),
@@ -297,7 +336,13 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     supervisor.abort();
+    sampler.abort();
+    let _ = http_stop_tx.send(());
     let _ = stop_tx.send(());
+    // The live stream never ends by itself: give the dashboard the same grace.
+    if tokio::time::timeout(SHUTDOWN_GRACE, http).await.is_err() {
+        eprintln!("nfhost: dashboard clients still connected; closing them");
+    }
     // In-flight calls get a grace period; idle or stuck clients do not hold us up.
     let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
         Ok(served) => served,
@@ -312,4 +357,52 @@ pub async fn run(
     result?;
     served.map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_toml_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("nfhost-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nfhost.toml");
+        std::fs::write(
+            &path,
+            "grpc = \"127.0.0.1:6000\"\ndata_dir = \"/srv/nfhost\"\nvfs = 16\nwire = \"gen\"\ngen_rate = 5000\ngen_vlans = [100, 200]\n",
+        )
+        .unwrap();
+        let file = ServeSettings::from_file(&path).unwrap();
+        let flags = ServeSettings {
+            vfs: Some(32),
+            ..Default::default()
+        };
+        let s = flags.or(file);
+        assert_eq!(s.grpc_addr(), SocketAddr::from(([127, 0, 0, 1], 6000)));
+        assert_eq!(s.vfs, Some(32), "a flag beats the file");
+        assert_eq!(s.data_dir(), PathBuf::from("/srv/nfhost"));
+        assert_eq!(
+            s.http_addr(),
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            "loopback default"
+        );
+        match s.wire_config().unwrap() {
+            WireConfig::Gen(g) => assert_eq!((g.rate_pps, g.vlans), (5000, vec![100, 200])),
+            WireConfig::None => panic!("gen expected"),
+        }
+        std::fs::write(&path, "grpc = \"127.0.0.1:6000\"\nwhatever = 1\n").unwrap();
+        let err = ServeSettings::from_file(&path).unwrap_err();
+        assert!(
+            crate::error_chain(&err).contains("unknown field `whatever`"),
+            "{}",
+            crate::error_chain(&err)
+        );
+        let bad = ServeSettings {
+            wire: Some("carrier-pigeon".into()),
+            ..Default::default()
+        };
+        assert!(bad.wire_config().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -30,7 +30,11 @@ fn ok(server: &Server, args: &[&str]) -> String {
 /// Runs nfctl, asserts failure, returns stderr.
 fn fails(server: &Server, args: &[&str]) -> String {
     let out = nfctl(server, args);
-    assert_eq!(out.status.code(), Some(1), "nfctl {args:?} should fail with 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nfctl {args:?} should fail with 1"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -41,28 +45,76 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn every_nfctl_command_against_the_real_server() {
     let data = TempDir::new("nfctl");
-    let s = Server::start(&data.0, &["--wire", "gen", "--gen-rate", "20000", "--gen-vlans", "100", "--vfs", "8"]);
+    let s = Server::start(
+        &data.0,
+        &[
+            "--wire",
+            "gen",
+            "--gen-rate",
+            "20000",
+            "--gen-vlans",
+            "100",
+            "--vfs",
+            "8",
+        ],
+    );
 
     // PF.
     let pf = json(&ok(&s, &["-o", "json", "pf", "get"]));
     assert_eq!(pf["num_vfs"], 8);
     ok(&s, &["pf", "set-vfs", "8", "--dry-run"]);
     let err = fails(&s, &["pf", "set-vfs", "4"]);
-    assert!(err.contains("FailedPrecondition") || err.contains("failed precondition") || err.contains("set the count to 0"), "{err}");
+    assert!(
+        err.contains("FailedPrecondition")
+            || err.contains("failed precondition")
+            || err.contains("set the count to 0"),
+        "{err}"
+    );
 
     // VFs.
     let vfs = json(&ok(&s, &["-o", "json", "vf", "list"]));
     assert_eq!(vfs.as_array().map(Vec::len), Some(8));
-    ok(&s, &["vf", "set", "5", "--vlan", "7", "--qos", "3", "--spoofchk", "off", "--trust", "on", "--link-state", "enable", "--max-tx-rate", "1000", "--mtu", "9000"]);
+    ok(
+        &s,
+        &[
+            "vf",
+            "set",
+            "5",
+            "--vlan",
+            "7",
+            "--qos",
+            "3",
+            "--spoofchk",
+            "off",
+            "--trust",
+            "on",
+            "--link-state",
+            "enable",
+            "--max-tx-rate",
+            "1000",
+            "--mtu",
+            "9000",
+        ],
+    );
     let vf5 = json(&ok(&s, &["-o", "json", "vf", "get", "5"]));
-    assert_eq!((vf5["vlan"].as_u64(), vf5["qos"].as_u64(), vf5["mtu"].as_u64()), (Some(7), Some(3), Some(9000)));
+    assert_eq!(
+        (
+            vf5["vlan"].as_u64(),
+            vf5["qos"].as_u64(),
+            vf5["mtu"].as_u64()
+        ),
+        (Some(7), Some(3), Some(9000))
+    );
     assert_eq!(vf5["trust"], true);
     ok(&s, &["vf", "reset", "5"]);
     let err = fails(&s, &["vf", "set", "5", "--mtu", "10"]);
     assert!(err.contains("MTU 10 is out of range"), "{err}");
 
     // NFs.
-    ok(&s, &["nf", "create", "solo", "--kind", "l2fwd", "--vf", "7"]);
+    ok(
+        &s,
+        &["nf", "create", "solo", "--kind", "l2fwd", "--vf", "7"],
+    );
     let nfs = ok(&s, &["nf", "list"]);
     assert!(nfs.contains("solo"), "{nfs}");
     let solo = json(&ok(&s, &["-o", "json", "nf", "get", "solo"]));
@@ -74,13 +126,19 @@ fn every_nfctl_command_against_the_real_server() {
 
     // Chains.
     ok(&s, &["chain", "apply", "examples/edge.toml", "--dry-run"]);
-    assert!(!ok(&s, &["chain", "list"]).contains("edge"), "a dry run created the chain");
+    assert!(
+        !ok(&s, &["chain", "list"]).contains("edge"),
+        "a dry run created the chain"
+    );
     ok(&s, &["chain", "apply", "examples/edge.toml"]);
     let err = fails(&s, &["chain", "apply", "examples/edge.toml"]);
     assert!(err.contains("already exists"), "{err}");
     assert!(ok(&s, &["chain", "list"]).contains("edge"));
     let chain = json(&ok(&s, &["-o", "json", "chain", "get", "edge"]));
-    let last_vf = chain["vfs"][1].as_str().map(str::to_owned).expect("two hops");
+    let last_vf = chain["vfs"][1]
+        .as_str()
+        .map(str::to_owned)
+        .expect("two hops");
 
     // Telemetry: traffic through the chain shows in stats; events list what happened.
     wait_until("traffic in stats", 10, || {

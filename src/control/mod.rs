@@ -592,9 +592,9 @@ impl Controller {
     pub fn stats(&self, active_only: bool) -> Result<proto::Stats, ControlError> {
         let inner = self.lock();
         let n = inner.engine.call(|e| e.nic().pf().num_vfs())?;
-        let faults: Vec<u64> = inner.engine.call(move |e| {
+        let faults: Vec<crate::nic::iommu::FaultCounts> = inner.engine.call(move |e| {
             (0..n)
-                .map(|i| e.nic().iommu().fault_counts(VfId(i)).total())
+                .map(|i| e.nic().iommu().fault_counts(VfId(i)))
                 .collect()
         })?;
         let owners = inner.owned_vfs();
@@ -635,7 +635,14 @@ impl Controller {
                 interrupts_blocked: s.irq_blocked,
                 dma_copied_bytes: s.copied_bytes,
                 ring_errors: s.ring_errors,
-                dma_faults: faults.get(usize::from(i)).copied().unwrap_or(0),
+                dma_faults: faults.get(usize::from(i)).map_or(0, |f| f.total()),
+                dma_faults_by_reason: crate::nic::FaultReason::ALL
+                    .iter()
+                    .map(|r| {
+                        let count = faults.get(usize::from(i)).map_or(0, |f| f.get(*r));
+                        (r.as_str().to_owned(), count)
+                    })
+                    .collect(),
             });
         }
         let w = &c.wire;

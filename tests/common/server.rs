@@ -53,8 +53,15 @@ impl Server {
     /// Starts `nfhost serve` on `data` with extra flags; waits until it reports SERVING.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
         let port = free_port();
+        // Every server gets its own dashboard port too, unless the test picks one.
+        let http = if extra.contains(&"--http") {
+            Vec::new()
+        } else {
+            vec!["--http".to_owned(), format!("127.0.0.1:{}", free_port())]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_nfhost"))
             .args(["serve", "--grpc", &format!("127.0.0.1:{port}")])
+            .args(&http)
             .arg("--data-dir")
             .arg(data)
             .args(extra)
