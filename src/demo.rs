@@ -46,6 +46,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         gen_size: Some(128),
         gen_vlans: Some(vec![100]),
         gen_flows: Some(64),
+        gen_dst: None,
     };
     let started = nfhost::serve::start(&settings, current_exe()?)?;
     let chain = nfhost::chain_file::parse_chain(EXAMPLE_CHAIN)?;

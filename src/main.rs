@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Distinct flows [default: 1024].
     #[arg(long)]
     gen_flows: Option<u32>,
+    /// One destination ADDR:PORT for every generated flow, e.g. a load balancer's VIP.
+    #[arg(long)]
+    gen_dst: Option<std::net::SocketAddrV4>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +134,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         gen_size: args.gen_size,
         gen_vlans: args.gen_vlans,
         gen_flows: args.gen_flows,
+        gen_dst: args.gen_dst,
     };
     let file = match &args.config {
         Some(path) => ServeSettings::from_file(path)?,

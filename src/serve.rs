@@ -41,6 +41,9 @@ pub struct ServeSettings {
     pub gen_vlans: Option<Vec<u16>>,
     /// Distinct flows (default 1024).
     pub gen_flows: Option<u32>,
+    /// One destination for every generated flow, such as a load balancer's VIP
+    /// (default: a destination per flow).
+    pub gen_dst: Option<std::net::SocketAddrV4>,
 }
 
 impl ServeSettings {
@@ -68,6 +71,7 @@ impl ServeSettings {
             gen_size: self.gen_size.or(file.gen_size),
             gen_vlans: self.gen_vlans.or(file.gen_vlans),
             gen_flows: self.gen_flows.or(file.gen_flows),
+            gen_dst: self.gen_dst.or(file.gen_dst),
         }
     }
 
@@ -101,6 +105,7 @@ impl ServeSettings {
                     frame_size: self.gen_size.unwrap_or(d.frame_size),
                     vlans: self.gen_vlans.clone().unwrap_or_default(),
                     flows: self.gen_flows.unwrap_or(d.flows),
+                    dst: self.gen_dst.map(|a| (a.ip().octets(), a.port())),
                     ..d
                 }))
             }

@@ -160,6 +160,10 @@ pub struct GenConfig {
     pub src_mac: MacAddr,
     /// Destination MAC of every frame.
     pub dst_mac: MacAddr,
+    /// One destination (IPv4 address and port) for every flow, such as a load
+    /// balancer's VIP; flows then differ by source address and port only. `None`
+    /// gives each flow its own destination `10.1.x.y:5001`.
+    pub dst: Option<([u8; 4], u16)>,
 }
 
 impl Default for GenConfig {
@@ -172,6 +176,7 @@ impl Default for GenConfig {
             tcp_percent: 0,
             src_mac: DEFAULT_SRC_MAC,
             dst_mac: DEFAULT_DST_MAC,
+            dst: None,
         }
     }
 }
@@ -442,7 +447,7 @@ fn build_template(
 ) -> Result<(), GenError> {
     let [_, _, hi, lo] = flow.to_be_bytes();
     let src_ip = [10, 0, hi, lo];
-    let dst_ip = [10, 1, hi, lo];
+    let (dst_ip, dst_port) = config.dst.unwrap_or(([10, 1, hi, lo], DST_PORT));
     // flow < 65536, so the remainder fits; 1024 + 64511 = 65535.
     let src_port = 1024 + (flow % 64512) as u16;
     let eth = PacketBuilder::ethernet2(config.src_mac.0, config.dst_mac.0);
@@ -452,13 +457,13 @@ fn build_template(
     };
     out.clear();
     let built = match proto {
-        Proto::Udp => ip.udp(src_port, DST_PORT).write(out, payload),
+        Proto::Udp => ip.udp(src_port, dst_port).write(out, payload),
         // An established-looking data segment: ACK + PSH, so stateful NFs let it pass
         // as mid-connection traffic rather than a flagless oddity.
         Proto::Tcp => ip
             .tcp(
                 src_port,
-                DST_PORT,
+                dst_port,
                 flow.wrapping_mul(0x9e37_79b9),
                 TCP_WINDOW,
             )
@@ -951,6 +956,27 @@ mod tests {
         ] {
             cfg.validate().expect("edge value accepted");
         }
+    }
+
+    #[test]
+    fn a_fixed_destination_sends_every_flow_to_it() {
+        let cfg = GenConfig {
+            dst: Some(([198, 51, 100, 10], 80)),
+            tcp_percent: 50,
+            flows: 16,
+            ..GenConfig::default()
+        };
+        let mut generator = Generator::new(&cfg).expect("valid");
+        let mut buf = vec![0u8; 128];
+        let mut sources = HashSet::new();
+        for _ in 0..32 {
+            let len = generator.write_next(&mut buf, Micros(7)).expect("fits");
+            let parsed = parse_and_verify(&buf[..len]);
+            let (src, dst, sport, dport, _) = parsed.tuple;
+            assert_eq!((dst, dport), ([198, 51, 100, 10], 80));
+            sources.insert((src, sport));
+        }
+        assert_eq!(sources.len(), 16, "flows differ by source");
     }
 
     #[test]
