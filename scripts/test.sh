@@ -44,5 +44,5 @@ log "browser test (headless Chromium)"
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
-NFHOST_BIN="$PWD/target/debug/nfhost" NFCTL_BIN="$PWD/target/debug/nfctl" \
-    node --test tests/browser/
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+NFHOST_BIN="$bin_dir/nfhost" NFCTL_BIN="$bin_dir/nfctl" node --test tests/browser/
