@@ -1,4 +1,4 @@
-//! `nfhost bench`: the real engine and real NF processes on the gen wire, as fast as
+//! `nfhost bench`: the real engine and real NF processes on the traffic wire, as fast as
 //! the machine goes, with 64-byte frames. Prints packets per second through one NF
 //! and through 3-NF chains (shared and strict), the NIC's copied bytes per packet, CPU
 //! seconds per million packets, and the CPU use of idle attached NFs.
@@ -60,15 +60,62 @@ fn measure_chain(
     kind: &str,
     seconds: f64,
 ) -> Result<Run, Box<dyn std::error::Error>> {
+    measure(
+        hops,
+        isolation,
+        &NfSpec::new("hop", kind),
+        GenConfig::default(),
+        seconds,
+    )
+}
+
+/// The config each kind is measured with alone: representative work, traffic passes.
+fn bench_config(kind: &str) -> (String, GenConfig) {
+    let traffic = GenConfig::default();
+    match kind {
+        // 1000 rules that traffic does not hit, then allow: every packet is looked up.
+        "firewall" => {
+            let rules: Vec<String> = (0..999)
+                .map(|i| format!(r#"{{"action":"deny","proto":"tcp","dport":"{}"}}"#, 10_000 + i))
+                .collect();
+            (format!(r#"{{"default":"allow","rules":[{}]}}"#, rules.join(",")), traffic)
+        }
+        "nat" => (
+            r#"{"inside":"10.0.0.0/8","pool":["203.0.113.1"],"port_range":"1024-65535"}"#.into(),
+            traffic,
+        ),
+        "lb" => (
+            r#"{"vip":"198.51.100.10:80","proto":"udp","backends":[{"addr":"10.0.1.1:8080"},{"addr":"10.0.1.2:8080"},{"addr":"10.0.1.3:8080"}]}"#.into(),
+            GenConfig {
+                dst: Some(([198, 51, 100, 10], 80)),
+                ..traffic
+            },
+        ),
+        // Far above what the machine can send: the policer does its work, drops nothing.
+        "ratelimit" => (r#"{"rate":{"pps":1000000000},"burst":1000000}"#.into(), traffic),
+        _ => (String::new(), traffic),
+    }
+}
+
+fn measure(
+    hops: usize,
+    isolation: Isolation,
+    spec: &NfSpec,
+    traffic: GenConfig,
+    seconds: f64,
+) -> Result<Run, Box<dyn std::error::Error>> {
     let config = EngineConfig {
         num_vfs: 8,
-        wire: WireConfig::Gen(GenConfig::default()),
+        wire: WireConfig::Gen(traffic),
         ..Default::default()
     };
     let mut runner = Runner::start(config, current_exe()?)?;
     let vfs: Vec<VfId> = (0..hops as u16).map(VfId).collect();
     let nfs: Vec<NfSpec> = (0..hops)
-        .map(|i| NfSpec::new(&format!("hop{i}"), kind))
+        .map(|i| NfSpec {
+            name: format!("{}{i}", spec.name),
+            ..spec.clone()
+        })
         .collect();
     let every_frame = WireMatch {
         vlan: None,
@@ -153,10 +200,28 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("bench: 8 idle NFs ({idle_seconds:.1} s)…");
     }
     let idle = measure_idle(8, &args.kind, idle_seconds)?;
+    let mut per_nf = Vec::new();
+    for kind in nfhost::nf_kinds::KINDS {
+        log(&format!("{kind} alone"));
+        let (config, traffic) = bench_config(kind);
+        let spec = NfSpec {
+            name: (*kind).to_owned(),
+            kind: (*kind).to_owned(),
+            config,
+        };
+        per_nf.push((
+            *kind,
+            measure(1, Isolation::Strict, &spec, traffic, args.seconds)?,
+        ));
+    }
+    let per_nf_json: Vec<String> = per_nf
+        .iter()
+        .map(|(k, r)| format!("\"{k}\":{:.3}", r.mpps))
+        .collect();
 
     if args.json {
         println!(
-            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3}}}",
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}}}}",
             args.seconds,
             single.mpps,
             shared.mpps,
@@ -164,7 +229,8 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             shared.copied_per_packet,
             strict.copied_per_packet,
             single.cpu_seconds_per_mpkt,
-            idle
+            idle,
+            per_nf_json.join(",")
         );
         return Ok(());
     }
@@ -195,5 +261,12 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("8 idle NFs: {idle:.3}% of one core together (over {idle_seconds:.1} s)");
+    println!("\neach NF alone (64-byte frames, representative config):");
+    for (kind, r) in &per_nf {
+        println!(
+            "  {kind:<10} {:>8.3} Mpps  {:>8.3} CPU s / Mpkt",
+            r.mpps, r.cpu_seconds_per_mpkt
+        );
+    }
     Ok(())
 }

@@ -5,13 +5,13 @@ use nf_sdk::NetworkFunction;
 use thiserror::Error;
 
 /// The built-in kinds.
-pub const KINDS: &[&str] = &["l2fwd", "monitor"];
+pub const KINDS: &[&str] = &["l2fwd", "monitor", "firewall", "nat", "lb", "ratelimit"];
 
 /// An NF could not be built.
 #[derive(Debug, Error)]
 pub enum KindError {
     /// No such kind.
-    #[error("unknown NF kind {0:?}; known kinds: l2fwd, monitor")]
+    #[error("unknown NF kind {0:?}; known kinds: l2fwd, monitor, firewall, nat, lb, ratelimit")]
     Unknown(String),
     /// The kind refused its configuration.
     #[error("invalid {kind} config: {message}")]
@@ -23,21 +23,27 @@ pub enum KindError {
     },
 }
 
+fn boxed<N: NetworkFunction, E: std::fmt::Display>(
+    kind: &'static str,
+    built: Result<N, E>,
+) -> Result<Box<dyn NetworkFunction>, KindError> {
+    built
+        .map(|nf| Box::new(nf) as Box<dyn NetworkFunction>)
+        .map_err(|e| KindError::Config {
+            kind,
+            message: e.to_string(),
+        })
+}
+
 /// Builds an NF of `kind` from its JSON config (empty for defaults).
 pub fn build(kind: &str, config: &str) -> Result<Box<dyn NetworkFunction>, KindError> {
     match kind {
-        "l2fwd" => nf_l2fwd::L2Fwd::from_config(config)
-            .map(|nf| Box::new(nf) as Box<dyn NetworkFunction>)
-            .map_err(|e| KindError::Config {
-                kind: "l2fwd",
-                message: e.to_string(),
-            }),
-        "monitor" => nf_monitor::Monitor::from_config(config)
-            .map(|nf| Box::new(nf) as Box<dyn NetworkFunction>)
-            .map_err(|e| KindError::Config {
-                kind: "monitor",
-                message: e.to_string(),
-            }),
+        "l2fwd" => boxed("l2fwd", nf_l2fwd::L2Fwd::from_config(config)),
+        "monitor" => boxed("monitor", nf_monitor::Monitor::from_config(config)),
+        "firewall" => boxed("firewall", nf_firewall::Firewall::from_config(config)),
+        "nat" => boxed("nat", nf_nat::Nat::from_config(config)),
+        "lb" => boxed("lb", nf_lb::Lb::from_config(config)),
+        "ratelimit" => boxed("ratelimit", nf_ratelimit::Ratelimit::from_config(config)),
         other => Err(KindError::Unknown(other.to_owned())),
     }
 }
@@ -47,9 +53,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_kind_builds_with_defaults() {
+    fn every_listed_kind_builds() {
+        // Kinds whose defaults are not a working NF need a minimal config.
+        let minimal = |kind: &str| match kind {
+            "nat" => r#"{"inside": "10.0.0.0/8", "pool": ["203.0.113.1"]}"#,
+            "lb" => r#"{"vip": "198.51.100.10:80", "backends": [{"addr": "10.0.1.1:8080"}]}"#,
+            _ => "",
+        };
         for kind in KINDS {
-            assert!(build(kind, "").is_ok(), "{kind}");
+            if let Err(e) = build(kind, minimal(kind)) {
+                panic!("{kind}: {e}");
+            }
         }
     }
 
@@ -58,7 +72,7 @@ mod tests {
         let err = build("nat64", "").err().unwrap();
         assert_eq!(
             err.to_string(),
-            "unknown NF kind \"nat64\"; known kinds: l2fwd, monitor"
+            "unknown NF kind \"nat64\"; known kinds: l2fwd, monitor, firewall, nat, lb, ratelimit"
         );
         let err = build("monitor", r#"{"max_flows": 0}"#).err().unwrap();
         assert!(
