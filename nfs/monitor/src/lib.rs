@@ -276,6 +276,7 @@ pub struct Totals {
 struct Report {
     #[serde(flatten)]
     totals: Totals,
+    protocols: Vec<ProtocolStats>,
     top: Vec<FlowStats>,
 }
 
@@ -285,6 +286,19 @@ pub struct Monitor {
     max_flows: usize,
     top: usize,
     totals: Totals,
+    /// Packets and bytes by IP protocol number (a fixed table: no allocation).
+    protocols: Box<[FlowCounters; 256]>,
+}
+
+/// Traffic of one IP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProtocolStats {
+    /// The protocol.
+    pub proto: IpProto,
+    /// IP packets.
+    pub packets: u64,
+    /// Their bytes (whole frames).
+    pub bytes: u64,
 }
 
 impl fmt::Debug for Monitor {
@@ -317,7 +331,25 @@ impl Monitor {
             max_flows,
             top,
             totals: Totals::default(),
+            protocols: Box::new([FlowCounters::default(); 256]),
         }
+    }
+
+    /// Packets and bytes per IP protocol seen, busiest first.
+    pub fn protocols(&self) -> Vec<ProtocolStats> {
+        let mut out: Vec<ProtocolStats> = self
+            .protocols
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.packets > 0)
+            .map(|(p, c)| ProtocolStats {
+                proto: IpProto(p as u8),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect();
+        out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.proto.0.cmp(&b.proto.0)));
+        out
     }
 
     /// A monitor from its JSON config; empty (or blank) means defaults.
@@ -385,6 +417,9 @@ impl Monitor {
                 return;
             }
         };
+        let per_proto = &mut self.protocols[usize::from(key.proto.0)];
+        per_proto.packets += 1;
+        per_proto.bytes += len;
         // Not `entry()`: it reserves room for the new key even when we then
         // decline to insert, which would grow a full table.
         if let Some(flow) = self.flows.get_mut(&key) {
@@ -420,11 +455,13 @@ impl NetworkFunction for Monitor {
     }
 
     /// `{"packets":..,"bytes":..,"non_ip":..,"malformed":..,"flows":..,
-    /// "untracked_packets":..,"top":[{"src":..,"dst":..,"proto":..,"sport":..,
+    /// "untracked_packets":..,"protocols":[{"proto":"udp","packets":..,"bytes":..},..],
+    /// "top":[{"src":..,"dst":..,"proto":..,"sport":..,
     /// "dport":..,"packets":..,"bytes":..},..]}`, top `top` flows by bytes.
     fn report(&self) -> Option<String> {
         let report = Report {
             totals: self.totals(),
+            protocols: self.protocols(),
             top: self.top_flows(self.top),
         };
         serde_json::to_string(&report).ok()

@@ -386,6 +386,22 @@ fn report_is_the_documented_json() {
     );
     assert_eq!(top[1]["proto"], "tcp");
     assert_eq!(top[1]["dst"], "10.0.0.3");
+    // Per-protocol counts: two UDP packets, one TCP, busiest (by bytes) first.
+    let udp_bytes = (frames[0].len() + frames[2].len()) as u64;
+    let tcp_bytes = frames[1].len() as u64;
+    let protocols = report["protocols"].as_array().expect("protocols");
+    let expected = if udp_bytes >= tcp_bytes {
+        serde_json::json!([
+            {"proto": "udp", "packets": 2, "bytes": udp_bytes},
+            {"proto": "tcp", "packets": 1, "bytes": tcp_bytes},
+        ])
+    } else {
+        serde_json::json!([
+            {"proto": "tcp", "packets": 1, "bytes": tcp_bytes},
+            {"proto": "udp", "packets": 2, "bytes": udp_bytes},
+        ])
+    };
+    assert_eq!(serde_json::Value::Array(protocols.clone()), expected);
 }
 
 #[test]

@@ -411,7 +411,10 @@
       : '<tr><td colspan="4" class="muted">No flows yet.</td></tr>';
     const totals = report.flows != null
       ? `<small class="muted"> · ${si(report.flows)} flows, ${si(report.packets)} packets</small>` : '';
-    return `<div class="talkers"><h4>Top talkers${totals}</h4><div class="table-wrap"><table>
+    const protocols = Array.isArray(report.protocols) && report.protocols.length
+      ? `<p class="muted protocols" data-protocols>${report.protocols
+        .map((p) => `${esc(p.proto)} ${si(p.packets)} pkts / ${bytes(p.bytes)}`).join(' · ')}</p>` : '';
+    return `<div class="talkers"><h4>Top talkers${totals}</h4>${protocols}<div class="table-wrap"><table>
       <thead><tr><th>Flow</th><th class="opt">Proto</th><th class="num">Packets</th><th class="num">Bytes</th></tr></thead>
       <tbody>${rows}</tbody></table></div></div>`;
   }
