@@ -38,6 +38,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test (whole workspace)"
 cargo test --workspace --locked
 
+# Every NF's packet path under libFuzzer, for a bounded time each. cargo-fuzz passes
+# nightly-only flags to rustc; RUSTC_BOOTSTRAP lets the one stable toolchain here
+# accept them (no nightly can be fetched). The NFs are safe Rust, so no sanitizer:
+# what the fuzzer hunts is a panic.
+log "fuzz: each NF's packet path (${FUZZ_SECONDS:=10} s each)"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+mkdir -p test-output
+for target in firewall nat lb ratelimit monitor l2fwd; do
+    fuzz_log="test-output/fuzz-$target.log"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 >"$fuzz_log" 2>&1; then
+        tail -40 "$fuzz_log" >&2
+        echo "error: fuzz target $target failed; the crashing input is under fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
+    echo "fuzz $target: $(grep -E '^Done' "$fuzz_log")"
+done
+
 # The dashboard in a real browser: headless Chromium driven by playwright-core
 # against the real service (built by the cargo test step above).
 log "browser test (headless Chromium)"
