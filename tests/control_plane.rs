@@ -660,3 +660,81 @@ fn crash_safety_under_sigkill() {
         }
     }
 }
+
+/// Server reflection (v1 and v1alpha) lists the API's services and health, so grpcurl
+/// and friends work without the proto files.
+#[test]
+fn reflection_lists_every_service() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let data = TempDir::new("reflection");
+    let rt = runtime();
+    let server = Server::start(&data.0, &["--wire", "none", "--vfs", "2"]);
+    let channel = server.channel(&rt);
+    let expected = [
+        "grpc.health.v1.Health",
+        "nfhost.v1.ChainService",
+        "nfhost.v1.NfService",
+        "nfhost.v1.PfService",
+        "nfhost.v1.TelemetryService",
+        "nfhost.v1.VfService",
+    ];
+    let v1_names: Vec<String> = rt.block_on(async {
+        let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        match responses
+            .message()
+            .await
+            .expect("a response")
+            .and_then(|r| r.message_response)
+        {
+            Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    });
+    let v1alpha_names: Vec<String> = rt.block_on(async {
+        let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        match responses
+            .message()
+            .await
+            .expect("a response")
+            .and_then(|r| r.message_response)
+        {
+            Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(
+                list,
+            )) => list.service.into_iter().map(|s| s.name).collect(),
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    });
+    for names in [&v1_names, &v1alpha_names] {
+        for service in expected {
+            assert!(
+                names.iter().any(|n| n == service),
+                "{service} missing from reflection: {names:?}"
+            );
+        }
+    }
+    server.stop();
+}
