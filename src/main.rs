@@ -104,22 +104,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("nfhost: {}", chain(err.as_ref()));
+            eprintln!("nfhost: {}", nfhost::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -154,6 +142,6 @@ fn nf_run(kind: &str, name: &str, config: &str) -> Result<(), Box<dyn std::error
         format!("{name}: NFHOST_VF_TOKEN is not set; NF processes are started by nfhost")
     })?;
     nf_sdk::runtime::run(nf, client, &token, nf_sdk::runtime::Options::default())
-        .map_err(|e| format!("NF {name} ({kind}): {}", chain(&e)))?;
+        .map_err(|e| format!("NF {name} ({kind}): {}", nfhost::error_chain(&e)))?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! Chains classified by VLAN, through real NF processes.
 
-use std::time::{Duration, Instant};
+#[path = "common/server.rs"]
+mod server;
 
 use nfhost::dataplane::counters::Drop;
 use nfhost::dataplane::engine::{EngineConfig, Isolation, WireConfig};
 use nfhost::dataplane::r#gen::GenConfig;
 use nfhost::dataplane::runner::{NfSpec, Runner};
 use nfhost::nic::{VfId, VlanTag, WireMatch};
+use server::wait_until;
 
 fn runner(vlans: Vec<u16>) -> Runner {
     let config = EngineConfig {
@@ -19,14 +21,6 @@ fn runner(vlans: Vec<u16>) -> Runner {
         ..Default::default()
     };
     Runner::start(config, env!("CARGO_BIN_EXE_nfhost").into()).expect("engine starts")
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Regression: tagged frames entering a chain used to reach the NF still tagged, and
@@ -48,7 +42,7 @@ fn a_vlan_classified_chain_carries_traffic_and_retags_it() {
         )
         .expect("chain runs");
         let c = r.engine().counters().clone();
-        wait_for("1000 frames out of the chain", || {
+        wait_until("1000 frames out of the chain", 10, || {
             c.wire.tx_packets.get() >= 1000
         });
         for hop in hops {
@@ -100,7 +94,7 @@ fn chains_on_different_vlans_stay_apart() {
     )
     .expect("chain b");
     let c = r.engine().counters().clone();
-    wait_for("both chains forwarding", || {
+    wait_until("both chains forwarding", 10, || {
         c.vf(VfId(0)).tx_packets.get() > 500 && c.vf(VfId(1)).tx_packets.get() > 500
     });
     // Each VF got about half the traffic, none of it the other VLAN's.

@@ -23,8 +23,9 @@ use tokio::sync::broadcast;
 use crate::api::proto;
 use crate::dataplane::counters::{Counters, Drop as DropReason};
 use crate::dataplane::engine::{EngineError, EngineEvent, EngineHandle, Isolation};
-use crate::dataplane::nf_process::{NfLaunch, NfProcess};
-use crate::nic::{LinkState, MacAddr, Owner, VfId, VfUpdate, VlanTag, WireMatch};
+use crate::dataplane::nf_process::NfProcess;
+use crate::dataplane::runner::{NfSpec, spawn_attached};
+use crate::nic::{LinkState, MacAddr, VfId, VfUpdate, VlanTag, WireMatch};
 use crate::store::{Change, State, Store, StoreError};
 use supervisor::{Decision, Exit};
 use validate::{Violations, parse_vf, short_id, vf_name};
@@ -1068,11 +1069,7 @@ impl Inner {
                     qos: u32::from(a.qos),
                     spoof_check: a.spoof_check,
                     trust: a.trust,
-                    link_state: match a.link_state {
-                        LinkState::Auto => proto::LinkState::Auto,
-                        LinkState::Enable => proto::LinkState::Enable,
-                        LinkState::Disable => proto::LinkState::Disable,
-                    } as i32,
+                    link_state: link_state_to_proto(a.link_state) as i32,
                     min_tx_rate: a.min_tx_rate,
                     max_tx_rate: a.max_tx_rate,
                     mtu: a.mtu,
@@ -1112,23 +1109,13 @@ impl Inner {
     fn start(&mut self, nf: &proto::Nf) -> Option<proto::Event> {
         let vf = parse_vf(&nf.vf).map(VfId)?;
         self.tokens += 1;
-        let token = format!("{}-{}-{}", nf.name, std::process::id(), self.tokens);
-        let launch = NfLaunch {
-            exe: self.exe.clone(),
+        let spec = NfSpec {
             name: nf.name.clone(),
             kind: nf.kind.clone(),
             config: nf.config.clone(),
-            token: token.clone(),
         };
-        let spawned = NfProcess::spawn(&launch)
-            .map_err(|e| crate::error_chain(&e))
-            .and_then(|(process, sock)| {
-                let owner = Owner::new(&nf.name);
-                match self.engine.call(move |e| e.attach(vf, owner, token, sock)) {
-                    Ok(Ok(())) => Ok(process),
-                    Ok(Err(e)) | Err(e) => Err(crate::error_chain(&e)),
-                }
-            });
+        let spawned = spawn_attached(&self.engine, &self.exe, vf, &spec, self.tokens)
+            .map_err(|e| crate::error_chain(&e));
         let run = self.runs.get_mut(&nf.name)?;
         run.started_at = Instant::now();
         match spawned {
@@ -1201,11 +1188,9 @@ fn update_from_mask(vf: &proto::Vf, mask: &[String]) -> Result<VfUpdate, Control
             },
             "spoof_check" => u.spoof_check = Some(vf.spoof_check),
             "trust" => u.trust = Some(vf.trust),
-            "link_state" => match proto::LinkState::try_from(vf.link_state) {
-                Ok(proto::LinkState::Auto) => u.link_state = Some(LinkState::Auto),
-                Ok(proto::LinkState::Enable) => u.link_state = Some(LinkState::Enable),
-                Ok(proto::LinkState::Disable) => u.link_state = Some(LinkState::Disable),
-                _ => v.add(
+            "link_state" => match link_state_from_proto(vf.link_state) {
+                Some(link) => u.link_state = Some(link),
+                None => v.add(
                     "vf.link_state",
                     "must be LINK_STATE_AUTO, LINK_STATE_ENABLE or LINK_STATE_DISABLE",
                 ),
@@ -1246,11 +1231,7 @@ fn admin_record(vf: VfId, a: &crate::nic::VfAdmin) -> proto::Vf {
         qos: u32::from(a.qos),
         spoof_check: a.spoof_check,
         trust: a.trust,
-        link_state: match a.link_state {
-            LinkState::Auto => proto::LinkState::Auto,
-            LinkState::Enable => proto::LinkState::Enable,
-            LinkState::Disable => proto::LinkState::Disable,
-        } as i32,
+        link_state: link_state_to_proto(a.link_state) as i32,
         min_tx_rate: a.min_tx_rate,
         max_tx_rate: a.max_tx_rate,
         mtu: a.mtu,
@@ -1258,13 +1239,28 @@ fn admin_record(vf: VfId, a: &crate::nic::VfAdmin) -> proto::Vf {
     }
 }
 
+/// A VF link state as the API spells it.
+fn link_state_to_proto(link: LinkState) -> proto::LinkState {
+    match link {
+        LinkState::Auto => proto::LinkState::Auto,
+        LinkState::Enable => proto::LinkState::Enable,
+        LinkState::Disable => proto::LinkState::Disable,
+    }
+}
+
+/// The VF link state an API value names; `None` for unspecified or unknown values.
+fn link_state_from_proto(value: i32) -> Option<LinkState> {
+    match proto::LinkState::try_from(value) {
+        Ok(proto::LinkState::Auto) => Some(LinkState::Auto),
+        Ok(proto::LinkState::Enable) => Some(LinkState::Enable),
+        Ok(proto::LinkState::Disable) => Some(LinkState::Disable),
+        _ => None,
+    }
+}
+
 /// The write that restores a stored admin config.
 fn update_from_record(r: &proto::Vf) -> VfUpdate {
-    let link = match proto::LinkState::try_from(r.link_state) {
-        Ok(proto::LinkState::Enable) => LinkState::Enable,
-        Ok(proto::LinkState::Disable) => LinkState::Disable,
-        _ => LinkState::Auto,
-    };
+    let link = link_state_from_proto(r.link_state).unwrap_or(LinkState::Auto);
     VfUpdate {
         mac: Some(r.mac.parse().ok()),
         vlan: u16::try_from(r.vlan).ok(),

@@ -34,7 +34,7 @@ use super::shared_umem::SharedUmem;
 use crate::nic::iommu::{DomainId, Mapping};
 use crate::nic::{
     Access, Decision, DmaFault, InterruptSink, Iova, Link, Micros, Nic, NicError, Owner, Perms,
-    PfConfig, Raise, Region, RegionId, TargetId, Vector, VfId,
+    PfConfig, Raise, Region, RegionId, TargetId, Vector, VfId, VlanTag,
 };
 
 /// Descriptors handled per ring per poll.
@@ -564,7 +564,7 @@ impl Engine {
                 Decision::Forward(f) => {
                     let tagged = f.vlan.is_some()
                         && crate::nic::FrameHeader::parse(frame).is_ok_and(|h| h.tag.is_some());
-                    let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
+                    let tci = f.vlan.map_or(0, VlanTag::tci);
                     let mut backlogged = false;
                     for vf in f.vfs.iter() {
                         let strip = tagged && dma.nic.veb().rx_tag(vf, &f).is_none();
@@ -1308,7 +1308,7 @@ impl Dma<'_> {
                 }
             }
         }
-        let tci = f.vlan.map_or(0, |t| t.vid | u16::from(t.pcp) << 13);
+        let tci = f.vlan.map_or(0, VlanTag::tci);
         let mut completion = desc;
         let single = f.vfs.len() == 1 && f.uplink.is_none();
         for to in f.vfs.iter() {

@@ -2,7 +2,7 @@
 //! their loops are up, and installs chains. Used by `nfhost demo`, `nfhost bench` and
 //! the tests; the control plane's reconciler drives the same steps.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -57,6 +57,29 @@ impl NfSpec {
     }
 }
 
+/// Starts the NF process for `spec` and registers its socket with the engine for `vf`
+/// (which assigns the VF to the NF). `serial` makes the attach token unique.
+pub fn spawn_attached(
+    engine: &EngineHandle,
+    exe: &Path,
+    vf: VfId,
+    spec: &NfSpec,
+    serial: u64,
+) -> Result<NfProcess, RunnerError> {
+    let token = format!("{}-{}-{serial}", spec.name, std::process::id());
+    let launch = NfLaunch {
+        exe: exe.to_owned(),
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        config: spec.config.clone(),
+        token: token.clone(),
+    };
+    let (process, sock) = NfProcess::spawn(&launch)?;
+    let owner = Owner::new(&spec.name);
+    engine.call(move |e| e.attach(vf, owner, token, sock))??;
+    Ok(process)
+}
+
 /// An engine and the NF processes running on it. Dropping it stops them all.
 #[derive(Debug)]
 pub struct Runner {
@@ -85,18 +108,7 @@ impl Runner {
     /// Spawns an NF process for `vf` and waits until its loop is up.
     pub fn run_nf(&mut self, vf: VfId, spec: &NfSpec) -> Result<u32, RunnerError> {
         self.tokens += 1;
-        let token = format!("{}-{}-{}", spec.name, std::process::id(), self.tokens);
-        let launch = NfLaunch {
-            exe: self.exe.clone(),
-            name: spec.name.clone(),
-            kind: spec.kind.clone(),
-            config: spec.config.clone(),
-            token: token.clone(),
-        };
-        let (process, sock) = NfProcess::spawn(&launch)?;
-        let owner = Owner::new(&spec.name);
-        self.engine
-            .call(move |e| e.attach(vf, owner, token, sock))??;
+        let process = spawn_attached(&self.engine, &self.exe, vf, spec, self.tokens)?;
         let pid = process.pid();
         self.nfs.retain(|(v, _)| *v != vf);
         self.nfs.push((vf, process));

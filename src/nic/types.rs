@@ -158,6 +158,13 @@ pub struct VlanTag {
     pub pcp: u8,
 }
 
+impl VlanTag {
+    /// The 802.1Q tag control information: PCP in the top 3 bits, VID in the low 12.
+    pub fn tci(self) -> u16 {
+        self.vid | u16::from(self.pcp) << 13
+    }
+}
+
 /// Link state of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Link {
