@@ -10,6 +10,7 @@
 //! Every read goes through `get`, so no frame, however short or inconsistent,
 //! can make this module panic.
 
+use nf_sdk::checksum::Delta;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// EtherType of IPv4.
@@ -174,15 +175,16 @@ pub(crate) enum End {
 /// Eqn. 3 rather than RFC 1141's `HC' = HC + m - m'`, which can yield 0xFFFF
 /// (negative zero) where a full recomputation yields 0x0000 (RFC 1624 §3).
 pub(crate) fn checksum_adjust(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
-    let mut sum = u32::from(!checksum);
+    delta(old, new).apply(checksum)
+}
+
+/// The one's-complement change of the words `old` → `new` ([`nf_sdk::checksum`]).
+fn delta(old: &[u16], new: &[u16]) -> Delta {
+    let mut delta = Delta::default();
     for (&m, &m_new) in old.iter().zip(new) {
-        sum += u32::from(!m) + u32::from(m_new);
+        delta.word(m, m_new);
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // Lossless: the loop above folded `sum` into 16 bits.
-    !(sum as u16)
+    delta
 }
 
 fn words(addr: Ipv4Addr) -> [u16; 2] {
@@ -217,17 +219,16 @@ pub(crate) fn rewrite(
     let ip_checksum = be16(frame, ip_checksum_at)?;
     let l4_checksum = be16(frame, l4_checksum_at)?;
 
-    let l4_checksum = if packet.proto == IPPROTO_UDP && l4_checksum == 0 {
-        // RFC 768: zero means the sender computed none; keep it that way.
-        0
+    let l4_delta = delta(
+        &[old_ip[0], old_ip[1], old_port],
+        &[new_ip[0], new_ip[1], to.port()],
+    );
+    // UDP: zero means the sender computed none, and a computed zero is sent as all
+    // ones (RFC 768); `apply_udp` does both.
+    let l4_checksum = if packet.proto == IPPROTO_UDP {
+        l4_delta.apply_udp(l4_checksum)
     } else {
-        let old = [old_ip[0], old_ip[1], old_port];
-        let new = [new_ip[0], new_ip[1], to.port()];
-        match checksum_adjust(l4_checksum, &old, &new) {
-            // RFC 768: a computed UDP checksum of zero is sent as all ones.
-            0 if packet.proto == IPPROTO_UDP => 0xffff,
-            sum => sum,
-        }
+        l4_delta.apply(l4_checksum)
     };
     set_be16(frame, l4_checksum_at, l4_checksum)?;
     set_be16(

@@ -63,7 +63,6 @@
 //! `pool` may also be a prefix (`"203.0.113.0/30"`, all of its addresses);
 //! see [`NatConfig`] for every field's default and range.
 
-mod checksum;
 pub mod config;
 mod packet;
 mod table;
@@ -74,10 +73,10 @@ use std::time::{Duration, Instant};
 use nf_sdk::{Batch, NetworkFunction, Verdict};
 use serde::Serialize;
 
-use checksum::Delta;
 pub use config::{
     ConfigError, Forward, ForwardProto, Ipv4Prefix, NatConfig, Policy, Pool, PortRange, Timeouts,
 };
+use nf_sdk::checksum::{self, Delta};
 use packet::{Frame, Transport, ipv4, l4, rd_addr, rd8, rd16, wr_addr, wr16};
 pub use table::{Endpoint, Proto};
 use table::{Refused, Table};

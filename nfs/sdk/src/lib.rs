@@ -24,6 +24,7 @@
 
 pub mod attach;
 pub mod bar;
+pub mod checksum;
 pub mod fd;
 pub mod nf;
 pub mod ring;

@@ -10,7 +10,7 @@
 //! recomputation gives `0x0000` (RFC 1624 §4). Eqn. 3 gives what
 //! recomputing gives for any data that is not all zeros, which an IP header
 //! never is. An incremental update also keeps a wrong checksum wrong, so a
-//! packet corrupted before the NAT stays detectably corrupted after it.
+//! packet corrupted before a rewrite stays detectably corrupted after it.
 
 use std::net::Ipv4Addr;
 use std::ops::Add;
@@ -21,7 +21,7 @@ use std::ops::Add;
 /// Kept unfolded in a `u32`: each word adds at most `0x1FFFE`, and a
 /// translation changes at most a dozen words, far from overflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Delta(u32);
+pub struct Delta(u32);
 
 impl Delta {
     /// Records that a word changed from `old` to `new`.
@@ -67,7 +67,7 @@ impl Delta {
 
 /// Whether `data`, checksum field included, verifies: its one's-complement
 /// sum is all ones (RFC 1071 §1). An odd last byte is padded with zero.
-pub(crate) fn verifies(data: &[u8]) -> bool {
+pub fn verifies(data: &[u8]) -> bool {
     let mut chunks = data.chunks_exact(2);
     let mut sum: u64 = (&mut chunks)
         .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
