@@ -42,6 +42,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         data_dir: Some(data_dir.clone()),
         vfs: Some(64),
         wire: Some("gen".into()),
+        mtu: None,
         gen_rate: Some(args.rate),
         gen_size: Some(128),
         gen_vlans: Some(vec![100]),

@@ -54,9 +54,15 @@ struct ServeArgs {
     /// VFs to enable when no count is stored [default: 64].
     #[arg(long)]
     vfs: Option<u16>,
-    /// The uplink: gen or none [default: gen].
+    /// The uplink: gen, none, or host interfaces: tap:NAME (a TAP device nfhost
+    /// opens or creates) and afpacket:IFNAME (an existing interface), each
+    /// optionally @VLAN to make it an access port of that VLAN, comma-separated
+    /// [default: gen].
     #[arg(long)]
     wire: Option<String>,
+    /// MTU of a host wire's links [default: 1500, at most 2030].
+    #[arg(long)]
+    mtu: Option<u16>,
     /// Generated packets per second, 0 = flat out [default: 100000].
     #[arg(long)]
     gen_rate: Option<u64>,
@@ -118,6 +124,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         data_dir: args.data_dir,
         vfs: args.vfs,
         wire: args.wire,
+        mtu: args.mtu,
         gen_rate: args.gen_rate,
         gen_size: args.gen_size,
         gen_vlans: args.gen_vlans,

@@ -31,8 +31,11 @@ pub struct ServeSettings {
     pub data_dir: Option<PathBuf>,
     /// VFs to enable when the stored state says nothing (default 64).
     pub vfs: Option<u16>,
-    /// The uplink: `gen` or `none` (default gen).
+    /// The uplink: `gen`, `none`, or host links `tap:NAME[@VLAN]` and
+    /// `afpacket:IFNAME[@VLAN]`, comma-separated (default gen).
     pub wire: Option<String>,
+    /// MTU of a host wire's links (default 1500, at most 2030).
+    pub mtu: Option<u16>,
     /// Generated packets per second, 0 = flat out (default 100000).
     pub gen_rate: Option<u64>,
     /// Generated frame size in bytes incl. FCS (default 64).
@@ -67,6 +70,7 @@ impl ServeSettings {
             data_dir: self.data_dir.or(file.data_dir),
             vfs: self.vfs.or(file.vfs),
             wire: self.wire.or(file.wire),
+            mtu: self.mtu.or(file.mtu),
             gen_rate: self.gen_rate.or(file.gen_rate),
             gen_size: self.gen_size.or(file.gen_size),
             gen_vlans: self.gen_vlans.or(file.gen_vlans),
@@ -109,7 +113,15 @@ impl ServeSettings {
                     ..d
                 }))
             }
-            other => Err(ServeError::Wire(other.to_owned())),
+            links => {
+                let mtu = self.mtu.unwrap_or(crate::dataplane::host_wire::DEFAULT_MTU);
+                crate::dataplane::host_wire::HostWireConfig::parse(links, mtu)
+                    .map(WireConfig::Host)
+                    .map_err(|source| ServeError::Wire {
+                        wire: links.to_owned(),
+                        source,
+                    })
+            }
         }
     }
 }
@@ -135,9 +147,17 @@ pub enum ServeError {
         #[source]
         source: toml::de::Error,
     },
-    /// Unknown wire.
-    #[error("wire {0:?} is not supported here: use gen or none")]
-    Wire(String),
+    /// A wire that cannot be used.
+    #[error(
+        "wire {wire:?} refused (use gen, none, or tap:NAME / afpacket:IFNAME links with an optional @VLAN, comma-separated)"
+    )]
+    Wire {
+        /// As given.
+        wire: String,
+        /// Why.
+        #[source]
+        source: crate::dataplane::host_wire::WireSpecError,
+    },
     /// The desired state could not be opened.
     #[error("opening desired state")]
     Store(#[from] StoreError),
@@ -394,7 +414,19 @@ mod tests {
         );
         match s.wire_config().unwrap() {
             WireConfig::Gen(g) => assert_eq!((g.rate_pps, g.vlans), (5000, vec![100, 200])),
-            WireConfig::None => panic!("gen expected"),
+            other => panic!("gen expected, got {other:?}"),
+        }
+        let host = ServeSettings {
+            wire: Some("tap:nfh0,afpacket:veth1@100".into()),
+            mtu: Some(1400),
+            ..Default::default()
+        };
+        match host.wire_config().unwrap() {
+            WireConfig::Host(h) => {
+                assert_eq!((h.links.len(), h.mtu), (2, 1400));
+                assert_eq!(h.to_string(), "tap:nfh0,afpacket:veth1@100");
+            }
+            other => panic!("host links expected, got {other:?}"),
         }
         std::fs::write(&path, "grpc = \"127.0.0.1:6000\"\nwhatever = 1\n").unwrap();
         let err = ServeSettings::from_file(&path).unwrap_err();
@@ -407,7 +439,8 @@ mod tests {
             wire: Some("carrier-pigeon".into()),
             ..Default::default()
         };
-        assert!(bad.wire_config().is_err());
+        let err = bad.wire_config().unwrap_err();
+        assert!(crate::error_chain(&err).contains("tap:NAME or afpacket:IFNAME"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

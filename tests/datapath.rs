@@ -85,7 +85,7 @@ struct WireStats {
     rx_bytes: u64,
     tx_packets: u64,
     tx_bytes: u64,
-    drops: [u64; 8],
+    drops: [u64; Reason::ALL.len()],
 }
 
 impl WireStats {

@@ -25,11 +25,15 @@ pub enum Drop {
     Malformed,
     /// No destination.
     NoRoute,
+    /// Longer than the wire's MTU allows.
+    Oversize,
+    /// Every transmit buffer of the wire was in flight.
+    WireBusy,
 }
 
 impl Drop {
     /// Every reason, in label order.
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 10] = [
         Drop::NoBuffer,
         Drop::RingFull,
         Drop::Spoof,
@@ -38,6 +42,8 @@ impl Drop {
         Drop::LinkDown,
         Drop::Malformed,
         Drop::NoRoute,
+        Drop::Oversize,
+        Drop::WireBusy,
     ];
 
     /// Stable label value.
@@ -51,6 +57,8 @@ impl Drop {
             Drop::LinkDown => "link_down",
             Drop::Malformed => "malformed",
             Drop::NoRoute => "no_route",
+            Drop::Oversize => "oversize",
+            Drop::WireBusy => "wire_busy",
         }
     }
 
@@ -101,7 +109,7 @@ pub struct VfCounters {
     pub tx_packets: Counter,
     /// Their bytes.
     pub tx_bytes: Counter,
-    drops: [Counter; 8],
+    drops: [Counter; Drop::ALL.len()],
     /// Interrupts delivered to the NF.
     pub irq_delivered: Counter,
     /// Interrupts folded into a later one.
@@ -158,7 +166,7 @@ pub struct VfStats {
     /// See [`VfCounters::tx_bytes`].
     pub tx_bytes: u64,
     /// Drops, indexed like [`Drop::ALL`].
-    pub drops: [u64; 8],
+    pub drops: [u64; Drop::ALL.len()],
     /// See [`VfCounters::irq_delivered`].
     pub irq_delivered: u64,
     /// See [`VfCounters::irq_coalesced`].
@@ -196,7 +204,7 @@ pub struct WireCounters {
     pub tx_packets: Counter,
     /// Their bytes.
     pub tx_bytes: Counter,
-    drops: [Counter; 8],
+    drops: [Counter; Drop::ALL.len()],
 }
 
 impl WireCounters {

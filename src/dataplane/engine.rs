@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::counters::{Counters, Drop as DropReason};
 use super::r#gen::{GenConfig, GenError, Generator, Pacer, Sink, SinkStats};
+use super::host_wire::{HostWire, HostWireConfig, OpenError};
 use super::port::{FRAME_SIZE, Port, PortState, RegionSlot};
 use super::shared_umem::SharedUmem;
 use crate::nic::iommu::{DomainId, Mapping};
@@ -57,6 +58,8 @@ pub enum WireConfig {
     None,
     /// The built-in traffic generator and sink.
     Gen(GenConfig),
+    /// Host interfaces: TAP devices and `AF_PACKET` links.
+    Host(HostWireConfig),
 }
 
 /// How a chain's NFs share memory (DESIGN §4).
@@ -111,6 +114,12 @@ pub enum EngineError {
     /// A socket could not be set up.
     #[error("attach socket setup failed")]
     Socket(#[source] std::io::Error),
+    /// A link of the wire could not be opened.
+    #[error(transparent)]
+    WireLink(#[from] OpenError),
+    /// The wire's io_uring could not be set up.
+    #[error("starting the wire failed")]
+    Wire(#[source] nf_sdk::wire::WireError),
 }
 
 type Call = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -213,10 +222,16 @@ impl EngineHandle {
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         let mut nic = Nic::new(&config.pf)?;
         nic.set_num_vfs(config.num_vfs)?;
-        let wire = match &config.wire {
-            WireConfig::None => None,
-            WireConfig::Gen(config) => Some(GenWire::new(config)?),
+        let (wire, host_links) = match &config.wire {
+            WireConfig::None => (None, None),
+            WireConfig::Gen(config) => (Some(GenWire::new(config)?), None),
+            WireConfig::Host(host) => (
+                None,
+                Some((host.clone(), super::host_wire::open_links(host)?)),
+            ),
         };
+        // The wire's ring lives on the engine thread; it reports whether it started.
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let counters = Arc::new(Counters::new(config.pf.total_vfs));
         let shared = Arc::new(SharedView::default());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -226,6 +241,24 @@ impl EngineHandle {
             .name(format!("nic-engine-pf{}", config.pf.id.0))
             .spawn(move || {
                 tokio_uring::start(async move {
+                    let host = match host_links {
+                        None => None,
+                        Some((config, links)) => match HostWire::new(&config, links) {
+                            Ok(host) => Some(host),
+                            Err(e) => {
+                                let _ = started_tx.send(Err(EngineError::Wire(e)));
+                                return;
+                            }
+                        },
+                    };
+                    let host_wake = match host.as_ref().map(|h| h.wakeup()).transpose() {
+                        Ok(wake) => wake,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(EngineError::Wire(e)));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok(()));
                     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
                     let engine = Engine {
                         nic,
@@ -234,6 +267,8 @@ impl EngineHandle {
                         counters: engine_counters,
                         shared: engine_shared,
                         wire,
+                        host,
+                        host_wake,
                         events: ev_tx,
                         wake: Rc::new(Notify::new()),
                         started: Instant::now(),
@@ -246,6 +281,7 @@ impl EngineHandle {
                 });
             })
             .map_err(EngineError::Spawn)?;
+        started_rx.recv().map_err(|_| EngineError::Gone)??;
         Ok(EngineHandle {
             tx,
             thread: Some(thread),
@@ -339,6 +375,9 @@ pub struct Engine {
     counters: Arc<Counters>,
     shared: Arc<SharedView>,
     wire: Option<GenWire>,
+    /// The `tap:`/`afpacket:` wire, and its ring's wakeup registered with the reactor.
+    host: Option<HostWire>,
+    host_wake: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
     events: mpsc::UnboundedSender<PortEvent>,
     wake: Rc<Notify>,
     started: Instant,
@@ -438,7 +477,7 @@ impl Engine {
             // transmit posted in between is not missed.
             self.set_tx_wakeup(true);
             fence(Ordering::SeqCst);
-            if self.tx_pending() {
+            if self.tx_pending() || self.host_pending() {
                 self.set_tx_wakeup(false);
                 continue;
             }
@@ -465,6 +504,7 @@ impl Engine {
                 event = port_events.recv() => if let Some(event) = event {
                     self.on_port_event(event);
                 },
+                _ = wire_readable(self.host_wake.as_ref()) => {}
                 _ = sleep => {}
             }
             self.set_tx_wakeup(false);
@@ -475,9 +515,13 @@ impl Engine {
     fn next_deadline(&self, now: Micros) -> Option<Micros> {
         let generated = self.wire.as_ref().and_then(|w| w.pacer.next_due(now));
         let irq = self.nic.irq().next_deadline();
+        let link_status = self.host.as_ref().map(HostWire::next_status);
         // While any NF is attached, wake at least every 100 ms to publish counters.
         let tick = Some(Micros(now.0 + 100_000));
-        [generated, irq, tick].into_iter().flatten().min()
+        [generated, irq, link_status, tick]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn set_tx_wakeup(&self, on: bool) {
@@ -527,12 +571,32 @@ impl Engine {
         }
     }
 
+    /// Before sleeping: submits what is queued on the host wire and tells whether
+    /// completions arrived meanwhile (the wakeup eventfd is reset first, so one
+    /// that arrives after this check wakes the loop).
+    fn host_pending(&mut self) -> bool {
+        let Some(host) = self.host.as_mut() else {
+            return false;
+        };
+        let ring = host.ring_mut();
+        ring.clear_wakeup();
+        if let Err(e) = ring.flush() {
+            eprintln!("nic-engine: wire: {e}");
+        }
+        ring.has_completions()
+    }
+
     /// One pass over the wire and every active VF. Returns the frames handled.
     fn poll_once(&mut self, now: Micros) -> u32 {
-        let mut work = self.wire_rx(now);
+        let mut work = self.wire_rx(now) + self.host_rx(now);
         for i in 0..self.active.len() {
             let vf = self.active[i];
             work += self.vf_tx(vf, now);
+        }
+        if let Some(host) = self.host.as_mut() {
+            if let Err(e) = host.ring_mut().flush() {
+                eprintln!("nic-engine: wire: {e}");
+            }
         }
         self.raise_interrupts(now);
         self.nic.poll_irqs(now, &mut FdSink { ports: &self.ports });
@@ -559,31 +623,36 @@ impl Engine {
             let frame = &scratch[..len];
             dma.counters.wire.rx_packets.add(1);
             dma.counters.wire.rx_bytes.add(len as u64);
-            match dma.nic.switch_from_wire(frame) {
-                Decision::Drop(reason) => dma.counters.wire.drop(reason.into(), 1),
-                Decision::Forward(f) => {
-                    let tagged = f.vlan.is_some()
-                        && crate::nic::FrameHeader::parse(frame).is_ok_and(|h| h.tag.is_some());
-                    let tci = f.vlan.map_or(0, VlanTag::tci);
-                    let mut backlogged = false;
-                    for vf in f.vfs.iter() {
-                        let strip = tagged && dma.nic.veb().rx_tag(vf, &f).is_none();
-                        if let Err(reason) = dma.deliver(vf, DeliverFrom::Bytes(frame, strip), tci)
-                        {
-                            dma.counters.vf(vf).drop(reason, 1);
-                            backlogged |=
-                                matches!(reason, DropReason::NoBuffer | DropReason::RingFull);
-                        }
-                    }
-                    // Flat out (rate 0), the generator follows the receiver like a port
-                    // honouring flow control: a full receiver ends this burst.
-                    if backlogged && wire.pacer.rate_pps() == 0 {
-                        break;
-                    }
-                }
+            let backlogged = dma.receive_from_wire(frame);
+            // Flat out (rate 0), the generator follows the receiver like a port
+            // honouring flow control: a full receiver ends this burst.
+            if backlogged && wire.pacer.rate_pps() == 0 {
+                break;
             }
         }
         n
+    }
+
+    /// Frames from the host wire's links, switched and delivered like generated
+    /// ones; and, when it is time, the links' state as the PF's link.
+    fn host_rx(&mut self, now: Micros) -> u32 {
+        let Some(host) = self.host.as_mut() else {
+            return 0;
+        };
+        if let Some(link) = host.poll_status(now) {
+            self.nic.set_link(link);
+        }
+        let mut dma = Dma {
+            nic: &mut self.nic,
+            ports: &mut self.ports,
+            regions: &self.regions,
+            counters: &self.counters,
+            umems: &mut self.umems,
+        };
+        let counters = &*self.counters;
+        host.receive(BATCH as usize, counters, |frame| {
+            dma.receive_from_wire(frame);
+        }) as u32
     }
 
     /// How many frames `vf` can take right now (free fill buffers and rx slots), or
@@ -652,7 +721,7 @@ impl Engine {
         };
         let mut completions = [Desc::default(); BATCH as usize];
         for (i, desc) in descs[..n as usize].iter().enumerate() {
-            completions[i] = dma.transmit(vf, *desc, now, self.wire.as_mut());
+            completions[i] = dma.transmit(vf, *desc, now, self.wire.as_mut(), self.host.as_mut());
         }
         let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
             return n;
@@ -1161,6 +1230,28 @@ struct Dma<'a> {
 const SINK_SAMPLE: u64 = 64;
 
 impl Dma<'_> {
+    /// Switches one frame from the wire and delivers it. True if a receiver had no
+    /// room (the frame was dropped as `no_buffer` or `ring_full` there).
+    fn receive_from_wire(&mut self, frame: &[u8]) -> bool {
+        let mut backlogged = false;
+        match self.nic.switch_from_wire(frame) {
+            Decision::Drop(reason) => self.counters.wire.drop(reason.into(), 1),
+            Decision::Forward(f) => {
+                let tagged = f.vlan.is_some()
+                    && crate::nic::FrameHeader::parse(frame).is_ok_and(|h| h.tag.is_some());
+                let tci = f.vlan.map_or(0, VlanTag::tci);
+                for vf in f.vfs.iter() {
+                    let strip = tagged && self.nic.veb().rx_tag(vf, &f).is_none();
+                    if let Err(reason) = self.deliver(vf, DeliverFrom::Bytes(frame, strip), tci) {
+                        self.counters.vf(vf).drop(reason, 1);
+                        backlogged |= matches!(reason, DropReason::NoBuffer | DropReason::RingFull);
+                    }
+                }
+            }
+        }
+        backlogged
+    }
+
     /// Puts one frame into `vf`'s next fill buffer and posts it on rx.
     fn deliver(&mut self, vf: VfId, from: DeliverFrom<'_>, tci: u16) -> Result<(), DropReason> {
         let len = from.len();
@@ -1245,7 +1336,14 @@ impl Dma<'_> {
     }
 
     /// Carries out one transmit descriptor; returns the completion to post.
-    fn transmit(&mut self, vf: VfId, desc: Desc, now: Micros, wire: Option<&mut GenWire>) -> Desc {
+    fn transmit(
+        &mut self,
+        vf: VfId,
+        desc: Desc,
+        now: Micros,
+        wire: Option<&mut GenWire>,
+        host: Option<&mut HostWire>,
+    ) -> Desc {
         let refused = Desc {
             flags: COMPLETION_ERROR,
             ..desc
@@ -1293,7 +1391,17 @@ impl Dma<'_> {
         let c = self.counters.vf(vf);
         c.tx_packets.add(1);
         c.tx_bytes.add(len as u64);
-        if f.uplink.is_some() {
+        if let (Some(tag), Some(host)) = (f.uplink, host) {
+            let tagged =
+                crate::nic::FrameHeader::parse(&header[..hlen]).is_ok_and(|h| h.tag.is_some());
+            match host.send(src, t.offset as usize, len, tagged, tag) {
+                Ok(sent) => {
+                    self.counters.wire.tx_packets.add(1);
+                    self.counters.wire.tx_bytes.add(sent as u64);
+                }
+                Err(reason) => self.counters.wire.drop(reason, 1),
+            }
+        } else if f.uplink.is_some() {
             let wire_tx = &self.counters.wire.tx_packets;
             wire_tx.add(1);
             self.counters.wire.tx_bytes.add(len as u64);
@@ -1416,6 +1524,19 @@ impl DeliverFrom<'_> {
 
 fn tracing_warn(vf: VfId, what: &str) {
     eprintln!("nic-engine: {vf}: {what}");
+}
+
+/// Waits until the host wire's ring signals a completion (never, without one).
+async fn wire_readable(wake: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
+    match wake {
+        Some(fd) => {
+            if let Ok(mut guard) = fd.readable().await {
+                // The loop resets the eventfd itself before it next sleeps.
+                guard.clear_ready();
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads an NF's attach socket and forwards each request to the engine loop.

@@ -18,8 +18,8 @@
 //! access.
 //!
 //! This is the only crate of the project that contains `unsafe`: in [`shm`],
-//! [`ring`], [`bar`], the packet views of [`runtime`] and the inherited socket of
-//! [`attach::client`], each block with its `SAFETY` argument.
+//! [`ring`], [`bar`], the packet views of [`runtime`], the inherited socket of
+//! [`attach::client`] and the kernel interface of the host's [`wire`], each block with its `SAFETY` argument.
 //! Linux only.
 
 pub mod attach;
@@ -30,6 +30,7 @@ pub mod nf;
 pub mod ring;
 pub mod runtime;
 pub mod shm;
+pub mod wire;
 
 pub use attach::{Attached, ClientError, Command, ProtoError, VfClient};
 pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};

@@ -1,0 +1,208 @@
+//! Host-side Ethernet for a PF's uplink (DESIGN §6): TAP devices and existing
+//! interfaces through `AF_PACKET`, driven by one io_uring on the NIC engine's
+//! thread.
+//!
+//! The `unsafe` here is the kernel interface: `TUNSETIFF` and interface ioctls,
+//! packet socket options, and io_uring submissions that point into buffers the
+//! [`WireRing`] owns until their completions are reaped.
+
+mod link;
+mod ring;
+
+pub use link::{Link, LinkKind, LinkStatus};
+pub use ring::{
+    HEADROOM, MAX_LINKS, RX_PER_LINK, Received, RingStats, RxFrame, SendError, TX_SLOTS, WireRing,
+};
+
+use rustix::io::Errno;
+
+/// Opening or driving a wire failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// An interface name the kernel would not take.
+    #[error("{0:?} is not a valid interface name (1-15 bytes, no '/', ':', ',' or spaces)")]
+    BadName(String),
+    /// No interface of that name in this network namespace.
+    #[error("no interface named {0:?} in this network namespace")]
+    NoSuchInterface(String),
+    /// A system call failed.
+    #[error("{0} failed")]
+    Io(&'static str, #[source] Errno),
+    /// An io_uring operation failed.
+    #[error("{0} failed")]
+    Uring(&'static str, #[source] std::io::Error),
+    /// The wakeup eventfd could not be made.
+    #[error("creating the wire's eventfd failed")]
+    EventFd(#[source] crate::fd::FdError),
+    /// Too few or too many links for one ring.
+    #[error("a wire drives 1 to {MAX_LINKS} links, not {0}")]
+    LinkCount(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    //! These create TAP devices, so they need CAP_NET_ADMIN (CI runs as root). Each
+    //! test's devices are its own and vanish when their fds close.
+
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn ip(args: &[&str]) {
+        let status = Command::new("ip").args(args).status().expect("running ip");
+        assert!(status.success(), "ip {args:?} failed");
+    }
+
+    fn tap(tag: &str) -> (Link, String) {
+        let name = format!("nfsdk{tag}{}", std::process::id() % 100_000);
+        let link = Link::tap(&name).unwrap_or_else(|e| {
+            panic!("creating TAP {name} needs root (CAP_NET_ADMIN), as in CI: {e}")
+        });
+        // No IPv6 chatter (router solicitations, MLD) from the kernel on it.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        (link, name)
+    }
+
+    fn tagged_frame(vid: u16, pcp: u8, payload: usize) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .vlan(etherparse::VlanHeader::Single(
+                etherparse::SingleVlanHeader {
+                    pcp: etherparse::VlanPcp::try_new(pcp).unwrap(),
+                    drop_eligible_indicator: false,
+                    vlan_id: etherparse::VlanId::try_new(vid).unwrap(),
+                    ether_type: etherparse::EtherType::IPV4,
+                },
+            ))
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1000, 2000);
+        let body = vec![0xa5u8; payload];
+        let mut out = Vec::with_capacity(builder.size(body.len()));
+        builder.write(&mut out, &body).unwrap();
+        out
+    }
+
+    fn send(ring: &mut WireRing, frame: &[u8]) {
+        ring.send_with(0, frame.len(), |b| {
+            b.copy_from_slice(frame);
+            true
+        })
+        .expect("send");
+        ring.flush().expect("flush");
+    }
+
+    /// Everything `ring` receives within `wait`.
+    fn collect(ring: &mut WireRing, wait: Duration) -> Vec<Result<Vec<u8>, usize>> {
+        let mut got = Vec::new();
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            ring.receive(64, |_, r| match r {
+                Received::Frame(f) => got.push(Ok(f.bytes().to_vec())),
+                Received::Oversize(n) => got.push(Err(n)),
+            });
+            ring.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    }
+
+    #[test]
+    fn tap_and_packet_links_carry_tagged_frames_both_ways() {
+        let (tap_link, name) = tap("a");
+        ip(&["link", "set", &name, "up"]);
+        let packet_link = Link::packet(&name).expect("AF_PACKET on the TAP");
+        assert_eq!(packet_link.kind(), LinkKind::Packet);
+        let mut tap_ring = WireRing::new(vec![tap_link], 2048).expect("tap ring");
+        let mut packet_ring = WireRing::new(vec![packet_link], 2048).expect("packet ring");
+
+        // Into the kernel through the TAP: the packet socket hears it, and the tag
+        // the kernel moved to auxdata is back in place, priority bits included.
+        let inbound = tagged_frame(100, 5, 100);
+        send(&mut tap_ring, &inbound);
+        let heard = collect(&mut packet_ring, Duration::from_millis(300));
+        assert!(
+            heard.contains(&Ok(inbound.clone())),
+            "packet socket heard {heard:?}"
+        );
+
+        // Out of the kernel through the packet socket: the TAP reads it, tag inline,
+        // and the packet socket does not hear its own transmission.
+        let outbound = tagged_frame(200, 0, 60);
+        send(&mut packet_ring, &outbound);
+        let read = collect(&mut tap_ring, Duration::from_millis(300));
+        assert!(read.contains(&Ok(outbound.clone())), "TAP read {read:?}");
+        let echo = collect(&mut packet_ring, Duration::from_millis(100));
+        assert!(!echo.contains(&Ok(outbound)), "heard its own frame");
+        assert_eq!(
+            tap_ring.stats().tx_errors + packet_ring.stats().tx_errors,
+            0
+        );
+    }
+
+    #[test]
+    fn frames_beyond_the_capacity_are_reported_not_handed_on() {
+        let (tap_link, name) = tap("b");
+        ip(&["link", "set", &name, "up"]);
+        let mut small = WireRing::new(vec![Link::packet(&name).unwrap()], 256).unwrap();
+        let mut tap_ring = WireRing::new(vec![tap_link], 2048).unwrap();
+        let big = tagged_frame(100, 0, 600);
+        send(&mut tap_ring, &big);
+        let fits = tagged_frame(100, 0, 100);
+        send(&mut tap_ring, &fits);
+        let heard = collect(&mut small, Duration::from_millis(300));
+        // The kernel reports the length without the tag it took out.
+        assert!(heard.contains(&Err(big.len() - 4)), "{heard:?}");
+        assert!(heard.contains(&Ok(fits)), "{heard:?}");
+        assert_eq!(
+            small.send_with(0, 257, |_| true),
+            Err(SendError::TooLong(257))
+        );
+    }
+
+    #[test]
+    fn a_tap_tells_an_oversize_frame_apart() {
+        let (tap_link, name) = tap("d");
+        ip(&["link", "set", &name, "up"]);
+        let mut small_tap = WireRing::new(vec![tap_link], 256).unwrap();
+        let mut sender = WireRing::new(vec![Link::packet(&name).unwrap()], 2048).unwrap();
+        send(&mut sender, &tagged_frame(100, 0, 600));
+        let fits = tagged_frame(100, 0, 100);
+        send(&mut sender, &fits);
+        let read = collect(&mut small_tap, Duration::from_millis(300));
+        // A TAP read cannot say how long the frame was, only that it did not fit.
+        assert!(read.contains(&Err(257)), "{read:?}");
+        assert!(read.contains(&Ok(fits)), "{read:?}");
+    }
+
+    #[test]
+    fn link_status_follows_the_interface() {
+        let (tap_link, name) = tap("c");
+        let down = tap_link.status().unwrap();
+        assert!(!down.up, "a new TAP is administratively down");
+        assert_eq!(down.mtu, 1500);
+        ip(&["link", "set", &name, "up", "mtu", "1400"]);
+        let up = tap_link.status().unwrap();
+        assert_eq!((up.up, up.mtu), (true, 1400));
+        ip(&["link", "set", &name, "down"]);
+        assert!(!tap_link.status().unwrap().up);
+    }
+
+    #[test]
+    fn bad_names_and_missing_interfaces_are_clear_errors() {
+        for bad in ["", "a/b", "sixteen-chars-xx", "eth0,eth1"] {
+            assert!(
+                matches!(Link::packet(bad), Err(WireError::BadName(_))),
+                "{bad}"
+            );
+            assert!(
+                matches!(Link::tap(bad), Err(WireError::BadName(_))),
+                "{bad}"
+            );
+        }
+        match Link::packet("nfsdk-absent") {
+            Err(e @ WireError::NoSuchInterface(_)) => {
+                assert!(e.to_string().contains("nfsdk-absent"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

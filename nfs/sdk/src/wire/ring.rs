@@ -1,0 +1,541 @@
+//! The io_uring that drives a wire's links: a fixed set of receive buffers per
+//! link kept in flight (`IORING_OP_RECVMSG` on packet sockets, `IORING_OP_READ`
+//! on TAPs) and a pool of transmit buffers (`IORING_OP_WRITE`), submitted in
+//! batches with one `io_uring_enter` per engine poll. Completions signal an
+//! eventfd so that an idle engine can sleep.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::WireError;
+use super::link::{Link, LinkKind, dup};
+use crate::fd::EventFd;
+
+/// Bytes kept free in front of every received frame, so that an 802.1Q tag can
+/// be put in (by the ring, from the kernel's auxdata, or by the caller) without
+/// moving the frame.
+pub const HEADROOM: usize = 4;
+/// Receive buffers kept in flight per link.
+pub const RX_PER_LINK: usize = 128;
+/// Transmit buffers.
+pub const TX_SLOTS: usize = 512;
+/// Links one ring drives.
+pub const MAX_LINKS: usize = 8;
+
+const TX_BIT: u64 = 1 << 63;
+const CANCEL_BIT: u64 = 1 << 62;
+const CMSG_SPACE: usize = 128;
+const TPID_8021Q: u16 = 0x8100;
+
+/// What one completed receive holds.
+#[derive(Debug)]
+pub enum Received<'a> {
+    /// A frame, 802.1Q tag (if any) inline.
+    Frame(RxFrame<'a>),
+    /// A frame longer than the ring's frame capacity; its length (from a packet
+    /// socket, without a tag the kernel took out; from a TAP, which cannot tell,
+    /// the capacity plus one). Nothing of it is handed on.
+    Oversize(usize),
+}
+
+/// A received frame in its buffer, with headroom for one tag.
+#[derive(Debug)]
+pub struct RxFrame<'a> {
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+    partial_checksum: bool,
+}
+
+impl RxFrame<'_> {
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The frame's bytes, to edit in place.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
+    /// The kernel handed the frame over with its transport checksum not yet
+    /// computed (`TP_STATUS_CSUMNOTREADY`: the sender left it to an offload).
+    pub fn partial_checksum(&self) -> bool {
+        self.partial_checksum
+    }
+
+    /// Inserts an 802.1Q tag (`tpid`, `tci`) after the MAC addresses. False if
+    /// there is no headroom left or the frame is shorter than two addresses.
+    pub fn push_tag(&mut self, tpid: u16, tci: u16) -> bool {
+        if self.start < 4 || self.end - self.start < 12 {
+            return false;
+        }
+        self.buf
+            .copy_within(self.start..self.start + 12, self.start - 4);
+        self.start -= 4;
+        let at = self.start + 12;
+        self.buf[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+        self.buf[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+        true
+    }
+}
+
+/// Ring-level counts (the caller counts frames).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RingStats {
+    /// Receives that failed (the buffer is parked until [`WireRing::rearm`]).
+    pub rx_errors: u64,
+    /// Transmits that failed or were cut short.
+    pub tx_errors: u64,
+    /// The last error seen, as an errno.
+    pub last_errno: i32,
+}
+
+struct RxSlot {
+    link: usize,
+    buf: Box<[u8]>,
+    iov: libc::iovec,
+    msg: libc::msghdr,
+    addr: libc::sockaddr_ll,
+    cmsg: [u64; CMSG_SPACE / 8],
+    busy: bool,
+    parked: bool,
+}
+
+struct TxSlot {
+    buf: Box<[u8]>,
+    len: usize,
+    busy: bool,
+}
+
+/// The wire's io_uring: owns its links and every buffer the kernel may write to.
+pub struct WireRing {
+    ring: IoUring,
+    links: Vec<Link>,
+    rx: Box<[RxSlot]>,
+    tx: Box<[TxSlot]>,
+    tx_free: Vec<u32>,
+    queued: u32,
+    eventfd: EventFd,
+    frame_cap: usize,
+    stats: RingStats,
+}
+
+impl std::fmt::Debug for WireRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireRing")
+            .field("links", &self.links)
+            .field("frame_cap", &self.frame_cap)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl WireRing {
+    /// Sets up the ring for `links`, receiving frames of up to `frame_cap`
+    /// bytes (with one 802.1Q tag), and arms every receive.
+    pub fn new(links: Vec<Link>, frame_cap: usize) -> Result<Self, WireError> {
+        if links.is_empty() || links.len() > MAX_LINKS {
+            return Err(WireError::LinkCount(links.len()));
+        }
+        let in_flight = links.len() * RX_PER_LINK + TX_SLOTS;
+        // The completion queue (twice the submission queue) must hold every
+        // operation in flight at once.
+        let entries = (in_flight as u32).next_power_of_two().max(64);
+        let ring = IoUring::new(entries).map_err(|e| {
+            WireError::Uring(
+                "io_uring_setup (a container's seccomp profile may block io_uring)",
+                e,
+            )
+        })?;
+        let eventfd = EventFd::new().map_err(WireError::EventFd)?;
+        ring.submitter()
+            .register_eventfd(eventfd.as_fd().as_raw_fd())
+            .map_err(|e| WireError::Uring("registering the eventfd", e))?;
+        let rx = (0..links.len())
+            .flat_map(|link| (0..RX_PER_LINK).map(move |_| link))
+            .map(|link| RxSlot {
+                link,
+                // One byte more than the largest frame: a TAP read that fills it
+                // was a longer frame, cut short.
+                buf: vec![0u8; HEADROOM + frame_cap + 1].into_boxed_slice(),
+                // SAFETY: `iovec`, `msghdr` and `sockaddr_ll` are plain C structs of
+                // integers and pointers; all-zero bytes (null pointers, zero lengths)
+                // are valid values. They are filled in before each submission.
+                iov: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                msg: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                addr: unsafe { std::mem::zeroed() },
+                cmsg: [0; CMSG_SPACE / 8],
+                busy: false,
+                parked: false,
+            })
+            .collect();
+        let tx = (0..TX_SLOTS)
+            .map(|_| TxSlot {
+                buf: vec![0u8; frame_cap].into_boxed_slice(),
+                len: 0,
+                busy: false,
+            })
+            .collect();
+        let mut wire = WireRing {
+            ring,
+            links,
+            rx,
+            tx,
+            tx_free: (0..TX_SLOTS as u32).rev().collect(),
+            queued: 0,
+            eventfd,
+            frame_cap,
+            stats: RingStats::default(),
+        };
+        for i in 0..wire.rx.len() {
+            wire.arm(i)?;
+        }
+        wire.flush()?;
+        Ok(wire)
+    }
+
+    /// The links, in the order given.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// The largest frame handed on or sent.
+    pub fn frame_cap(&self) -> usize {
+        self.frame_cap
+    }
+
+    /// Ring-level error counts.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// A duplicate of the eventfd signalled on every completion, to sleep on.
+    pub fn wakeup_fd(&self) -> Result<OwnedFd, WireError> {
+        dup(self.eventfd.as_fd())
+    }
+
+    /// Resets the wakeup eventfd. Call before checking [`Self::has_completions`]
+    /// and going to sleep on [`Self::wakeup_fd`].
+    pub fn clear_wakeup(&self) {
+        let _ = self.eventfd.try_read();
+    }
+
+    /// Whether completions are waiting.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Hands up to `max` received frames to `f` with the index of their link,
+    /// and re-arms their buffers. Transmit completions found on the way free
+    /// their buffers. Returns the number of frames (and oversize reports) handed.
+    pub fn receive(&mut self, max: usize, mut f: impl FnMut(usize, Received<'_>)) -> usize {
+        let mut handed = 0;
+        while handed < max {
+            let mut batch = [(0u64, 0i32); 64];
+            let mut n = 0;
+            for cqe in self.ring.completion() {
+                batch[n] = (cqe.user_data(), cqe.result());
+                n += 1;
+                if n == batch.len() {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            for &(user_data, result) in &batch[..n] {
+                if user_data & CANCEL_BIT != 0 {
+                    continue;
+                }
+                if user_data & TX_BIT != 0 {
+                    self.tx_done((user_data & !TX_BIT) as usize, result);
+                    continue;
+                }
+                let i = user_data as usize;
+                let Some(slot) = self.rx.get_mut(i) else {
+                    continue;
+                };
+                slot.busy = false;
+                if result < 0 {
+                    // A failing receive (the interface went away, say) would fail
+                    // again at once: park the buffer until the caller re-arms.
+                    self.stats.rx_errors += 1;
+                    self.stats.last_errno = -result;
+                    slot.parked = true;
+                    continue;
+                }
+                let len = result as usize;
+                let link = slot.link;
+                if len > self.frame_cap {
+                    f(link, Received::Oversize(len));
+                } else {
+                    let aux = auxdata(&slot.cmsg);
+                    let mut frame = RxFrame {
+                        buf: &mut slot.buf,
+                        start: HEADROOM,
+                        end: HEADROOM + len,
+                        partial_checksum: aux.is_some_and(|a| a.partial_checksum),
+                    };
+                    let vlan = aux.and_then(|a| a.vlan);
+                    let complete = vlan.is_none_or(|(tpid, tci)| frame.push_tag(tpid, tci));
+                    if complete {
+                        f(link, Received::Frame(frame));
+                    }
+                }
+                handed += 1;
+                if self.arm(i).is_err() {
+                    self.rx[i].parked = true;
+                }
+            }
+        }
+        handed
+    }
+
+    /// Re-arms receive buffers parked after errors (call now and then, e.g.
+    /// when a link comes back up).
+    pub fn rearm(&mut self) -> Result<(), WireError> {
+        for i in 0..self.rx.len() {
+            if self.rx[i].parked && !self.rx[i].busy {
+                self.rx[i].parked = false;
+                self.arm(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a frame of `len` bytes on link `link`, written by `fill` straight
+    /// into a transmit buffer. `fill` returns false to abandon the frame.
+    pub fn send_with(
+        &mut self,
+        link: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Result<(), SendError> {
+        if link >= self.links.len() {
+            return Err(SendError::NoSuchLink(link));
+        }
+        if len > self.frame_cap {
+            return Err(SendError::TooLong(len));
+        }
+        let Some(&i) = self.tx_free.last() else {
+            return Err(SendError::Busy);
+        };
+        let slot = &mut self.tx[i as usize];
+        if !fill(&mut slot.buf[..len]) {
+            return Err(SendError::Abandoned);
+        }
+        slot.len = len;
+        let fd = types::Fd(self.links[link].as_fd().as_raw_fd());
+        let entry = opcode::Write::new(fd, slot.buf.as_ptr(), len as u32)
+            .offset(u64::MAX)
+            .build()
+            .user_data(TX_BIT | u64::from(i));
+        self.push(&entry).map_err(|_| SendError::Busy)?;
+        self.tx_free.pop();
+        self.tx[i as usize].busy = true;
+        Ok(())
+    }
+
+    /// Submits everything queued since the last call (one `io_uring_enter`).
+    pub fn flush(&mut self) -> Result<(), WireError> {
+        if self.queued > 0 {
+            self.ring
+                .submit()
+                .map_err(|e| WireError::Uring("io_uring_enter", e))?;
+            self.queued = 0;
+        }
+        Ok(())
+    }
+
+    fn tx_done(&mut self, i: usize, result: i32) {
+        let Some(slot) = self.tx.get_mut(i) else {
+            return;
+        };
+        if result < 0 || result as usize != slot.len {
+            self.stats.tx_errors += 1;
+            if result < 0 {
+                self.stats.last_errno = -result;
+            }
+        }
+        if slot.busy {
+            slot.busy = false;
+            self.tx_free.push(i as u32);
+        }
+    }
+
+    fn arm(&mut self, i: usize) -> Result<(), WireError> {
+        let slot = &mut self.rx[i];
+        let link = &self.links[slot.link];
+        let fd = types::Fd(link.as_fd().as_raw_fd());
+        let entry = match link.kind() {
+            LinkKind::Tap => opcode::Read::new(
+                fd,
+                slot.buf[HEADROOM..].as_mut_ptr(),
+                self.frame_cap as u32 + 1,
+            )
+            .offset(u64::MAX)
+            .build(),
+            LinkKind::Packet => {
+                slot.cmsg = [0; CMSG_SPACE / 8];
+                slot.iov = libc::iovec {
+                    iov_base: slot.buf[HEADROOM..].as_mut_ptr().cast(),
+                    iov_len: self.frame_cap + 1,
+                };
+                slot.msg.msg_name = (&raw mut slot.addr).cast();
+                slot.msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                slot.msg.msg_iov = &raw mut slot.iov;
+                slot.msg.msg_iovlen = 1;
+                slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
+                slot.msg.msg_controllen = CMSG_SPACE;
+                slot.msg.msg_flags = 0;
+                // MSG_TRUNC: the result is the frame's real length, so an oversize
+                // frame is told apart from one that just fits.
+                opcode::RecvMsg::new(fd, &raw mut slot.msg)
+                    .flags(libc::MSG_TRUNC as u32)
+                    .build()
+            }
+        }
+        .user_data(i as u64);
+        self.push(&entry)?;
+        self.rx[i].busy = true;
+        Ok(())
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> Result<(), WireError> {
+        for _ in 0..2 {
+            // SAFETY: every buffer, iovec, msghdr, address and control area an entry
+            // points to lives in `self.rx` or `self.tx`, boxed slices that are never
+            // reallocated, and is not touched again until the entry's completion is
+            // reaped (`busy`). `Drop` waits for (or cancels) every operation in
+            // flight before the buffers are freed.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            if pushed.is_ok() {
+                self.queued += 1;
+                return Ok(());
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            self.ring
+                .submit()
+                .map_err(|e| WireError::Uring("io_uring_enter", e))?;
+            self.queued = 0;
+        }
+        Err(WireError::Uring(
+            "submission queue full",
+            std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        ))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.rx.iter().filter(|s| s.busy).count() + self.tx.iter().filter(|s| s.busy).count()
+    }
+}
+
+impl Drop for WireRing {
+    fn drop(&mut self) {
+        // The kernel may still write into receive buffers: cancel every operation
+        // and wait for its completion before the buffers are freed.
+        for i in 0..self.rx.len() {
+            if self.rx[i].busy {
+                let cancel = opcode::AsyncCancel::new(i as u64)
+                    .build()
+                    .user_data(CANCEL_BIT | i as u64);
+                let _ = self.push(&cancel);
+            }
+        }
+        let _ = self.flush();
+        let ts = types::Timespec::from(Duration::from_millis(100));
+        for _ in 0..50 {
+            if self.in_flight() == 0 {
+                return;
+            }
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let cqes: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (user_data, result) in cqes {
+                if user_data & CANCEL_BIT != 0 {
+                    continue;
+                }
+                if user_data & TX_BIT != 0 {
+                    self.tx_done((user_data & !TX_BIT) as usize, result);
+                } else if let Some(slot) = self.rx.get_mut(user_data as usize) {
+                    slot.busy = false;
+                }
+            }
+        }
+        // Something never completed: leak the buffers rather than free memory the
+        // kernel may still write to.
+        std::mem::forget(std::mem::take(&mut self.rx));
+        std::mem::forget(std::mem::take(&mut self.tx));
+    }
+}
+
+/// A refused send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Every transmit buffer is in flight.
+    #[error("every transmit buffer is in flight")]
+    Busy,
+    /// The frame exceeds the ring's frame capacity.
+    #[error("a {0}-byte frame exceeds the wire's frame capacity")]
+    TooLong(usize),
+    /// No such link.
+    #[error("no link {0}")]
+    NoSuchLink(usize),
+    /// The filler gave up.
+    #[error("the frame could not be read")]
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Aux {
+    vlan: Option<(u16, u16)>,
+    partial_checksum: bool,
+}
+
+/// Finds `PACKET_AUXDATA` among the control messages (the area was zeroed before
+/// the receive, so a zero length ends the walk).
+fn auxdata(cmsg: &[u64; CMSG_SPACE / 8]) -> Option<Aux> {
+    let mut bytes = [0u8; CMSG_SPACE];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(cmsg) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    let header = size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while at + header <= bytes.len() {
+        let len = usize::from_ne_bytes(bytes[at..at + 8].try_into().ok()?);
+        let level = i32::from_ne_bytes(bytes[at + 8..at + 12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(bytes[at + 12..at + 16].try_into().ok()?);
+        if len < header || at + len > bytes.len() {
+            return None;
+        }
+        if level == libc::SOL_PACKET && kind == libc::PACKET_AUXDATA && len >= header + 20 {
+            let data = &bytes[at + header..at + len];
+            let status = u32::from_ne_bytes(data[0..4].try_into().ok()?);
+            let tci = u16::from_ne_bytes(data[16..18].try_into().ok()?);
+            let tpid = u16::from_ne_bytes(data[18..20].try_into().ok()?);
+            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    tpid
+                } else {
+                    TPID_8021Q
+                };
+                (tpid, tci)
+            });
+            return Some(Aux {
+                vlan,
+                partial_checksum: status & libc::TP_STATUS_CSUMNOTREADY != 0,
+            });
+        }
+        at += len.div_ceil(8) * 8;
+    }
+    None
+}
