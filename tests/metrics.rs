@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use nfhost::api::proto;
 use nfhost::web::metrics::{Metrics, SERIES};
 
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "no_buffer",
     "ring_full",
     "spoof",
@@ -19,6 +19,7 @@ const REASONS: [&str; 8] = [
     "link_down",
     "malformed",
     "no_route",
+    "unlearned",
 ];
 
 fn dashboards() -> PathBuf {
