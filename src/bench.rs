@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args as ClapArgs;
 
 use nfhost::dataplane::counters::Counters;
-use nfhost::dataplane::engine::{EngineConfig, Isolation, WireConfig};
+use nfhost::dataplane::engine::{ChainEgress, EngineConfig, Isolation, WireConfig};
 use nfhost::dataplane::r#gen::GenConfig;
 use nfhost::dataplane::nf_process::{current_exe, process_cpu_time};
 use nfhost::dataplane::runner::{NfSpec, Runner};
@@ -121,7 +121,13 @@ fn measure(
         vlan: None,
         dst: None,
     };
-    runner.run_chain(&vfs, &nfs, isolation, every_frame, None)?;
+    runner.run_chain(
+        &vfs,
+        &nfs,
+        isolation,
+        every_frame,
+        ChainEgress::OneWay(None),
+    )?;
     let counters = runner.engine().counters().clone();
     std::thread::sleep(Duration::from_millis(500));
     let (p0, c0, g0, cpu0, t0) = (

@@ -10,12 +10,21 @@
 //! dst_mac = "02:00:00:00:ff:01" # optional
 //! [egress]
 //! vlan = 200                    # optional re-tag, 1-4094
+//! two_way = false               # optional: true = NF on a stick, see below
 //! [[nf]]                        # 1 to 16 hops, in order from the wire
 //! name = "mon"                  # same rules as the chain name, unique in the file
 //! kind = "monitor"
 //! [nf.config]                   # optional; any table, sent to the NF as JSON
 //! top = 5
 //! ```
+//!
+//! With `two_way = true` the chain carries both directions between two VLANs through
+//! the same NFs (a stateful firewall sees both): frames of `classifier.vlan` leave on
+//! `egress.vlan`, frames of `egress.vlan` enter the same first NF and leave on
+//! `classifier.vlan`. Which way a frame goes is decided by the VLAN its source MAC
+//! came in on, so both VLANs must be given and differ, `dst_mac` must be left out, and
+//! frames whose source was never seen on either VLAN (made up by an NF, or with a
+//! source MAC an NF rewrote) are dropped. See `examples/stick.toml`.
 //!
 //! Everything the client can check is checked here, so a person learns about a typo
 //! before anything is sent; the server checks again (kinds, free VFs, clashes).
@@ -195,6 +204,14 @@ pub enum ChainFileError {
         /// Where.
         at: Pos,
     },
+    /// `egress.two_way = true` without what a two-way chain needs.
+    #[error("egress.two_way ({at}): {reason}")]
+    BadTwoWay {
+        /// What is missing or in the way.
+        reason: TwoWayError,
+        /// Where `two_way` is.
+        at: Pos,
+    },
     /// An `isolation` other than `strict` or `shared`.
     #[error("isolation = {value:?} ({at}): must be \"strict\" or \"shared\"")]
     BadIsolation {
@@ -230,6 +247,27 @@ pub enum ChainFileError {
     },
 }
 
+/// Why a chain cannot be two-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum TwoWayError {
+    /// No `classifier.vlan`.
+    #[error("a two-way chain needs classifier.vlan, the VLAN of one side")]
+    NoClassifierVlan,
+    /// No `egress.vlan`.
+    #[error("a two-way chain needs egress.vlan, the VLAN of the other side")]
+    NoEgressVlan,
+    /// `classifier.vlan` equals `egress.vlan`.
+    #[error(
+        "classifier.vlan and egress.vlan are both {0}: a two-way chain joins two different VLANs"
+    )]
+    SameVlan(u32),
+    /// A `classifier.dst_mac`.
+    #[error(
+        "a two-way chain matches its VLANs alone (replies are not addressed to the classifier's MAC); remove classifier.dst_mac"
+    )]
+    DstMac,
+}
+
 /// The file as written. Strings and numbers that need checking keep their span, so
 /// an error can say where they are.
 #[derive(Debug, Deserialize)]
@@ -257,6 +295,7 @@ struct ClassifierToml {
 #[serde(deny_unknown_fields)]
 struct EgressToml {
     vlan: Option<Spanned<i64>>,
+    two_way: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +361,29 @@ pub fn parse_chain(text: &str) -> Result<proto::Chain, ChainFileError> {
         })?,
     };
     let egress_vlan = vlan("egress.vlan", &file.egress.vlan)?;
+    let two_way = match &file.egress.two_way {
+        Some(v) if *v.get_ref() => {
+            let reason = if classifier_vlan == 0 {
+                Some(TwoWayError::NoClassifierVlan)
+            } else if egress_vlan == 0 {
+                Some(TwoWayError::NoEgressVlan)
+            } else if classifier_vlan == egress_vlan {
+                Some(TwoWayError::SameVlan(egress_vlan))
+            } else if !dst_mac.is_empty() {
+                Some(TwoWayError::DstMac)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ChainFileError::BadTwoWay {
+                    reason,
+                    at: pos(v.span()),
+                });
+            }
+            true
+        }
+        _ => false,
+    };
 
     if file.nf.is_empty() {
         return Err(ChainFileError::NoNfs);
@@ -374,7 +436,10 @@ pub fn parse_chain(text: &str) -> Result<proto::Chain, ChainFileError> {
             vlan: classifier_vlan,
             dst_mac,
         }),
-        egress: Some(proto::Egress { vlan: egress_vlan }),
+        egress: Some(proto::Egress {
+            vlan: egress_vlan,
+            two_way,
+        }),
         nfs,
         vfs: Vec::new(),
         restart_policy: restart.into(),
@@ -490,7 +555,10 @@ mod tests {
                     vlan: 100,
                     dst_mac: "02:00:00:00:ff:01".into(),
                 }),
-                egress: Some(proto::Egress { vlan: 200 }),
+                egress: Some(proto::Egress {
+                    vlan: 200,
+                    two_way: false,
+                }),
                 nfs: vec![
                     proto::ChainNf {
                         name: "mon".into(),
@@ -507,6 +575,25 @@ mod tests {
                 restart_policy: proto::RestartPolicy::Always.into(),
             }
         );
+    }
+
+    #[test]
+    fn the_two_way_example_parses_and_its_configs_are_valid() {
+        let chain = parse_chain(include_str!("../examples/stick.toml")).expect("parses");
+        assert_eq!(
+            (
+                chain.classifier.as_ref().map(|c| c.vlan),
+                chain.egress.as_ref()
+            ),
+            (
+                Some(100),
+                Some(&proto::Egress {
+                    vlan: 200,
+                    two_way: true
+                })
+            )
+        );
+        assert!(crate::control::validate::check_chain(&chain).is_empty());
     }
 
     #[test]
@@ -721,6 +808,63 @@ mod tests {
             let chain = parse_chain(&with(&format!("restart = \"{word}\""))).expect(word);
             assert_eq!(chain.restart_policy, policy as i32);
         }
+    }
+
+    #[test]
+    fn two_way_needs_two_different_vlans_and_no_mac() {
+        let chain = parse_chain(&with(
+            "[classifier]\nvlan = 100\n[egress]\nvlan = 200\ntwo_way = true",
+        ))
+        .expect("parses");
+        assert_eq!(
+            chain.egress,
+            Some(proto::Egress {
+                vlan: 200,
+                two_way: true
+            })
+        );
+        for (extra, reason) in [
+            (
+                "[egress]\nvlan = 200\ntwo_way = true",
+                TwoWayError::NoClassifierVlan,
+            ),
+            (
+                "[classifier]\nvlan = 100\n[egress]\ntwo_way = true",
+                TwoWayError::NoEgressVlan,
+            ),
+            (
+                "[classifier]\nvlan = 100\n[egress]\nvlan = 100\ntwo_way = true",
+                TwoWayError::SameVlan(100),
+            ),
+            (
+                "[classifier]\nvlan = 100\ndst_mac = \"02:00:00:00:ff:01\"\n\
+                 [egress]\nvlan = 200\ntwo_way = true",
+                TwoWayError::DstMac,
+            ),
+        ] {
+            match err(&with(extra)) {
+                ChainFileError::BadTwoWay { reason: r, at } => {
+                    assert_eq!(r, reason, "{extra}");
+                    assert_eq!(at.column, 11, "{extra}: points at the value");
+                }
+                other => panic!("{extra}: {other}"),
+            }
+        }
+        let e = err(&with("[egress]\ntwo_way = true"));
+        assert_eq!(
+            e.to_string(),
+            "egress.two_way (line 3, column 11): a two-way chain needs classifier.vlan, the VLAN of one side"
+        );
+        // `two_way = false` is the one-way default, whatever else is set.
+        let chain = parse_chain(&with(
+            "[classifier]\ndst_mac = \"02:00:00:00:ff:01\"\n[egress]\ntwo_way = false",
+        ))
+        .expect("parses");
+        assert_eq!(chain.egress, Some(proto::Egress::default()));
+        assert!(matches!(
+            err(&with("[egress]\ntwo_way = \"yes\"")),
+            ChainFileError::Syntax { .. }
+        ));
     }
 
     #[test]

@@ -473,6 +473,134 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
     );
 }
 
+/// The two-way example chain: stored as sent, its rules refused with field
+/// violations, its return VLAN clashing with other chains' classifiers both ways,
+/// and every refusal leaving the store as it was.
+#[test]
+fn two_way_chains_are_validated_and_their_return_vlan_clashes_like_a_classifier() {
+    let data = TempDir::new("two-way");
+    let rt = runtime();
+    let server = Server::start(&data.0, GEN);
+    let mut c = Clients::new(server.channel(&rt));
+    let stick = nfhost::chain_file::parse_chain(include_str!("../examples/stick.toml"))
+        .expect("example parses");
+    rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+        chain: Some(stick.clone()),
+        validate_only: false,
+    }))
+    .expect("two-way chain created");
+    let stored = rt
+        .block_on(c.chain.get_chain(proto::GetChainRequest {
+            name: "chains/stick".into(),
+        }))
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        stored.egress,
+        Some(proto::Egress {
+            vlan: 200,
+            two_way: true
+        })
+    );
+    server.stop();
+    let before = state_dump(&data.0);
+
+    let server = Server::start(&data.0, GEN);
+    let mut c = Clients::new(server.channel(&rt));
+    let one = |name: &str| proto::ChainNf {
+        name: name.into(),
+        kind: "l2fwd".into(),
+        config: String::new(),
+    };
+    let chain = |name: &str, vlan: u32, dst_mac: &str, egress: u32, two_way: bool| proto::Chain {
+        name: format!("chains/{name}"),
+        classifier: Some(proto::Classifier {
+            vlan,
+            dst_mac: dst_mac.into(),
+        }),
+        egress: Some(proto::Egress {
+            vlan: egress,
+            two_way,
+        }),
+        nfs: vec![one(&format!("{name}-nf"))],
+        ..Default::default()
+    };
+    let mut create = |chain: proto::Chain| {
+        rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+            chain: Some(chain),
+            validate_only: false,
+        }))
+        .expect_err("refused")
+    };
+    for (what, refused, field) in [
+        (
+            "no classifier VLAN",
+            create(chain("a", 0, "", 300, true)),
+            "chain.classifier.vlan",
+        ),
+        (
+            "no egress VLAN",
+            create(chain("b", 300, "", 0, true)),
+            "chain.egress.vlan",
+        ),
+        (
+            "one VLAN twice",
+            create(chain("c", 300, "", 300, true)),
+            "chain.egress.vlan",
+        ),
+        (
+            "a MAC classifier",
+            create(chain("d", 300, "02:00:00:00:ff:01", 400, true)),
+            "chain.classifier.dst_mac",
+        ),
+    ] {
+        assert_eq!(refused.code(), Code::InvalidArgument, "{what}");
+        let details =
+            tonic_types::StatusExt::get_details_bad_request(&refused).expect("BadRequest details");
+        assert_eq!(details.field_violations[0].field, field, "{what}");
+    }
+    for (what, refused, says) in [
+        (
+            "a classifier on stick's return VLAN",
+            create(chain("e", 200, "", 0, false)),
+            "chains/stick already takes wire frames of VLAN 200 (its two-way return direction (egress.vlan)), which this chain's classifier needs",
+        ),
+        (
+            "a return VLAN on stick's classifier",
+            create(chain("f", 300, "", 100, true)),
+            "chains/stick already takes wire frames of VLAN 100 (its classifier), which this chain's two-way return direction (egress.vlan) needs",
+        ),
+        (
+            "a return VLAN on stick's return VLAN",
+            create(chain("g", 300, "", 200, true)),
+            "chains/stick already takes wire frames of VLAN 200 (its two-way return direction (egress.vlan)), which this chain's two-way return direction (egress.vlan) needs",
+        ),
+    ] {
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{what}");
+        assert_eq!(refused.message(), says, "{what}");
+    }
+    server.stop();
+    assert_eq!(
+        state_dump(&data.0),
+        before,
+        "a refused request changed the stored state"
+    );
+
+    // Deleting the two-way chain frees both of its VLANs.
+    let server = Server::start(&data.0, GEN);
+    let mut c = Clients::new(server.channel(&rt));
+    rt.block_on(c.chain.delete_chain(proto::DeleteChainRequest {
+        name: "chains/stick".into(),
+    }))
+    .expect("deleted");
+    rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+        chain: Some(chain("e", 200, "", 0, false)),
+        validate_only: false,
+    }))
+    .expect("VLAN 200 is free again");
+    server.stop();
+}
+
 #[test]
 fn the_example_chain_carries_traffic_and_comes_back_after_a_restart() {
     let data = TempDir::new("chain");

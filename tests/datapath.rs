@@ -17,7 +17,7 @@ use nf_sdk::runtime::UMEM_IOVA;
 use nf_sdk::{ClientError, EventFd, SharedMemory, VfClient};
 use nfhost::dataplane::counters::{Drop as Reason, VfStats};
 use nfhost::dataplane::engine::{
-    COMPLETION_ERROR, EngineConfig, EngineEvent, EngineHandle, Isolation, WireConfig,
+    COMPLETION_ERROR, ChainEgress, EngineConfig, EngineEvent, EngineHandle, Isolation, WireConfig,
 };
 use nfhost::dataplane::r#gen::{DEFAULT_DST_MAC, GenConfig, SinkStats};
 use nfhost::dataplane::runner::{NfSpec, Runner};
@@ -85,7 +85,7 @@ struct WireStats {
     rx_bytes: u64,
     tx_packets: u64,
     tx_bytes: u64,
-    drops: [u64; Reason::ALL.len()],
+    drops: [u64; nfhost::dataplane::counters::DROP_REASONS],
 }
 
 impl WireStats {
@@ -329,8 +329,13 @@ fn counts_match_end_to_end() {
     let no_route_before = runner
         .engine()
         .call(move |e| {
-            e.install_chain(&[VfId(0)], Isolation::Strict, EVERY_FRAME, None)
-                .map(|()| c.wire.drops(Reason::NoRoute))
+            e.install_chain(
+                &[VfId(0)],
+                Isolation::Strict,
+                EVERY_FRAME,
+                ChainEgress::OneWay(None),
+            )
+            .map(|()| c.wire.drops(Reason::NoRoute))
         })
         .unwrap()
         .expect("chain installed");
@@ -432,7 +437,13 @@ fn run_3hop(isolation: Isolation) -> Snap {
         NfSpec::new("hop3", "l2fwd"),
     ];
     runner
-        .run_chain(&hops, &nfs, isolation, EVERY_FRAME, None)
+        .run_chain(
+            &hops,
+            &nfs,
+            isolation,
+            EVERY_FRAME,
+            ChainEgress::OneWay(None),
+        )
         .expect("chain up");
     let engine = runner.engine();
     wait_for("5000 frames through the chain", DEADLINE, || {
@@ -502,7 +513,14 @@ fn dma_isolation_a_rogue_vf_cannot_touch_other_memory() {
     // Wire traffic goes to VF 0 (and back out), before anyone attaches there.
     runner
         .engine()
-        .call(|e| e.install_chain(&[VfId(0)], Isolation::Strict, EVERY_FRAME, None))
+        .call(|e| {
+            e.install_chain(
+                &[VfId(0)],
+                Isolation::Strict,
+                EVERY_FRAME,
+                ChainEgress::OneWay(None),
+            )
+        })
         .unwrap()
         .expect("steer the wire to VF 0");
     // A well-behaved NF on VF 1 (its UMEM sits at UMEM_IOVA in its own domain).
@@ -663,7 +681,14 @@ fn irq_isolation_vectors_are_per_vf_and_range_checked() {
     let runner = start(gen_wire(Vec::new()));
     let engine = runner.engine();
     engine
-        .call(|e| e.install_chain(&[VfId(0)], Isolation::Strict, EVERY_FRAME, None))
+        .call(|e| {
+            e.install_chain(
+                &[VfId(0)],
+                Isolation::Strict,
+                EVERY_FRAME,
+                ChainEgress::OneWay(None),
+            )
+        })
         .unwrap()
         .expect("steer the wire to VF 0");
 
@@ -771,7 +796,7 @@ fn ring_errors_bad_length_and_jumping_index() {
             &[NfSpec::new("other", "l2fwd")],
             Isolation::Strict,
             EVERY_FRAME,
-            None,
+            ChainEgress::OneWay(None),
         )
         .expect("chain on VF 1");
     let engine = runner.engine();
@@ -899,7 +924,7 @@ fn sigkill_mid_traffic_scrubs_the_vf_and_spares_the_other_chain() {
             &[NfSpec::new("fwd0", "l2fwd")],
             Isolation::Strict,
             vlan(100),
-            None,
+            ChainEgress::OneWay(None),
         )
         .expect("chain on VF 0");
     runner
@@ -908,7 +933,7 @@ fn sigkill_mid_traffic_scrubs_the_vf_and_spares_the_other_chain() {
             &[NfSpec::new("fwd1", "l2fwd")],
             Isolation::Strict,
             vlan(200),
-            None,
+            ChainEgress::OneWay(None),
         )
         .expect("chain on VF 1");
     let mut events = Events::default();
@@ -1053,7 +1078,7 @@ fn vlan_classified_chain_forwards_tagged_frames() {
                 vlan: Some(100),
                 dst: None,
             },
-            None,
+            ChainEgress::OneWay(None),
         )
         .expect("chain up");
     let engine = runner.engine();

@@ -151,6 +151,19 @@ fn every_nfctl_command_against_the_real_server() {
     });
     let table = ok(&s, &["stats"]);
     assert!(table.contains("mon") && table.contains("fwd"), "{table}");
+
+    // A two-way chain shows both directions.
+    ok(&s, &["chain", "apply", "examples/stick.toml"]);
+    let view = ok(&s, &["chain", "get", "stick"]);
+    assert!(view.contains("vlan 200, two-way"), "{view}");
+    assert!(
+        view.contains("vlan 100 ⇄ stick-fw ⇄ stick-mon ⇄ vlan 200"),
+        "{view}"
+    );
+    assert!(ok(&s, &["chain", "list"]).contains("vlan 200, two-way"));
+    let stick = json(&ok(&s, &["-o", "json", "chain", "get", "stick"]));
+    assert_eq!(stick["egress"]["two_way"], true, "{stick}");
+    ok(&s, &["chain", "delete", "stick"]);
     let events = ok(&s, &["events", "--limit", "50"]);
     assert!(events.contains("chains/edge"), "{events}");
 

@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::api::proto;
 use crate::dataplane::counters::{Counters, Drop as DropReason};
-use crate::dataplane::engine::{EngineError, EngineEvent, EngineHandle, Isolation};
+use crate::dataplane::engine::{ChainEgress, EngineError, EngineEvent, EngineHandle, Isolation};
 use crate::dataplane::nf_process::NfProcess;
 use crate::dataplane::runner::{NfSpec, spawn_attached};
 use crate::nic::{LinkState, MacAddr, VfId, VfUpdate, VlanTag, WireMatch};
@@ -494,16 +494,7 @@ impl Controller {
                 )));
             }
         }
-        let classifier = chain.classifier.clone().unwrap_or_default();
-        if let Some(other) = inner.desired.chains.values().find(|c| {
-            let o = c.classifier.clone().unwrap_or_default();
-            o.vlan == classifier.vlan && o.dst_mac.eq_ignore_ascii_case(&classifier.dst_mac)
-        }) {
-            return Err(ControlError::FailedPrecondition(format!(
-                "{} already takes the frames this classifier matches (VLAN {}, MAC {:?})",
-                other.name, classifier.vlan, classifier.dst_mac
-            )));
-        }
+        inner.check_intake(chain)?;
         let num_vfs = inner.engine.call(|e| e.nic().pf().num_vfs())?;
         let vfs = inner.free_vfs(num_vfs, chain.nfs.len())?;
         let mut record = chain.clone();
@@ -791,14 +782,7 @@ impl Controller {
                 vlan: (classifier.vlan != 0).then_some(classifier.vlan as u16),
                 dst: classifier.dst_mac.parse::<MacAddr>().ok(),
             };
-            let egress = chain
-                .egress
-                .as_ref()
-                .filter(|e| e.vlan != 0)
-                .map(|e| VlanTag {
-                    vid: e.vlan as u16,
-                    pcp: 0,
-                });
+            let egress = chain_egress(chain.egress.as_ref());
             let isolation = if chain.isolation == proto::Isolation::Shared as i32 {
                 Isolation::Shared
             } else {
@@ -1009,6 +993,39 @@ impl Inner {
             .values()
             .filter_map(|nf| parse_vf(&nf.vf).map(|v| (VfId(v), nf.name.clone())))
             .collect()
+    }
+
+    /// Refuses a chain that would take wire frames another stored chain takes (by
+    /// classifier or, for two-way chains, by return VLAN).
+    fn check_intake(&self, chain: &proto::Chain) -> Result<(), ControlError> {
+        let name = format!("chains/{}", short_id("chains", &chain.name));
+        for mine in validate::wire_intake(chain) {
+            for other in self.desired.chains.values().filter(|c| c.name != name) {
+                let Some(theirs) = validate::wire_intake(other)
+                    .into_iter()
+                    .find(|t| t.clashes(&mine))
+                else {
+                    continue;
+                };
+                let frames = match (mine.vlan, mine.dst_mac.as_str()) {
+                    (0, "") => "every wire frame".to_owned(),
+                    (0, mac) => format!("wire frames to {mac}"),
+                    (vlan, "") => format!("wire frames of VLAN {vlan}"),
+                    (vlan, mac) => format!("wire frames of VLAN {vlan} to {mac}"),
+                };
+                let whose = |field: &str| match field {
+                    "egress" => "two-way return direction (egress.vlan)",
+                    _ => "classifier",
+                };
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{} already takes {frames} (its {}), which this chain's {} needs",
+                    other.name,
+                    whose(theirs.field),
+                    whose(mine.field)
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn owner_of(&self, vf: VfId) -> Option<String> {
@@ -1273,6 +1290,19 @@ fn update_from_record(r: &proto::Vf) -> VfUpdate {
         mtu: Some(r.mtu),
         rx_ring: None,
         tx_ring: None,
+    }
+}
+
+/// The engine's egress action for a stored chain's egress.
+fn chain_egress(egress: Option<&proto::Egress>) -> ChainEgress {
+    let tag = egress.filter(|e| e.vlan != 0).map(|e| VlanTag {
+        vid: e.vlan as u16,
+        pcp: 0,
+    });
+    match (egress.is_some_and(|e| e.two_way), tag) {
+        (true, Some(back)) => ChainEgress::TwoWay(back),
+        // Validation refuses two-way without a VLAN; keep to one way if one is stored.
+        _ => ChainEgress::OneWay(tag),
     }
 }
 

@@ -114,6 +114,9 @@ pub fn check_chain(chain: &proto::Chain) -> Violations {
                 format!("VLAN {} is out of range 1-4094 (0 = keep)", e.vlan),
             );
         }
+        if e.two_way {
+            check_two_way(&mut v, chain.classifier.as_ref(), e);
+        }
     }
     if chain.nfs.is_empty() {
         v.add("chain.nfs", "a chain needs at least one NF");
@@ -137,6 +140,78 @@ pub fn check_chain(chain: &proto::Chain) -> Violations {
         check_nf(&mut v, &field, &nf.kind, &nf.config);
     }
     v
+}
+
+/// A two-way chain's extra rules: two different VLANs, the classifier a VLAN alone.
+fn check_two_way(v: &mut Violations, classifier: Option<&proto::Classifier>, e: &proto::Egress) {
+    let (vlan, dst_mac) = classifier.map_or((0, ""), |c| (c.vlan, c.dst_mac.as_str()));
+    if vlan == 0 {
+        v.add(
+            "chain.classifier.vlan",
+            "a two-way chain (egress.two_way) needs the VLAN of one side here, 1-4094",
+        );
+    }
+    if e.vlan == 0 {
+        v.add(
+            "chain.egress.vlan",
+            "a two-way chain (egress.two_way) needs the VLAN of the other side here, 1-4094",
+        );
+    } else if e.vlan == vlan {
+        v.add(
+            "chain.egress.vlan",
+            format!(
+                "VLAN {vlan} is the classifier's too: a two-way chain joins two different VLANs"
+            ),
+        );
+    }
+    if !dst_mac.is_empty() {
+        v.add(
+            "chain.classifier.dst_mac",
+            format!(
+                "a two-way chain matches its VLANs alone: replies are not addressed to {dst_mac}; \
+                 remove dst_mac, or egress.two_way"
+            ),
+        );
+    }
+}
+
+/// One kind of wire frames a chain takes in: VLAN (0 = any) and destination MAC
+/// (lowercase, empty = any), and which of the chain's fields asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireIntake {
+    /// VLAN id, 0 = any.
+    pub vlan: u32,
+    /// Destination MAC in lowercase, empty = any.
+    pub dst_mac: String,
+    /// `classifier`, or `egress` for a two-way chain's return direction.
+    pub field: &'static str,
+}
+
+impl WireIntake {
+    /// The same frames as `other`, whichever field asked for them.
+    pub fn clashes(&self, other: &WireIntake) -> bool {
+        self.vlan == other.vlan && self.dst_mac == other.dst_mac
+    }
+}
+
+/// The wire frames a chain takes in: its classifier, and for a two-way chain the
+/// return VLAN too. Two chains may not take the same frames; the NIC's steering
+/// refuses it as well.
+pub fn wire_intake(chain: &proto::Chain) -> Vec<WireIntake> {
+    let classifier = chain.classifier.clone().unwrap_or_default();
+    let mut out = vec![WireIntake {
+        vlan: classifier.vlan,
+        dst_mac: classifier.dst_mac.to_ascii_lowercase(),
+        field: "classifier",
+    }];
+    if let Some(e) = chain.egress.as_ref().filter(|e| e.two_way) {
+        out.push(WireIntake {
+            vlan: e.vlan,
+            dst_mac: String::new(),
+            field: "egress",
+        });
+    }
+    out
 }
 
 /// Checks a standalone NF as submitted.
@@ -187,6 +262,103 @@ mod tests {
         assert_eq!(parse_vf("pfs/0/vfs/12"), Some(12));
         assert_eq!(parse_vf("3"), Some(3));
         assert_eq!(parse_vf("pfs/1/vfs/x"), None);
+    }
+
+    fn two_way(classifier: proto::Classifier, egress_vlan: u32) -> proto::Chain {
+        proto::Chain {
+            name: "chains/stick".into(),
+            classifier: Some(classifier),
+            egress: Some(proto::Egress {
+                vlan: egress_vlan,
+                two_way: true,
+            }),
+            nfs: vec![proto::ChainNf {
+                name: "fw".into(),
+                kind: "l2fwd".into(),
+                config: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn fields(v: Violations) -> Vec<String> {
+        v.0.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_two_way_chain_needs_two_different_vlans_and_no_mac() {
+        let vlan = |vlan| proto::Classifier {
+            vlan,
+            dst_mac: String::new(),
+        };
+        assert!(check_chain(&two_way(vlan(100), 200)).is_empty());
+        assert_eq!(
+            fields(check_chain(&two_way(vlan(0), 200))),
+            ["chain.classifier.vlan"]
+        );
+        assert_eq!(
+            fields(check_chain(&two_way(vlan(100), 0))),
+            ["chain.egress.vlan"]
+        );
+        let same = check_chain(&two_way(vlan(100), 100));
+        assert!(
+            same.0[0].description.contains("two different VLANs"),
+            "{same:?}"
+        );
+        assert_eq!(fields(same), ["chain.egress.vlan"]);
+        let mac = check_chain(&two_way(
+            proto::Classifier {
+                vlan: 100,
+                dst_mac: "02:00:00:00:ff:01".into(),
+            },
+            200,
+        ));
+        assert!(mac.0[0].description.contains("VLANs alone"), "{mac:?}");
+        assert_eq!(fields(mac), ["chain.classifier.dst_mac"]);
+        // Without two_way, the same fields are fine.
+        let mut one_way = two_way(vlan(100), 100);
+        one_way.egress = Some(proto::Egress {
+            vlan: 100,
+            two_way: false,
+        });
+        assert!(check_chain(&one_way).is_empty());
+    }
+
+    #[test]
+    fn a_two_way_chain_takes_its_return_vlan_from_the_wire() {
+        let chain = two_way(
+            proto::Classifier {
+                vlan: 100,
+                dst_mac: String::new(),
+            },
+            200,
+        );
+        let intake = wire_intake(&chain);
+        assert_eq!(
+            intake.iter().map(|w| (w.vlan, w.field)).collect::<Vec<_>>(),
+            [(100, "classifier"), (200, "egress")]
+        );
+        let other = proto::Chain {
+            classifier: Some(proto::Classifier {
+                vlan: 200,
+                dst_mac: String::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(intake[1].clashes(&wire_intake(&other)[0]));
+        assert!(!intake[0].clashes(&wire_intake(&other)[0]));
+        let by_mac = proto::Chain {
+            classifier: Some(proto::Classifier {
+                vlan: 200,
+                dst_mac: "02:AA:00:00:00:01".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(
+            !intake[1].clashes(&wire_intake(&by_mac)[0]),
+            "a MAC classifier is more specific: exact matches clash, as in the NIC"
+        );
+        assert_eq!(wire_intake(&by_mac)[0].dst_mac, "02:aa:00:00:00:01");
     }
 
     #[test]

@@ -29,11 +29,17 @@ pub enum Drop {
     Oversize,
     /// Every transmit buffer of the wire was in flight.
     WireBusy,
+    /// Leaving a two-way chain from a source the NIC never saw come in on either of
+    /// the chain's VLANs, so it cannot tell which side the frame is for.
+    Unlearned,
 }
+
+/// How many drop reasons there are.
+pub const DROP_REASONS: usize = 11;
 
 impl Drop {
     /// Every reason, in label order.
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; DROP_REASONS] = [
         Drop::NoBuffer,
         Drop::RingFull,
         Drop::Spoof,
@@ -44,6 +50,7 @@ impl Drop {
         Drop::NoRoute,
         Drop::Oversize,
         Drop::WireBusy,
+        Drop::Unlearned,
     ];
 
     /// Stable label value.
@@ -59,6 +66,7 @@ impl Drop {
             Drop::NoRoute => "no_route",
             Drop::Oversize => "oversize",
             Drop::WireBusy => "wire_busy",
+            Drop::Unlearned => "unlearned",
         }
     }
 
@@ -76,6 +84,7 @@ impl From<crate::nic::DropReason> for Drop {
             R::LinkDown => Drop::LinkDown,
             R::Spoof => Drop::Spoof,
             R::Vlan => Drop::Vlan,
+            R::Unlearned => Drop::Unlearned,
         }
     }
 }
@@ -109,7 +118,7 @@ pub struct VfCounters {
     pub tx_packets: Counter,
     /// Their bytes.
     pub tx_bytes: Counter,
-    drops: [Counter; Drop::ALL.len()],
+    drops: [Counter; DROP_REASONS],
     /// Interrupts delivered to the NF.
     pub irq_delivered: Counter,
     /// Interrupts folded into a later one.
@@ -166,7 +175,7 @@ pub struct VfStats {
     /// See [`VfCounters::tx_bytes`].
     pub tx_bytes: u64,
     /// Drops, indexed like [`Drop::ALL`].
-    pub drops: [u64; Drop::ALL.len()],
+    pub drops: [u64; DROP_REASONS],
     /// See [`VfCounters::irq_delivered`].
     pub irq_delivered: u64,
     /// See [`VfCounters::irq_coalesced`].
@@ -193,8 +202,11 @@ impl VfStats {
     }
 }
 
+/// VLAN ids 0 (untagged) to 4095: one counter slot each.
+const VLAN_SLOTS: usize = 4096;
+
 /// Counters of the uplink (the wire).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WireCounters {
     /// Frames received from the wire (generated, for `gen`).
     pub rx_packets: Counter,
@@ -204,10 +216,39 @@ pub struct WireCounters {
     pub tx_packets: Counter,
     /// Their bytes.
     pub tx_bytes: Counter,
-    drops: [Counter; Drop::ALL.len()],
+    drops: [Counter; DROP_REASONS],
+    /// Frames sent to the wire by the VLAN id they left with, 0 = untagged: where a
+    /// re-tagging or two-way chain sent its traffic.
+    tx_vlan: Box<[Counter]>,
+}
+
+impl Default for WireCounters {
+    fn default() -> Self {
+        WireCounters {
+            rx_packets: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_packets: Counter::default(),
+            tx_bytes: Counter::default(),
+            drops: Default::default(),
+            tx_vlan: (0..VLAN_SLOTS).map(|_| Counter::default()).collect(),
+        }
+    }
 }
 
 impl WireCounters {
+    /// Counts a frame sent to the wire with VLAN id `vid` (0 = untagged).
+    #[inline]
+    pub fn sent_on_vlan(&self, vid: u16) {
+        if let Some(c) = self.tx_vlan.get(usize::from(vid)) {
+            c.add(1);
+        }
+    }
+
+    /// Frames sent to the wire with VLAN id `vid` (0 = untagged).
+    pub fn tx_vlan_packets(&self, vid: u16) -> u64 {
+        self.tx_vlan.get(usize::from(vid)).map_or(0, Counter::get)
+    }
+
     /// Counts a frame from the wire that went nowhere.
     #[inline]
     pub fn drop(&self, reason: Drop, n: u64) {
@@ -279,6 +320,20 @@ mod tests {
         assert_eq!(c.vf(VfId(0)).snapshot(), VfStats::default());
         // Out of range: harmless.
         c.vf(VfId(9)).rx_packets.add(1);
+    }
+
+    #[test]
+    fn wire_frames_are_counted_by_vlan() {
+        let c = Counters::new(1);
+        c.wire.sent_on_vlan(200);
+        c.wire.sent_on_vlan(200);
+        c.wire.sent_on_vlan(0);
+        c.wire.sent_on_vlan(5000);
+        assert_eq!(
+            [0, 100, 200, 4095].map(|v| c.wire.tx_vlan_packets(v)),
+            [1, 0, 2, 0]
+        );
+        assert_eq!(c.wire.tx_vlan_packets(5000), 0, "out of range: ignored");
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub enum Isolation {
     Shared,
 }
 
+/// How frames leave a chain for the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainEgress {
+    /// One way: re-tagged with this VLAN, or keeping the classifier's if `None`.
+    OneWay(Option<VlanTag>),
+    /// Two way ("NF on a stick"): the classifier's VLAN and this one are the two
+    /// sides; wire frames of either enter the chain, and each leaves on the side
+    /// opposite to the one its source MAC came in on. The classifier must be a VLAN id
+    /// alone (the return direction matches on VLAN only), other than this one.
+    TwoWay(VlanTag),
+}
+
 /// How to build an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -120,6 +132,18 @@ pub enum EngineError {
     /// The wire's io_uring could not be set up.
     #[error("starting the wire failed")]
     Wire(#[source] nf_sdk::wire::WireError),
+    /// A two-way chain whose classifier is not a VLAN id alone, different from the
+    /// return VLAN.
+    #[error(
+        "a two-way chain needs a classifier of one VLAN id and nothing else, other than its return VLAN {}; got {classifier:?}",
+        back.vid
+    )]
+    TwoWayClassifier {
+        /// The classifier given.
+        classifier: crate::nic::WireMatch,
+        /// The return (egress) VLAN.
+        back: VlanTag,
+    },
 }
 
 type Call = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -1165,24 +1189,88 @@ impl Engine {
     }
 
     /// Programs the switch (and, for `shared`, one IOMMU domain) for a chain: wire
-    /// frames matching `classifier` → hop 1 → … → last hop → wire (re-tagged with
-    /// `egress_vlan` if given, else keeping the classifier's VLAN). Hops get spoof
-    /// check off, since NFs in a chain legitimately rewrite addresses, and the
-    /// classifier's VLAN as their port VLAN. Call before the hops' NFs attach.
+    /// frames matching `classifier` → hop 1 → … → last hop → wire, as `egress` says.
+    /// For [`ChainEgress::TwoWay`] wire frames of the egress VLAN enter hop 1 too, and
+    /// each frame leaves on the side opposite to its source's. Hops get spoof check
+    /// off, since NFs in a chain legitimately rewrite addresses, and the classifier's
+    /// VLAN as their port VLAN. Call before the hops' NFs attach. On an error the
+    /// hops' steering is removed again: nothing is left half-installed.
     pub fn install_chain(
         &mut self,
         hops: &[VfId],
         isolation: Isolation,
         classifier: crate::nic::WireMatch,
-        egress_vlan: Option<crate::nic::VlanTag>,
+        egress: ChainEgress,
     ) -> Result<(), EngineError> {
         let (Some(first), Some(last)) = (hops.first(), hops.last()) else {
             return Ok(());
         };
+        let (last_rule, return_match) = match egress {
+            ChainEgress::OneWay(retag) => (crate::nic::TxSteer::ToWire(retag), None),
+            ChainEgress::TwoWay(back) => {
+                let a = match classifier {
+                    crate::nic::WireMatch {
+                        vlan: Some(vid @ 1..=4094),
+                        dst: None,
+                    } if vid != back.vid => VlanTag { vid, pcp: 0 },
+                    _ => return Err(EngineError::TwoWayClassifier { classifier, back }),
+                };
+                let return_match = crate::nic::WireMatch {
+                    vlan: Some(back.vid),
+                    dst: None,
+                };
+                (
+                    crate::nic::TxSteer::ToWireTwoWay { a, b: back },
+                    Some(return_match),
+                )
+            }
+        };
+        // What the hops had, to put back if any step is refused.
+        let before: Vec<(VfId, u16, bool)> = hops
+            .iter()
+            .filter_map(|hop| {
+                let a = self.nic.vf(*hop).ok()?.admin();
+                Some((*hop, a.vlan, a.spoof_check))
+            })
+            .collect();
+        let mut result = self.steer_chain(hops, *first, *last, classifier, return_match, last_rule);
+        if result.is_ok() && isolation == Isolation::Shared {
+            result = self
+                .nic
+                .vf(*first)
+                .map(|v| v.admin().rx_ring.min(v.admin().tx_ring) / 2)
+                .map_err(EngineError::from)
+                .and_then(|frames| self.share_chain(hops, frames).map(|_| ()));
+        }
+        if result.is_err() {
+            for (hop, vlan, spoof_check) in before {
+                self.nic.unsteer(hop);
+                let restore = crate::nic::VfUpdate {
+                    vlan: Some(vlan),
+                    spoof_check: Some(spoof_check),
+                    ..Default::default()
+                };
+                let _ = self.nic.update_vf(hop, &restore);
+            }
+        }
+        result
+    }
+
+    fn steer_chain(
+        &mut self,
+        hops: &[VfId],
+        first: VfId,
+        last: VfId,
+        classifier: crate::nic::WireMatch,
+        return_match: Option<crate::nic::WireMatch>,
+        last_rule: crate::nic::TxSteer,
+    ) -> Result<(), EngineError> {
         // A VLAN classifier becomes every hop's port VLAN: the NIC strips the tag on
         // the way into each NF and inserts it on the way out, so NFs see untagged
         // frames and VLAN anti-spoof holds. A hop must not forward tagged frames
-        // otherwise (it is not trusted).
+        // otherwise (it is not trusted). In a two-way chain the return direction
+        // travels under the same nominal VLAN inside the chain; the first hop's port
+        // VLAN strips its tag just the same, and the last hop re-tags by source.
         let port_vlan = classifier.vlan.filter(|v| *v != 0);
         let hop_config = crate::nic::VfUpdate {
             spoof_check: Some(false),
@@ -1192,20 +1280,15 @@ impl Engine {
         for hop in hops {
             self.nic.update_vf(*hop, &hop_config)?;
         }
-        self.nic.steer_wire(classifier, *first)?;
+        self.nic.steer_wire(classifier, first)?;
+        if let Some(m) = return_match {
+            self.nic.steer_wire(m, first)?;
+        }
         for pair in hops.windows(2) {
             self.nic
                 .steer_tx(pair[0], crate::nic::TxSteer::ToVf(pair[1]))?;
         }
-        self.nic
-            .steer_tx(*last, crate::nic::TxSteer::ToWire(egress_vlan))?;
-        if isolation == Isolation::Shared {
-            let frames = self
-                .nic
-                .vf(*first)
-                .map(|v| v.admin().rx_ring.min(v.admin().tx_ring) / 2)?;
-            self.share_chain(hops, frames)?;
-        }
+        self.nic.steer_tx(last, last_rule)?;
         Ok(())
     }
 
@@ -1396,12 +1479,14 @@ impl Dma<'_> {
                 crate::nic::FrameHeader::parse(&header[..hlen]).is_ok_and(|h| h.tag.is_some());
             match host.send(src, t.offset as usize, len, tagged, tag) {
                 Ok(sent) => {
+                    self.counters.wire.sent_on_vlan(tag.map_or(0, |t| t.vid));
                     self.counters.wire.tx_packets.add(1);
                     self.counters.wire.tx_bytes.add(sent as u64);
                 }
                 Err(reason) => self.counters.wire.drop(reason, 1),
             }
-        } else if f.uplink.is_some() {
+        } else if let Some(tag) = f.uplink {
+            self.counters.wire.sent_on_vlan(tag.map_or(0, |t| t.vid));
             let wire_tx = &self.counters.wire.tx_packets;
             wire_tx.add(1);
             self.counters.wire.tx_bytes.add(len as u64);

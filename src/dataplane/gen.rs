@@ -75,6 +75,8 @@ const UDP_LEN: usize = 8;
 const TCP_LEN: usize = 20;
 /// Offset of the 802.1Q TCI (PCP, DEI, VID) in a tagged frame.
 const TCI_OFF: usize = 14;
+/// End of the source MAC in the Ethernet header.
+const SRC_MAC_END: usize = 12;
 /// Room for the longest header stack: Ethernet, 802.1Q, IPv4, TCP.
 const HEAD_STRIDE: usize = ETH_LEN + VLAN_LEN + IPV4_LEN + TCP_LEN;
 const TTL: u8 = 64;
@@ -164,6 +166,11 @@ pub struct GenConfig {
     /// balancer's VIP; flows then differ by source address and port only. `None`
     /// gives each flow its own destination `10.1.x.y:5001`.
     pub dst: Option<([u8; 4], u16)>,
+    /// Each VLAN's frames come from a source MAC of their own: `src_mac` with the
+    /// VLAN id in its last two octets (VLAN 100 from `…:00:64`), as if every VLAN had
+    /// its own host, like the two sides of a two-way chain. `false`: every frame comes
+    /// from `src_mac`. No effect on untagged frames.
+    pub src_mac_per_vlan: bool,
 }
 
 impl Default for GenConfig {
@@ -177,6 +184,7 @@ impl Default for GenConfig {
             src_mac: DEFAULT_SRC_MAC,
             dst_mac: DEFAULT_DST_MAC,
             dst: None,
+            src_mac_per_vlan: false,
         }
     }
 }
@@ -288,6 +296,7 @@ struct FlowMeta {
 pub struct Generator {
     frame_len: usize,
     vlans: Vec<u16>,
+    src_mac_per_vlan: bool,
     layouts: [Layout; 2],
     flows: Vec<FlowMeta>,
     /// Header bytes (through the L4 header) of every flow, `HEAD_STRIDE` apart.
@@ -363,6 +372,7 @@ impl Generator {
         let mut generator = Generator {
             frame_len,
             vlans: config.vlans.clone(),
+            src_mac_per_vlan: config.src_mac_per_vlan,
             layouts,
             flows,
             heads,
@@ -433,6 +443,10 @@ impl Generator {
         if let Some(&vid) = self.vlans.get(self.vlan) {
             // PCP 0, DEI 0: the TCI is the VID alone.
             self.next_head[TCI_OFF..TCI_OFF + 2].copy_from_slice(&vid.to_be_bytes());
+            if self.src_mac_per_vlan {
+                // Not covered by any checksum: the IP and L4 ones start after it.
+                self.next_head[SRC_MAC_END - 2..SRC_MAC_END].copy_from_slice(&vid.to_be_bytes());
+            }
         }
     }
 }
@@ -1083,6 +1097,31 @@ mod tests {
             (src, dst, sport, dport),
             ([10, 0, 1, 2], [10, 1, 1, 2], 1024 + 0x0102, DST_PORT)
         );
+    }
+
+    #[test]
+    fn each_vlan_can_have_its_own_source_mac() {
+        let base = config(128, &[100, 200], 0, 4);
+        let src_of = |frame: &[u8]| MacAddr(frame[6..12].try_into().expect("6 bytes"));
+        for per_vlan in [false, true] {
+            let mut generator = Generator::new(&GenConfig {
+                src_mac_per_vlan: per_vlan,
+                ..base.clone()
+            })
+            .expect("valid");
+            let mut buf = vec![0u8; generator.frame_len()];
+            for n in 0..6u16 {
+                let len = generator.write_next(&mut buf, Micros(1)).expect("fits");
+                let vid = [100u16, 200][usize::from(n % 2)];
+                let mut want = DEFAULT_SRC_MAC;
+                if per_vlan {
+                    want.0[4..6].copy_from_slice(&vid.to_be_bytes());
+                }
+                assert_eq!(src_of(&buf), want, "frame {n}, per VLAN {per_vlan}");
+                // Checksums still hold: the MAC is outside them.
+                assert_eq!(parse_and_verify(&buf[..len]).vid, Some(vid));
+            }
+        }
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::engine::{EngineConfig, EngineError, EngineHandle, Isolation};
+use super::engine::{ChainEgress, EngineConfig, EngineError, EngineHandle, Isolation};
 use super::nf_process::{NfLaunch, NfProcess, SpawnError};
-use crate::nic::{Owner, VfId, VlanTag, WireMatch};
+use crate::nic::{Owner, VfId, WireMatch};
 
 /// How long an NF may take from spawn to a running loop.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,11 +138,11 @@ impl Runner {
         nfs: &[NfSpec],
         isolation: Isolation,
         classifier: WireMatch,
-        egress_vlan: Option<VlanTag>,
+        egress: ChainEgress,
     ) -> Result<(), RunnerError> {
         let hops = vfs.to_vec();
         self.engine
-            .call(move |e| e.install_chain(&hops, isolation, classifier, egress_vlan))??;
+            .call(move |e| e.install_chain(&hops, isolation, classifier, egress))??;
         for (vf, spec) in vfs.iter().zip(nfs) {
             self.run_nf(*vf, spec)?;
         }

@@ -27,5 +27,7 @@ pub use iommu::{Access, DmaFault, FaultReason, Iommu, Mapping, Perms, Region, Re
 pub use irq::{InterruptSink, IrqCounts, IrqRemap, Raise, TargetId};
 pub use pf::{Pf, PfConfig, PfError};
 pub use types::{Iova, Link, MacAddr, Micros, Owner, PfId, Vector, VfId, VlanTag};
-pub use veb::{Decision, DropReason, Forward, FrameHeader, PortSet, TxSteer, Veb, WireMatch};
+pub use veb::{
+    Decision, DropReason, Forward, FrameHeader, LearnStats, PortSet, TxSteer, Veb, WireMatch,
+};
 pub use vf::{LinkState, Vf, VfAdmin, VfError, VfUpdate};

@@ -17,9 +17,14 @@
 //!   untagged frames;
 //! - a VF whose link is down neither sends nor receives;
 //! - steering rules for chains override the table: wire frames matching {VLAN, dst MAC}
-//!   go to a VF; frames a VF sends go to another VF, or to the wire re-tagged.
+//!   go to a VF; frames a VF sends go to another VF, or to the wire re-tagged;
+//! - two-way chains ("NF on a stick"): wire frames of both VLANs of a pair enter the
+//!   same first hop, and the last hop's frames leave on the VLAN opposite to the one
+//!   their source MAC was last seen on. For that the switch learns, for wire frames
+//!   steered in on a two-way VLAN, (source MAC, VLAN) in a bounded table
+//!   ([`LEARN_CAPACITY`] entries, CLOCK eviction): the only learning it does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use etherparse::{EtherType, Ethernet2HeaderSlice, SingleVlanHeaderSlice};
 use thiserror::Error;
@@ -28,6 +33,11 @@ use super::types::{Link, MacAddr, VfId, VlanTag};
 
 /// Largest number of VF ports (the PF's `total_vfs` limit).
 pub const MAX_PORTS: usize = 256;
+
+/// Most (source MAC, VLAN) pairs the switch remembers for two-way chains. A full table
+/// evicts a pair not seen since the eviction hand last passed it (CLOCK), so a flood of
+/// new sources cannot grow memory, and busy sources tend to stay.
+pub const LEARN_CAPACITY: usize = 4096;
 
 /// What the switch needs to know about one VF port. The PF keeps it in step with the
 /// VF's registers.
@@ -107,16 +117,22 @@ pub enum DropReason {
     Spoof,
     /// VLAN anti-spoof: a tag this VF may not send.
     Vlan,
+    /// Leaving a two-way chain, but the address that says which way (the source; for
+    /// a frame reflected by the first hop, the destination) was never learned from the
+    /// wire on either of the chain's VLANs, or was forgotten: an NF-originated frame,
+    /// say. The switch cannot tell which side it is for.
+    Unlearned,
 }
 
 impl DropReason {
     /// Every reason, for counters and labels.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::LinkDown,
         DropReason::Spoof,
         DropReason::Vlan,
+        DropReason::Unlearned,
     ];
 
     /// A stable lowercase name (metric label value).
@@ -127,6 +143,7 @@ impl DropReason {
             DropReason::LinkDown => "link_down",
             DropReason::Spoof => "spoof",
             DropReason::Vlan => "vlan",
+            DropReason::Unlearned => "unlearned",
         }
     }
 }
@@ -229,6 +246,16 @@ pub enum TxSteer {
     ToVf(VfId),
     /// To the wire, re-tagged with this VLAN, or keeping the frame's VLAN if `None`.
     ToWire(Option<VlanTag>),
+    /// The last hop of a two-way chain between VLANs `a` and `b`: to the wire, tagged
+    /// with the VLAN opposite to the one the frame's source MAC was last seen on
+    /// coming in from the wire; dropped ([`DropReason::Unlearned`]) if it was seen on
+    /// neither.
+    ToWireTwoWay {
+        /// One side (the chain's classifier VLAN).
+        a: VlanTag,
+        /// The other side (the chain's egress VLAN).
+        b: VlanTag,
+    },
 }
 
 /// A refused steering change. Nothing was changed.
@@ -246,6 +273,9 @@ pub enum SteerError {
     /// A VF steered to itself.
     #[error("{0} cannot be steered to itself")]
     SelfLoop(VfId),
+    /// A two-way pair that is not two distinct VLAN ids 1-4094.
+    #[error("a two-way chain needs two different VLAN ids 1-4094, not {0} and {1}")]
+    TwoWayVlans(u16, u16),
 }
 
 /// Per-port drop counters.
@@ -261,6 +291,8 @@ pub struct DropCounts {
     pub spoof: u64,
     /// [`DropReason::Vlan`].
     pub vlan: u64,
+    /// [`DropReason::Unlearned`].
+    pub unlearned: u64,
 }
 
 impl DropCounts {
@@ -272,6 +304,7 @@ impl DropCounts {
             DropReason::LinkDown => self.link_down,
             DropReason::Spoof => self.spoof,
             DropReason::Vlan => self.vlan,
+            DropReason::Unlearned => self.unlearned,
         }
     }
 
@@ -282,9 +315,154 @@ impl DropCounts {
             DropReason::LinkDown => &mut self.link_down,
             DropReason::Spoof => &mut self.spoof,
             DropReason::Vlan => &mut self.vlan,
+            DropReason::Unlearned => &mut self.unlearned,
         };
         *slot += 1;
     }
+}
+
+/// When a (source MAC, VLAN) pair was last seen, for the CLOCK eviction.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The learning sequence number at the last sighting: larger is later.
+    seq: u64,
+    /// Seen again since the eviction hand last passed: spared once.
+    referenced: bool,
+}
+
+/// A set of VLAN ids 0-4095, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VidSet([u64; 64]);
+
+impl Default for VidSet {
+    fn default() -> Self {
+        VidSet([0; 64])
+    }
+}
+
+impl VidSet {
+    fn insert(&mut self, vid: u16) {
+        let i = usize::from(vid & 0x0fff);
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, vid: u16) -> bool {
+        let i = usize::from(vid & 0x0fff);
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+}
+
+/// The sources seen coming in from the wire on the VLANs of two-way chains.
+///
+/// Keyed by (MAC, VLAN) rather than MAC alone, so that one host (a router's MAC, say)
+/// present on the VLANs of two unrelated chains does not confuse either; a chain
+/// compares the pair's two entries and the later sighting wins.
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    seen: HashMap<(MacAddr, u16), Seen>,
+    /// Every key of `seen`, in eviction-hand order.
+    hand: VecDeque<(MacAddr, u16)>,
+    /// VLAN ids to learn on: the sides of the two-way chains.
+    vids: VidSet,
+    seq: u64,
+    evictions: u64,
+}
+
+impl Learned {
+    /// Records a sighting of `mac` on `vid`, if `vid` is a two-way chain's side.
+    fn learn(&mut self, mac: MacAddr, vid: u16) {
+        if !self.vids.contains(vid) || !mac.is_unicast() {
+            return;
+        }
+        self.seq += 1;
+        let key = (mac, vid);
+        if let Some(seen) = self.seen.get_mut(&key) {
+            seen.seq = self.seq;
+            seen.referenced = true;
+            return;
+        }
+        if self.seen.len() >= LEARN_CAPACITY {
+            self.evict_one();
+        }
+        // Capacity was reserved when the first two-way chain was steered: no
+        // allocation per frame.
+        self.seen.insert(
+            key,
+            Seen {
+                seq: self.seq,
+                referenced: false,
+            },
+        );
+        self.hand.push_back(key);
+    }
+
+    /// CLOCK: the hand skips (and clears) referenced entries, evicts the first other.
+    /// Ends within two turns, since a passed entry loses its reference.
+    fn evict_one(&mut self) {
+        while let Some(key) = self.hand.pop_front() {
+            match self.seen.get_mut(&key) {
+                Some(seen) if seen.referenced => {
+                    seen.referenced = false;
+                    self.hand.push_back(key);
+                }
+                Some(_) => {
+                    self.seen.remove(&key);
+                    self.evictions += 1;
+                    return;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Which of `a` and `b` `mac` was last seen on, if either.
+    fn side(&self, mac: MacAddr, a: u16, b: u16) -> Option<u16> {
+        let on_a = self.seen.get(&(mac, a)).map(|s| s.seq);
+        let on_b = self.seen.get(&(mac, b)).map(|s| s.seq);
+        match (on_a, on_b) {
+            (Some(x), Some(y)) => Some(if x > y { a } else { b }),
+            (Some(_), None) => Some(a),
+            (None, Some(_)) => Some(b),
+            (None, None) => None,
+        }
+    }
+
+    /// Learns on exactly the sides of `rules`' two-way chains; forgets the rest.
+    fn retarget(&mut self, rules: &[Option<TxSteer>]) {
+        self.vids = VidSet::default();
+        for rule in rules.iter().flatten() {
+            if let TxSteer::ToWireTwoWay { a, b } = rule {
+                self.vids.insert(a.vid);
+                self.vids.insert(b.vid);
+            }
+        }
+        let vids = self.vids;
+        self.seen.retain(|(_, vid), _| vids.contains(*vid));
+        self.hand.retain(|(_, vid)| vids.contains(*vid));
+        if vids.is_empty() {
+            // No two-way chain left: give the memory back.
+            self.seen = HashMap::new();
+            self.hand = VecDeque::new();
+        } else {
+            // Twice the entries: a table that churns at capacity then always rehashes
+            // its tombstones in place and never grows, so learning never allocates.
+            self.seen.reserve(2 * LEARN_CAPACITY - self.seen.len());
+            self.hand.reserve(LEARN_CAPACITY - self.hand.len());
+        }
+    }
+}
+
+/// What the switch has learned for two-way chains, for counters and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearnStats {
+    /// (source MAC, VLAN) pairs remembered now, at most [`LEARN_CAPACITY`].
+    pub entries: usize,
+    /// Pairs forgotten to make room.
+    pub evictions: u64,
 }
 
 /// The embedded switch of one PF.
@@ -297,6 +475,7 @@ pub struct Veb {
     tx_rules: Vec<Option<TxSteer>>,
     port_drops: Vec<DropCounts>,
     wire_drops: DropCounts,
+    learned: Learned,
 }
 
 impl Veb {
@@ -311,6 +490,7 @@ impl Veb {
             tx_rules: vec![None; n],
             port_drops: vec![DropCounts::default(); n],
             wire_drops: DropCounts::default(),
+            learned: Learned::default(),
         }
     }
 
@@ -347,7 +527,8 @@ impl Veb {
         }
     }
 
-    /// Steers wire frames matching `m` to `vf`. Rules are tried in the order added.
+    /// Steers wire frames matching `m` to `vf`. Rules are tried in the order added. A
+    /// VF may take several (a two-way chain's first hop takes both of its VLANs).
     pub fn steer_wire(&mut self, m: WireMatch, vf: VfId) -> Result<(), SteerError> {
         if vf.index() >= self.ports.len() {
             return Err(SteerError::NoSuchPort(vf));
@@ -364,25 +545,39 @@ impl Veb {
         if vf.index() >= self.ports.len() {
             return Err(SteerError::NoSuchPort(vf));
         }
-        if let TxSteer::ToVf(to) = steer {
-            if to.index() >= self.ports.len() {
-                return Err(SteerError::NoSuchPort(to));
+        match steer {
+            TxSteer::ToVf(to) => {
+                if to.index() >= self.ports.len() {
+                    return Err(SteerError::NoSuchPort(to));
+                }
+                if to == vf {
+                    return Err(SteerError::SelfLoop(vf));
+                }
             }
-            if to == vf {
-                return Err(SteerError::SelfLoop(vf));
+            TxSteer::ToWireTwoWay { a, b } => {
+                let valid = |vid: u16| (1..=4094).contains(&vid);
+                if a.vid == b.vid || !valid(a.vid) || !valid(b.vid) {
+                    return Err(SteerError::TwoWayVlans(a.vid, b.vid));
+                }
             }
+            TxSteer::ToWire(_) => {}
         }
         let slot = &mut self.tx_rules[vf.index()];
         if slot.is_some() {
             return Err(SteerError::TxConflict(vf));
         }
         *slot = Some(steer);
+        if matches!(steer, TxSteer::ToWireTwoWay { .. }) {
+            self.learned.retarget(&self.tx_rules);
+        }
         Ok(())
     }
 
-    /// Removes every steering rule that mentions `vf` (its chain is gone).
+    /// Removes every steering rule that mentions `vf` (its chain is gone). For the last
+    /// hop of a two-way chain that includes what was learned on the chain's VLANs.
     pub fn unsteer(&mut self, vf: VfId) {
         self.wire_rules.retain(|(_, to)| *to != vf);
+        let two_way = matches!(self.tx_rule(vf), Some(TxSteer::ToWireTwoWay { .. }));
         if let Some(slot) = self.tx_rules.get_mut(vf.index()) {
             *slot = None;
         }
@@ -391,6 +586,23 @@ impl Veb {
                 *slot = None;
             }
         }
+        if two_way {
+            self.learned.retarget(&self.tx_rules);
+        }
+    }
+
+    /// What is learned for two-way chains.
+    pub fn learn_stats(&self) -> LearnStats {
+        LearnStats {
+            entries: self.learned.seen.len(),
+            evictions: self.learned.evictions,
+        }
+    }
+
+    /// Whether `mac` has been seen coming in from the wire on `vid` (and is still
+    /// remembered). Only the VLANs of two-way chains are learned.
+    pub fn has_learned(&self, mac: MacAddr, vid: u16) -> bool {
+        self.learned.seen.contains_key(&(mac, vid))
     }
 
     /// The wire steering rules, in order.
@@ -440,18 +652,26 @@ impl Veb {
         set
     }
 
-    /// Decides where a frame received on the wire goes.
+    /// Decides where a frame received on the wire goes. A frame steered into a chain
+    /// on a two-way chain's VLAN also teaches the switch where its source is.
     pub fn from_wire(&mut self, frame: &[u8]) -> Decision {
-        let decision = self.decide_wire(frame);
-        if let Decision::Drop(reason) = decision {
-            self.wire_drops.bump(reason);
+        let (decision, steered) = self.decide_wire(frame);
+        match decision {
+            Decision::Drop(reason) => self.wire_drops.bump(reason),
+            Decision::Forward(_) => {
+                if let Some(header) = steered {
+                    let vid = header.tag.map_or(0, |t| t.vid);
+                    self.learned.learn(header.src, vid);
+                }
+            }
         }
         decision
     }
 
-    fn decide_wire(&self, frame: &[u8]) -> Decision {
+    /// The decision, and the frame's header if a steering rule took it.
+    fn decide_wire(&self, frame: &[u8]) -> (Decision, Option<FrameHeader>) {
         let Ok(header) = FrameHeader::parse(frame) else {
-            return Decision::Drop(DropReason::Malformed);
+            return (Decision::Drop(DropReason::Malformed), None);
         };
         let vlan = header.tag;
         let vid = vlan.map(|t| t.vid);
@@ -464,23 +684,25 @@ impl Veb {
             None => Decision::Drop(DropReason::LinkDown),
         };
         if let Some((_, vf)) = self.wire_rules.iter().find(|(m, _)| m.matches(&header)) {
-            return deliver_one(*vf);
+            return (deliver_one(*vf), Some(header));
         }
         if header.dst.is_multicast() {
             let vfs = self.flood_set(vid, None);
             if vfs.is_empty() {
-                return Decision::Drop(DropReason::NoRoute);
+                return (Decision::Drop(DropReason::NoRoute), None);
             }
-            return Decision::Forward(Forward {
+            let forward = Forward {
                 vfs,
                 uplink: None,
                 vlan,
-            });
+            };
+            return (Decision::Forward(forward), None);
         }
-        match self.fdb.get(&(header.dst, vid.unwrap_or(0))) {
+        let decision = match self.fdb.get(&(header.dst, vid.unwrap_or(0))) {
             Some(vf) => deliver_one(*vf),
             None => Decision::Drop(DropReason::NoRoute),
-        }
+        };
+        (decision, None)
     }
 
     /// Decides where a frame transmitted by `vf` goes, after anti-spoof checks.
@@ -513,6 +735,21 @@ impl Veb {
             .iter()
             .position(|r| *r == Some(TxSteer::ToVf(vf)))
             .map(|i| VfId(i as u16))
+    }
+
+    /// The VLAN pair of the two-way chain `vf` is a hop of, found by following the
+    /// chain's steering to its last hop.
+    fn two_way_pair(&self, vf: VfId) -> Option<(VlanTag, VlanTag)> {
+        let mut at = vf;
+        // A chain visits each port at most once; the bound only guards against a loop.
+        for _ in 0..=self.tx_rules.len() {
+            match self.tx_rule(at)? {
+                TxSteer::ToVf(next) => at = next,
+                TxSteer::ToWireTwoWay { a, b } => return Some((a, b)),
+                TxSteer::ToWire(_) => return None,
+            }
+        }
+        None
     }
 
     fn decide_vf(&self, vf: VfId, frame: &[u8]) -> Decision {
@@ -555,15 +792,36 @@ impl Veb {
             }),
             None => Decision::Drop(DropReason::LinkDown),
         };
+        // The tag of the side of a two-way pair that `mac` was last seen on.
+        let learned_side = |mac: MacAddr, (a, b): (VlanTag, VlanTag)| {
+            self.learned
+                .side(mac, a.vid, b.vid)
+                .map(|vid| if vid == a.vid { a } else { b })
+        };
         if reflect {
             return match self.previous_hop(vf) {
                 Some(prev) => to_vf(prev),
-                None => to_uplink(vlan),
+                // The first hop of a two-way chain: back to the side the frame is
+                // addressed to (where its original source was seen).
+                None => match self.two_way_pair(vf) {
+                    Some(pair) => match learned_side(header.dst, pair) {
+                        Some(side) => to_uplink(Some(side)),
+                        None => Decision::Drop(DropReason::Unlearned),
+                    },
+                    None => to_uplink(vlan),
+                },
             };
         }
         match self.tx_rule(vf) {
             Some(TxSteer::ToVf(to)) => return to_vf(to),
             Some(TxSteer::ToWire(retag)) => return to_uplink(retag.or(vlan)),
+            Some(TxSteer::ToWireTwoWay { a, b }) => {
+                return match learned_side(header.src, (a, b)) {
+                    Some(side) if side == a => to_uplink(Some(b)),
+                    Some(_) => to_uplink(Some(a)),
+                    None => Decision::Drop(DropReason::Unlearned),
+                };
+            }
             None => {}
         }
         if header.dst.is_multicast() {
@@ -858,6 +1116,222 @@ pub(crate) mod tests {
         );
     }
 
+    const CLIENT: MacAddr = MacAddr([0x02, 0xc1, 0, 0, 0, 1]);
+    const SERVER: MacAddr = MacAddr([0x02, 0x5e, 0, 0, 0, 1]);
+
+    fn tag(vid: u16) -> VlanTag {
+        VlanTag { vid, pcp: 0 }
+    }
+
+    /// A two-way chain between VLANs 100 and 200 over vf2 → vf3, set up as the engine
+    /// does: both hops in VLAN 100 (nominal inside the chain), spoof check off.
+    fn two_way() -> Veb {
+        let mut veb = veb();
+        for vf in [VfId(2), VfId(3)] {
+            let mut p = *veb.port(vf).unwrap();
+            p.spoof_check = false;
+            veb.set_port(vf, Some(p)).unwrap();
+        }
+        let side = |vid| WireMatch {
+            vlan: Some(vid),
+            dst: None,
+        };
+        veb.steer_wire(side(100), VfId(2)).unwrap();
+        veb.steer_wire(side(200), VfId(2)).unwrap();
+        veb.steer_tx(VfId(2), TxSteer::ToVf(VfId(3))).unwrap();
+        veb.steer_tx(
+            VfId(3),
+            TxSteer::ToWireTwoWay {
+                a: tag(100),
+                b: tag(200),
+            },
+        )
+        .unwrap();
+        veb
+    }
+
+    #[test]
+    fn two_way_forward_direction_leaves_on_the_other_vlan() {
+        let mut veb = two_way();
+        let f = forward(veb.from_wire(&frame(CLIENT, SERVER, Some(100))));
+        assert_eq!(f.vfs, PortSet::one(VfId(2)));
+        assert_eq!(veb.rx_tag(VfId(2), &f), None, "stripped for the NF");
+        assert!(veb.has_learned(CLIENT, 100));
+        let f = forward(veb.from_vf(VfId(2), &frame(CLIENT, SERVER, None)));
+        assert_eq!((f.vfs, f.uplink), (PortSet::one(VfId(3)), None));
+        let f = forward(veb.from_vf(VfId(3), &frame(CLIENT, SERVER, None)));
+        assert_eq!((f.vfs, f.uplink), (PortSet::EMPTY, Some(Some(tag(200)))));
+    }
+
+    #[test]
+    fn two_way_return_direction_enters_the_same_hop_and_leaves_on_the_first_vlan() {
+        let mut veb = two_way();
+        veb.from_wire(&frame(CLIENT, SERVER, Some(100)));
+        let f = forward(veb.from_wire(&frame(SERVER, CLIENT, Some(200))));
+        assert_eq!(f.vfs, PortSet::one(VfId(2)), "same first hop");
+        assert_eq!(f.vlan, Some(tag(200)));
+        assert_eq!(
+            veb.rx_tag(VfId(2), &f),
+            None,
+            "stripped like forward frames"
+        );
+        let f = forward(veb.from_vf(VfId(3), &frame(SERVER, CLIENT, None)));
+        assert_eq!(f.uplink, Some(Some(tag(100))));
+        // The client's frames still go the other way.
+        let f = forward(veb.from_vf(VfId(3), &frame(CLIENT, SERVER, None)));
+        assert_eq!(f.uplink, Some(Some(tag(200))));
+    }
+
+    #[test]
+    fn two_way_broadcast_from_the_client_reaches_the_server_side() {
+        let mut veb = two_way();
+        // An ARP request: steered into the chain, not flooded to VLAN 100's VFs.
+        let f = forward(veb.from_wire(&frame(CLIENT, MacAddr::BROADCAST, Some(100))));
+        assert_eq!((f.vfs, f.uplink), (PortSet::one(VfId(2)), None));
+        let f = forward(veb.from_vf(VfId(3), &frame(CLIENT, MacAddr::BROADCAST, None)));
+        assert_eq!((f.vfs, f.uplink), (PortSet::EMPTY, Some(Some(tag(200)))));
+    }
+
+    #[test]
+    fn two_way_drops_frames_from_unlearned_sources_and_counts_them() {
+        let mut veb = two_way();
+        // An NF-originated frame: its source never came in from the wire.
+        assert_eq!(
+            veb.from_vf(VfId(3), &frame(mac(13), SERVER, None)),
+            Decision::Drop(DropReason::Unlearned)
+        );
+        // Seen, but on a VLAN that is not one of the pair: still unknown.
+        let mut other = veb.clone();
+        other
+            .steer_wire(
+                WireMatch {
+                    vlan: Some(300),
+                    dst: None,
+                },
+                VfId(0),
+            )
+            .unwrap();
+        forward(other.from_wire(&frame(CLIENT, SERVER, Some(300))));
+        assert!(!other.has_learned(CLIENT, 300), "300 is no two-way side");
+        assert_eq!(
+            other.from_vf(VfId(3), &frame(CLIENT, SERVER, None)),
+            Decision::Drop(DropReason::Unlearned)
+        );
+        assert_eq!(veb.port_drops(VfId(3)).unlearned, 1);
+        assert_eq!(veb.port_drops(VfId(3)).get(DropReason::Unlearned), 1);
+    }
+
+    #[test]
+    fn two_way_last_sighting_wins() {
+        let mut veb = two_way();
+        veb.from_wire(&frame(CLIENT, SERVER, Some(100)));
+        veb.from_wire(&frame(CLIENT, SERVER, Some(200)));
+        let f = forward(veb.from_vf(VfId(3), &frame(CLIENT, SERVER, None)));
+        assert_eq!(f.uplink, Some(Some(tag(100))));
+        veb.from_wire(&frame(CLIENT, SERVER, Some(100)));
+        let f = forward(veb.from_vf(VfId(3), &frame(CLIENT, SERVER, None)));
+        assert_eq!(f.uplink, Some(Some(tag(200))));
+    }
+
+    #[test]
+    fn two_way_reflect_at_the_first_hop_goes_back_to_the_sender_side() {
+        let mut veb = two_way();
+        veb.from_wire(&frame(SERVER, CLIENT, Some(200)));
+        // The NF answers the server: the reply is addressed to the server.
+        let f = forward(veb.reflect_from_vf(VfId(2), &frame(CLIENT, SERVER, None)));
+        assert_eq!(f.uplink, Some(Some(tag(200))));
+        assert_eq!(
+            veb.reflect_from_vf(VfId(2), &frame(SERVER, CLIENT, None)),
+            Decision::Drop(DropReason::Unlearned),
+            "the client was never seen"
+        );
+    }
+
+    #[test]
+    fn two_way_learning_is_bounded_and_spares_busy_sources() {
+        let mut veb = two_way();
+        let host = |i: usize| MacAddr([0x02, 0xaa, 0, 0, (i >> 8) as u8, i as u8]);
+        for i in 0..LEARN_CAPACITY {
+            veb.from_wire(&frame(host(i), SERVER, Some(100)));
+        }
+        assert_eq!(
+            veb.learn_stats(),
+            LearnStats {
+                entries: LEARN_CAPACITY,
+                evictions: 0
+            }
+        );
+        // host(0) is busy; host(1) is not.
+        veb.from_wire(&frame(host(0), SERVER, Some(100)));
+        veb.from_wire(&frame(host(LEARN_CAPACITY), SERVER, Some(100)));
+        assert!(veb.has_learned(host(0), 100), "a busy source is spared");
+        assert!(!veb.has_learned(host(1), 100), "the oldest idle one goes");
+        assert!(veb.has_learned(host(LEARN_CAPACITY), 100));
+        for i in LEARN_CAPACITY + 1..LEARN_CAPACITY + 100 {
+            veb.from_wire(&frame(host(i), SERVER, Some(200)));
+        }
+        assert_eq!(
+            veb.learn_stats(),
+            LearnStats {
+                entries: LEARN_CAPACITY,
+                evictions: 100
+            }
+        );
+        // Broadcast and multicast sources are never learned.
+        veb.from_wire(&frame(MacAddr::BROADCAST, SERVER, Some(100)));
+        assert!(!veb.has_learned(MacAddr::BROADCAST, 100));
+    }
+
+    #[test]
+    fn two_way_unsteer_removes_both_classifiers_and_what_was_learned() {
+        let mut veb = two_way();
+        veb.from_wire(&frame(CLIENT, SERVER, Some(100)));
+        veb.from_wire(&frame(SERVER, CLIENT, Some(200)));
+        assert_eq!(veb.learn_stats().entries, 2);
+        veb.unsteer(VfId(2));
+        assert!(veb.wire_rules().is_empty(), "both classifiers gone");
+        veb.unsteer(VfId(3));
+        assert_eq!(veb.tx_rule(VfId(3)), None);
+        assert_eq!(veb.learn_stats().entries, 0);
+        assert!(!veb.has_learned(CLIENT, 100));
+        assert_eq!(
+            veb.from_wire(&frame(SERVER, CLIENT, Some(200))),
+            Decision::Drop(DropReason::NoRoute)
+        );
+        assert_eq!(veb.learn_stats().entries, 0, "nothing learned any more");
+    }
+
+    #[test]
+    fn two_way_return_classifier_clashes_like_any_classifier() {
+        let mut veb = two_way();
+        let server_side = WireMatch {
+            vlan: Some(200),
+            dst: None,
+        };
+        assert_eq!(
+            veb.steer_wire(server_side, VfId(0)),
+            Err(SteerError::WireConflict(server_side, VfId(2)))
+        );
+    }
+
+    #[test]
+    fn two_way_needs_two_distinct_valid_vlans() {
+        let mut veb = veb();
+        for (a, b) in [(100, 100), (0, 200), (100, 4095)] {
+            assert_eq!(
+                veb.steer_tx(
+                    VfId(3),
+                    TxSteer::ToWireTwoWay {
+                        a: tag(a),
+                        b: tag(b)
+                    }
+                ),
+                Err(SteerError::TwoWayVlans(a, b))
+            );
+        }
+        assert_eq!(veb.tx_rule(VfId(3)), None, "nothing half-applied");
+    }
+
     #[test]
     fn port_set_basics() {
         let mut s = PortSet::EMPTY;
@@ -902,6 +1376,84 @@ pub(crate) mod tests {
             prop_oneof![0u8..6, Just(255)],
             any::<bool>(),
         )
+    }
+
+    /// One step of the two-way proptest: a wire frame (source, VLAN, broadcast?), or
+    /// a frame the last hop sends (source).
+    #[derive(Debug, Clone)]
+    enum Step {
+        Wire(u8, Option<u16>, bool),
+        Send(u8),
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (
+                0u8..6,
+                prop_oneof![
+                    Just(None),
+                    Just(Some(100u16)),
+                    Just(Some(200)),
+                    Just(Some(300))
+                ],
+                any::<bool>()
+            )
+                .prop_map(|(src, vid, bcast)| Step::Wire(src, vid, bcast)),
+            (0u8..6).prop_map(Step::Send),
+        ]
+    }
+
+    proptest! {
+        /// A two-way chain never sends a frame out on the VLAN its source was last seen
+        /// coming in on, always sends it out on the other one, and drops (never guesses)
+        /// when the source was not seen on either: checked against a plain map of last
+        /// sightings, for a one-hop and a two-hop chain.
+        #[test]
+        fn two_way_chains_send_each_frame_to_the_other_side(
+            one_hop in any::<bool>(),
+            steps in proptest::collection::vec(arb_step(), 1..80),
+        ) {
+            let mut veb = if one_hop {
+                let mut veb = veb();
+                let mut p = *veb.port(VfId(3)).unwrap();
+                p.spoof_check = false;
+                veb.set_port(VfId(3), Some(p)).unwrap();
+                for vid in [100, 200] {
+                    veb.steer_wire(WireMatch { vlan: Some(vid), dst: None }, VfId(3)).unwrap();
+                }
+                veb.steer_tx(VfId(3), TxSteer::ToWireTwoWay { a: tag(100), b: tag(200) }).unwrap();
+                veb
+            } else {
+                two_way()
+            };
+            let host = |i: u8| MacAddr([0x02, 0xaa, 0, 0, 0, i]);
+            let mut last_seen: HashMap<MacAddr, u16> = HashMap::new();
+            for step in steps {
+                match step {
+                    Step::Wire(src, vid, bcast) => {
+                        let dst = if bcast { MacAddr::BROADCAST } else { SERVER };
+                        let d = veb.from_wire(&frame(host(src), dst, vid));
+                        if let Some(v @ (100 | 200)) = vid {
+                            prop_assert!(matches!(d, Decision::Forward(_)), "{:?}", d);
+                            last_seen.insert(host(src), v);
+                        }
+                    }
+                    Step::Send(src) => {
+                        let d = veb.from_vf(VfId(3), &frame(host(src), SERVER, None));
+                        match (last_seen.get(&host(src)), d) {
+                            (Some(&came_in), Decision::Forward(f)) => {
+                                let out = f.uplink.flatten().map(|t| t.vid);
+                                prop_assert_ne!(out, Some(came_in), "back out where it came in");
+                                prop_assert_eq!(out, Some(if came_in == 100 { 200 } else { 100 }));
+                                prop_assert!(f.vfs.is_empty());
+                            }
+                            (None, d) => prop_assert_eq!(d, Decision::Drop(DropReason::Unlearned)),
+                            (Some(_), d) => prop_assert!(false, "dropped a learned source: {:?}", d),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

@@ -480,6 +480,7 @@ mod tests {
             "link_down",
             "malformed",
             "no_route",
+            "unlearned",
         ]
         .iter()
         .enumerate()

@@ -122,6 +122,26 @@ fn hops(chain: &proto::Chain) -> String {
         .join(" → ")
 }
 
+/// `wire → mon → fwd → wire`, and for a two-way chain both directions with their
+/// VLANs: `vlan 100 ⇄ mon ⇄ fwd ⇄ vlan 200`.
+fn path(chain: &proto::Chain) -> String {
+    let vlans = (
+        chain.classifier.as_ref().map_or(0, |c| c.vlan),
+        chain
+            .egress
+            .as_ref()
+            .filter(|e| e.two_way)
+            .map_or(0, |e| e.vlan),
+    );
+    match vlans {
+        (a, b) if a != 0 && b != 0 => {
+            let nfs: Vec<&str> = chain.nfs.iter().map(|nf| nf.name.as_str()).collect();
+            format!("vlan {a} ⇄ {} ⇄ vlan {b}", nfs.join(" ⇄ "))
+        }
+        _ => format!("wire → {} → wire", hops(chain)),
+    }
+}
+
 fn list(chains: &[proto::Chain]) -> String {
     if chains.is_empty() {
         return "no chains\n".into();
@@ -160,7 +180,7 @@ fn view(chain: &proto::Chain) -> String {
         ("Classifier", classifier(chain.classifier.as_ref())),
         ("Egress", egress(chain.egress.as_ref())),
         ("Restart", restart_policy(chain.restart_policy)),
-        ("Path", format!("wire → {} → wire", hops(chain))),
+        ("Path", path(chain)),
     ]);
     let mut t = Table::new(&[
         ("HOP", Align::Right),

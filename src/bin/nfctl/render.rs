@@ -197,9 +197,10 @@ pub fn classifier(c: Option<&proto::Classifier>) -> String {
     }
 }
 
-/// How frames leave a chain.
+/// How frames leave a chain: `vlan 200`, `vlan 200, two-way`, `keep vlan`.
 pub fn egress(e: Option<&proto::Egress>) -> String {
     match e {
+        Some(e) if e.vlan != 0 && e.two_way => format!("vlan {}, two-way", e.vlan),
         Some(e) if e.vlan != 0 => format!("vlan {}", e.vlan),
         _ => "keep vlan".into(),
     }

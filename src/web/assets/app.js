@@ -461,7 +461,9 @@
     setHTML(el, state.chains.map((c) => {
       const cl = c.classifier || {};
       const match = [cl.vlan ? `VLAN ${cl.vlan}` : 'any VLAN', cl.dst_mac ? `dst ${cl.dst_mac}` : ''].filter(Boolean);
-      const egress = c.egress?.vlan ? `VLAN ${c.egress.vlan}` : 'same VLAN';
+      const egress = c.egress?.vlan
+        ? `VLAN ${c.egress.vlan}${c.egress.two_way ? ', two-way' : ''}`
+        : 'same VLAN';
       const hops = c.nfs.map((hop, i) => {
         const vf = c.vfs[i] || '';
         const nf = nfByName.get(hop.name);

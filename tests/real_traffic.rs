@@ -1,0 +1,301 @@
+//! Real traffic through a chain: a client and a server in network namespaces whose
+//! only path to each other is nfhost's wire (`scripts/netns-topology.sh`: the
+//! client's veth is an access port of VLAN 100, the server's of VLAN 200), with
+//! the two-way chain firewall → monitor of `examples/stick.toml`.
+//!
+//! Checked: no path without the chain; ping through it; iperf3 TCP for 10 s,
+//! printed beside iperf3 over a plain Linux bridge joining the same two veths
+//! (the path without nfhost), measured in the same run; a TCP port the firewall
+//! denies gets no connection; the chain VFs' counters in `/metrics` equal the
+//! packets the two hosts' interfaces sent and received; deleting the chain stops
+//! the traffic and re-applying it restores it; nothing is left behind.
+//!
+//! Needs root, iproute2, ethtool, iperf3 and ping, as CI has (`scripts/test.sh`
+//! installs them): without them the test fails and says what is missing.
+
+#[path = "common/http.rs"]
+mod http;
+#[path = "common/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use server::{Server, TempDir, free_port, wait_until};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-topology.sh");
+const CHAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stick.toml");
+const SERVER_IP: &str = "10.77.0.2";
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The namespaces and links, removed (and checked gone) on drop.
+struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    fn up(prefix: &str) -> Self {
+        check(&run(SCRIPT, &["down", prefix]), "removing a stale topology");
+        check(&run(SCRIPT, &["up", prefix]), "building the topology");
+        Topology {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn script(&self, cmd: &str) {
+        check(&run(SCRIPT, &[cmd, &self.prefix]), cmd);
+    }
+
+    fn client(&self) -> String {
+        format!("{}-client", self.prefix)
+    }
+
+    fn server(&self) -> String {
+        format!("{}-server", self.prefix)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", ns];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn ping(&self, count: u32) -> bool {
+        let count = count.to_string();
+        self.exec(
+            &self.client(),
+            &["ping", "-c", &count, "-i", "0.2", "-W", "2", SERVER_IP],
+        )
+        .status
+        .success()
+    }
+
+    /// iperf3 TCP from the client for `secs`; bits per second received.
+    fn iperf(&self, port: u16, secs: u32) -> f64 {
+        let out = self.exec(
+            &self.client(),
+            &[
+                "iperf3",
+                "-c",
+                SERVER_IP,
+                "-p",
+                &port.to_string(),
+                "-t",
+                &secs.to_string(),
+                "-J",
+            ],
+        );
+        check(&out, "iperf3");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+        json["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .expect("iperf3 reports bits_per_second")
+    }
+
+    /// (tx, rx) packets of `ns`'s eth0, from the kernel.
+    fn eth0_packets(&self, ns: &str) -> (u64, u64) {
+        let out = run("ip", &["-n", ns, "-s", "-j", "link", "show", "eth0"]);
+        check(&out, "ip -s link");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip JSON");
+        let stats = &json[0]["stats64"];
+        (
+            stats["tx"]["packets"].as_u64().expect("tx packets"),
+            stats["rx"]["packets"].as_u64().expect("rx packets"),
+        )
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = run(SCRIPT, &["down", &self.prefix]);
+    }
+}
+
+fn require_tools() {
+    let uid = run("id", &["-u"]);
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces, AF_PACKET), as CI runs it"
+    );
+    for tool in ["ip", "ethtool", "iperf3", "ping"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} is missing: scripts/test.sh installs it (apt-get install iproute2 ethtool iperf3 iputils-ping)"
+        );
+    }
+}
+
+/// The sum of one counter over the series of `nf` in a `/metrics` text.
+fn vf_metric(text: &str, name: &str, nf: &str) -> u64 {
+    let label = format!("nf=\"{nf}\"");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+struct Snapshot {
+    client: (u64, u64),
+    server: (u64, u64),
+    fw_rx: u64,
+    fw_tx: u64,
+    mon_rx: u64,
+    mon_tx: u64,
+}
+
+fn snapshot(topo: &Topology, http_port: u16) -> Snapshot {
+    // The engine's counters reach /metrics once a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    let (status, text) = http::get(http_port, "/metrics");
+    assert_eq!(status, 200);
+    Snapshot {
+        client: topo.eth0_packets(&topo.client()),
+        server: topo.eth0_packets(&topo.server()),
+        fw_rx: vf_metric(&text, "nfhost_vf_receive_packets_total", "stick-fw"),
+        fw_tx: vf_metric(&text, "nfhost_vf_transmit_packets_total", "stick-fw"),
+        mon_rx: vf_metric(&text, "nfhost_vf_receive_packets_total", "stick-mon"),
+        mon_tx: vf_metric(&text, "nfhost_vf_transmit_packets_total", "stick-mon"),
+    }
+}
+
+fn nfctl(server: &Server, args: &[&str]) -> Output {
+    let url = server.url();
+    let mut all = vec!["--server", url.as_str()];
+    all.extend_from_slice(args);
+    run(env!("CARGO_BIN_EXE_nfctl"), &all)
+}
+
+#[test]
+fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
+    require_tools();
+    let prefix = format!("nfe{}", std::process::id() % 100_000);
+    let topo = Topology::up(&prefix);
+    let (client, server_ns) = (topo.client(), topo.server());
+    check(
+        &topo.exec(&server_ns, &["iperf3", "-s", "-D", "-p", "5201"]),
+        "iperf3 server",
+    );
+    check(
+        &topo.exec(&server_ns, &["iperf3", "-s", "-D", "-p", "8080"]),
+        "iperf3 server on the denied port",
+    );
+
+    // The same two veths joined by a plain Linux bridge: the path without nfhost.
+    topo.script("bridge");
+    wait_until("ping over the bridge", 10, || topo.ping(1));
+    let bridge_bps = topo.iperf(5201, 10);
+    topo.script("unbridge");
+
+    let data = TempDir::new("real-traffic");
+    let http_port = free_port();
+    let wire = format!("afpacket:{prefix}c@100,afpacket:{prefix}s@200");
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let server = Server::start(
+        &data.0,
+        &["--vfs", "8", "--wire", &wire, "--http", &http_addr],
+    );
+    assert!(!topo.ping(2), "ping crossed nfhost without a chain");
+
+    check(&nfctl(&server, &["chain", "apply", CHAIN]), "chain apply");
+    wait_until("ping through the chain", 10, || topo.ping(1));
+    let before = snapshot(&topo, http_port);
+    assert!(topo.ping(5), "ping -c 5 through the chain lost packets");
+    let chain_bps = topo.iperf(5201, 10);
+    let after = snapshot(&topo, http_port);
+
+    println!(
+        "iperf3 TCP, 10 s: {:.0} Mbit/s through nfhost (firewall → monitor, strict), \
+         {:.0} Mbit/s over a Linux bridge; ratio {:.2}",
+        chain_bps / 1e6,
+        bridge_bps / 1e6,
+        chain_bps / bridge_bps
+    );
+    assert!(chain_bps > 0.0);
+
+    // Every packet either host sent went into the chain's first VF, and every
+    // packet either received came out of its last one: the VF counters are the
+    // hosts' own counts of ping and iperf3 (and ARP).
+    let sent = (after.client.0 - before.client.0) + (after.server.0 - before.server.0);
+    let received = (after.client.1 - before.client.1) + (after.server.1 - before.server.1);
+    let fw_rx = after.fw_rx - before.fw_rx;
+    let mon_tx = after.mon_tx - before.mon_tx;
+    println!(
+        "hosts sent {sent}, firewall VF received {fw_rx}; mon VF sent {mon_tx}, hosts received {received}"
+    );
+    assert_eq!(fw_rx, sent, "firewall VF rx vs packets the hosts sent");
+    assert_eq!(
+        mon_tx, received,
+        "monitor VF tx vs packets the hosts received"
+    );
+    assert_eq!(after.fw_tx - before.fw_tx, after.mon_rx - before.mon_rx);
+    assert!(sent > 10_000, "iperf3 moved only {sent} packets");
+
+    // TCP 8080: the SYNs reach the firewall and go no further.
+    let before = snapshot(&topo, http_port);
+    let denied = topo.exec(
+        &client,
+        &[
+            "timeout",
+            "10",
+            "iperf3",
+            "-c",
+            SERVER_IP,
+            "-p",
+            "8080",
+            "-t",
+            "1",
+            "--connect-timeout",
+            "2000",
+        ],
+    );
+    assert!(!denied.status.success(), "TCP 8080 got a connection");
+    let after = snapshot(&topo, http_port);
+    assert!(
+        after.fw_rx - before.fw_rx > after.fw_tx - before.fw_tx,
+        "the firewall forwarded everything it got on port 8080"
+    );
+
+    // No chain, no path; the chain back, the path back.
+    check(
+        &nfctl(&server, &["chain", "delete", "stick"]),
+        "chain delete",
+    );
+    assert!(
+        !topo.ping(2),
+        "ping crossed nfhost after the chain was deleted"
+    );
+    check(
+        &nfctl(&server, &["chain", "apply", CHAIN]),
+        "chain re-apply",
+    );
+    wait_until("ping through the re-applied chain", 10, || topo.ping(1));
+
+    server.stop();
+    drop(topo);
+    check(
+        &run(SCRIPT, &["check", &prefix]),
+        "checking nothing is left behind",
+    );
+    assert!(!Path::new(&format!("/run/netns/{prefix}-client")).exists());
+}
