@@ -10,8 +10,12 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 # apt packages the test suite needs, as "command:package" pairs:
-# promtool and prometheus for the metrics tests, chromium for the dashboard test.
-APT_NEEDS=(promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm)
+# promtool and prometheus for the metrics tests, chromium for the dashboard test,
+# iperf3, ping, ethtool and ip for real traffic through chains (tests/real_traffic.rs,
+# scripts/demo-netns.sh), docker-compose to validate docker-compose.yml.
+APT_NEEDS=(promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm
+    iperf3:iperf3 ping:iputils-ping ethtool:ethtool ip:iproute2 curl:curl
+    docker-compose:docker-compose)
 
 missing=()
 for pair in "${APT_NEEDS[@]}"; do
@@ -56,11 +60,21 @@ for target in firewall nat lb ratelimit monitor l2fwd; do
     echo "fuzz $target: $(grep -E '^Done' "$fuzz_log")"
 done
 
+# The netns demo end to end (real ping and iperf3 through a firewall chain), with
+# the binaries the test step built; it checks it leaves nothing behind.
+log "demo: scripts/demo-netns.sh"
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+NFHOST_BIN="$bin_dir/nfhost" NFCTL_BIN="$bin_dir/nfctl" HTTP=127.0.0.1:18080 \
+    scripts/demo-netns.sh
+
+# The docker-compose demo, statically: compose file, Dockerfile paths, seccomp.
+log "docker-compose demo: static checks"
+scripts/check-compose.sh
+
 # The dashboard in a real browser: headless Chromium driven by playwright-core
 # against the real service (built by the cargo test step above).
 log "browser test (headless Chromium)"
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
-bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 NFHOST_BIN="$bin_dir/nfhost" NFCTL_BIN="$bin_dir/nfctl" node --test tests/browser/
