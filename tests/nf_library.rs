@@ -110,6 +110,30 @@ fn firewall_nat_lb_monitor_chain() {
         8,
         "the 8 allowed flows reach the monitor: {mon_report}"
     );
+    // The same report through the gRPC API (GetNf's status), as nfctl prints it:
+    // per-protocol counts beside the top talkers.
+    let out = Command::new(env!("CARGO_BIN_EXE_nfctl"))
+        .args(["--server", &server.url(), "-o", "json", "nf", "get", "mon"])
+        .output()
+        .expect("nfctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nf: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nf JSON");
+    let grpc_report: serde_json::Value =
+        serde_json::from_str(nf["status"]["report"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("GetNf status.report is not JSON ({e}): {nf}"));
+    let udp = grpc_report
+        .pointer("/nf/protocols")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|p| p.iter().find(|p| p["proto"] == "udp"))
+        .and_then(|p| p["packets"].as_u64());
+    assert!(
+        udp.is_some_and(|n| n > 0),
+        "no UDP count in GetNf's report: {nf}"
+    );
     let mut per_backend: BTreeMap<String, u64> = BTreeMap::new();
     for flow in &top {
         assert_eq!(flow["src"], "203.0.113.1", "not NAT-ed: {flow}");

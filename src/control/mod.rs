@@ -1107,14 +1107,17 @@ impl Inner {
     }
 
     fn nf_message(&self, nf: &proto::Nf) -> proto::Nf {
-        let status = self
-            .runs
-            .get(&nf.name)
-            .map(|r| r.status.clone())
-            .unwrap_or(proto::NfStatus {
-                state: proto::NfState::Pending as i32,
-                ..Default::default()
-            });
+        let mut status =
+            self.runs
+                .get(&nf.name)
+                .map(|r| r.status.clone())
+                .unwrap_or(proto::NfStatus {
+                    state: proto::NfState::Pending as i32,
+                    ..Default::default()
+                });
+        status.report = parse_vf(&nf.vf)
+            .and_then(|vf| self.engine.view().report(VfId(vf)))
+            .unwrap_or_default();
         proto::Nf {
             name: format!("nfs/{}", nf.name),
             status: Some(status),

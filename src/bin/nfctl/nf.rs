@@ -250,5 +250,6 @@ fn view(nf: &proto::Nf) -> String {
             "Last exit",
             or_dash(status.map_or("", |s| s.last_exit.as_str())),
         ),
+        ("Report", or_dash(status.map_or("", |s| s.report.as_str()))),
     ])
 }
