@@ -1,5 +1,7 @@
 //! Chain files: a chain written as TOML, checked in full and turned into the
-//! [`proto::Chain`] that `CreateChain` takes.
+//! [`proto::Chain`] that `CreateChain` and `UpdateChain` take (`nfctl chain apply`
+//! creates the chain, or updates it in place if it exists: see
+//! [`crate::control::chain_update`] for what may change).
 //!
 //! ```toml
 //! name = "edge"                 # RFC 1123 label: [a-z0-9-], 1-63, starts with a letter

@@ -386,6 +386,51 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
             }))),
         ),
         (
+            "update changing a chain's hops",
+            Code::FailedPrecondition,
+            ignore(rt.block_on(c.chain.update_chain(proto::UpdateChainRequest {
+                chain: Some(proto::Chain {
+                    nfs: edge_chain().nfs.into_iter().rev().collect(),
+                    ..edge_chain()
+                }),
+                update_mask: vec![],
+                validate_only: false,
+                allow_missing: false,
+            }))),
+        ),
+        (
+            "update with a bad config",
+            Code::InvalidArgument,
+            ignore(rt.block_on(c.chain.update_chain(proto::UpdateChainRequest {
+                chain: Some(proto::Chain {
+                    nfs: vec![
+                        proto::ChainNf {
+                            config: "{\"top\": 0}".into(),
+                            ..edge_chain().nfs[0].clone()
+                        },
+                        edge_chain().nfs[1].clone(),
+                    ],
+                    ..edge_chain()
+                }),
+                update_mask: vec![],
+                validate_only: false,
+                allow_missing: false,
+            }))),
+        ),
+        (
+            "update of an unknown chain",
+            Code::NotFound,
+            ignore(rt.block_on(c.chain.update_chain(proto::UpdateChainRequest {
+                chain: Some(proto::Chain {
+                    name: "chains/ghost".into(),
+                    ..edge_chain()
+                }),
+                update_mask: vec![],
+                validate_only: false,
+                allow_missing: false,
+            }))),
+        ),
+        (
             "chain without nfs",
             Code::InvalidArgument,
             ignore(rt.block_on(c.chain.create_chain(proto::CreateChainRequest {

@@ -404,10 +404,29 @@ impl ChainService for Double {
         &self,
         r: Request<proto::GetChainRequest>,
     ) -> Result<Response<proto::Chain>, Status> {
-        self.record(r.into_inner());
-        let mut chain = nfhost::chain_file::parse_chain(include_str!("../examples/edge.toml"))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        chain.vfs = vec!["pfs/0/vfs/2".into(), "pfs/0/vfs/3".into()];
+        let r = r.into_inner();
+        self.record(&r);
+        // The one chain this server has.
+        if r.name != "chains/edge" {
+            return Err(Status::not_found(format!("{} not found", r.name)));
+        }
+        Ok(Response::new(stored_edge()?))
+    }
+
+    async fn update_chain(
+        &self,
+        r: Request<proto::UpdateChainRequest>,
+    ) -> Result<Response<proto::Chain>, Status> {
+        let r = r.into_inner();
+        self.record(&r);
+        let mut chain = r.chain.unwrap_or_default();
+        let kinds = |c: &proto::Chain| c.nfs.iter().map(|nf| nf.kind.clone()).collect::<Vec<_>>();
+        if kinds(&chain) != kinds(&stored_edge()?) {
+            return Err(Status::failed_precondition(
+                "chains/edge: the hops differ: delete and re-create the chain to change its hops",
+            ));
+        }
+        chain.vfs = stored_edge()?.vfs;
         Ok(Response::new(chain))
     }
 
@@ -426,6 +445,14 @@ impl ChainService for Double {
         self.record(r.into_inner());
         Ok(Response::new(proto::DeleteChainResponse {}))
     }
+}
+
+/// `examples/edge.toml` as the double stores it, on VFs 2 and 3.
+fn stored_edge() -> Result<proto::Chain, Status> {
+    let mut chain = nfhost::chain_file::parse_chain(include_str!("../examples/edge.toml"))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    chain.vfs = vec!["pfs/0/vfs/2".into(), "pfs/0/vfs/3".into()];
+    Ok(chain)
 }
 
 /// Samples one second apart: VF 2 receives 1000 more packets each second.
@@ -645,28 +672,41 @@ fn refusals_print_the_code_the_message_and_the_field_violations() {
 }
 
 #[test]
-fn applying_an_existing_chain_says_how_to_replace_it() {
+fn applying_a_new_chain_creates_it() {
     let (server, double) = serve();
-    let o = against(&server, &["chain", "apply", "examples/edge.toml"]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = stderr(&o);
-    assert!(
-        err.starts_with("nfctl: create chains/edge: ALREADY_EXISTS: chains/edge exists\n"),
-        "{err}"
+    let path = bad_file(
+        "core.toml",
+        "name = \"core\"\n[[nf]]\nname = \"x\"\nkind = \"l2fwd\"\n",
     );
-    assert!(
-        err.contains("nfctl chain delete edge")
-            && err.contains("nfctl chain apply examples/edge.toml"),
-        "{err}"
-    );
-
     let o = against(
         &server,
-        &["chain", "apply", "examples/edge.toml", "--dry-run"],
+        &["chain", "apply", &path.to_string_lossy(), "--dry-run"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("chains/edge: valid (dry run, nothing created)"),
+        stdout(&o).contains("chains/core: valid (dry run, nothing created)"),
+        "{}",
+        stdout(&o)
+    );
+    let sent = double.requests();
+    assert!(
+        sent.iter().any(|r| r.starts_with("GetChainRequest"))
+            && sent
+                .iter()
+                .any(|r| r.starts_with("CreateChainRequest") && r.contains("validate_only: true")),
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|r| r.starts_with("UpdateChainRequest")));
+}
+
+#[test]
+fn applying_an_existing_chain_updates_it_and_says_what_changed() {
+    let (server, double) = serve();
+    // The file as stored: nothing to do.
+    let o = against(&server, &["chain", "apply", "examples/edge.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("chains/edge: unchanged\n"),
         "{}",
         stdout(&o)
     );
@@ -677,8 +717,59 @@ fn applying_an_existing_chain_says_how_to_replace_it() {
     );
     let sent = double.requests().join("\n");
     assert!(
-        sent.contains("validate_only: true") && sent.contains("config: \"{\\\"top\\\":5}\""),
+        sent.contains("UpdateChainRequest")
+            && sent.contains("update_mask: []")
+            && sent.contains("allow_missing: false")
+            && !sent.contains("CreateChainRequest"),
         "{sent}"
+    );
+
+    // The monitor's config edited: it is the one restarted.
+    let edited = include_str!("../examples/edge.toml").replace("top = 5", "top = 2");
+    let path = bad_file("edge-top2.toml", &edited);
+    let o = against(
+        &server,
+        &["chain", "apply", &path.to_string_lossy(), "--dry-run"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(
+            "chains/edge: valid (dry run, nothing changed): would reconfigure mon (restart on pfs/0/vfs/2); keep fwd\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = against(&server, &["chain", "apply", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(
+            "chains/edge: updated: mon reconfigured (restarted on pfs/0/vfs/2); fwd unchanged\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        double
+            .requests()
+            .join("\n")
+            .contains("config: \"{\\\"top\\\":2}\""),
+        "the new config was sent"
+    );
+
+    // A different hop list: the server refuses, nfctl says what to do.
+    let swapped = include_str!("../examples/edge.toml").replace("\"l2fwd\"", "\"firewall\"");
+    let path = bad_file("edge-fw.toml", &swapped);
+    let o = against(&server, &["chain", "apply", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("nfctl: update chains/edge: FAILED_PRECONDITION: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("nfctl chain delete edge")
+            && err.contains(&format!("nfctl chain apply {}", path.display())),
+        "{err}"
     );
 }
 

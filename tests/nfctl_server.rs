@@ -130,11 +130,64 @@ fn every_nfctl_command_against_the_real_server() {
         !ok(&s, &["chain", "list"]).contains("edge"),
         "a dry run created the chain"
     );
-    ok(&s, &["chain", "apply", "examples/edge.toml"]);
-    let err = fails(&s, &["chain", "apply", "examples/edge.toml"]);
-    assert!(err.contains("already exists"), "{err}");
+    let out = ok(&s, &["chain", "apply", "examples/edge.toml"]);
+    assert!(out.starts_with("chains/edge: created\n"), "{out}");
     assert!(ok(&s, &["chain", "list"]).contains("edge"));
     let chain = json(&ok(&s, &["-o", "json", "chain", "get", "edge"]));
+    let pid = |name: &str| {
+        json(&ok(&s, &["-o", "json", "nf", "get", name]))["status"]["pid"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_until("the chain's NFs running", 10, || {
+        pid("mon") != 0 && pid("fwd") != 0
+    });
+    let (mon, fwd) = (pid("mon"), pid("fwd"));
+
+    // Applying it again: nothing to change. Edited: the changed NF restarts in place.
+    let out = ok(&s, &["chain", "apply", "examples/edge.toml"]);
+    assert!(out.starts_with("chains/edge: unchanged\n"), "{out}");
+    assert_eq!((pid("mon"), pid("fwd")), (mon, fwd));
+    let edited = TempDir::new("nfctl-edit");
+    let file = edited.0.join("edge.toml");
+    std::fs::write(
+        &file,
+        include_str!("../examples/edge.toml").replace("top = 5", "top = 3"),
+    )
+    .expect("write the edited chain file");
+    let file = file.to_string_lossy().into_owned();
+    let out = ok(&s, &["chain", "apply", &file, "--dry-run"]);
+    assert!(
+        out.contains("valid (dry run, nothing changed): would reconfigure mon"),
+        "{out}"
+    );
+    assert_eq!(pid("mon"), mon, "a dry run restarted the NF");
+    let out = ok(&s, &["chain", "apply", &file]);
+    let mon_vf = chain["vfs"][0].as_str().unwrap_or("");
+    assert!(
+        out.starts_with(&format!(
+            "chains/edge: updated: mon reconfigured (restarted on {mon_vf}); fwd unchanged\n"
+        )),
+        "{out}"
+    );
+    let after = json(&ok(&s, &["-o", "json", "chain", "get", "edge"]));
+    assert_eq!(after["vfs"], chain["vfs"], "the hops kept their VFs");
+    assert_eq!(after["nfs"][0]["config"], "{\"top\":3}");
+    assert_eq!(pid("fwd"), fwd, "the unchanged NF kept running");
+    assert_ne!(pid("mon"), mon, "the reconfigured NF restarted");
+    // Changing the hops is refused, with what to do instead.
+    std::fs::write(
+        edited.0.join("edge.toml"),
+        include_str!("../examples/edge.toml").replace("\"l2fwd\"", "\"monitor\""),
+    )
+    .expect("write the edited chain file");
+    let err = fails(&s, &["chain", "apply", &file]);
+    assert!(
+        err.contains("FAILED_PRECONDITION")
+            && err.contains("delete and re-create the chain to change its hops")
+            && err.contains("nfctl chain delete edge"),
+        "{err}"
+    );
     let last_vf = chain["vfs"][1]
         .as_str()
         .map(str::to_owned)

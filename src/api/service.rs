@@ -230,6 +230,18 @@ impl ChainService for Api {
             .await
     }
 
+    async fn update_chain(
+        &self,
+        request: Request<proto::UpdateChainRequest>,
+    ) -> Result<Response<proto::Chain>, Status> {
+        let r = request.into_inner();
+        let chain = r
+            .chain
+            .ok_or_else(|| Status::invalid_argument("chain is required"))?;
+        self.run(move |c| c.update_chain(&chain, &r.update_mask, r.validate_only, r.allow_missing))
+            .await
+    }
+
     async fn get_chain(
         &self,
         request: Request<proto::GetChainRequest>,

@@ -9,6 +9,7 @@
 //! One lock serialises requests, reconciliation and the supervisor: VF allocation is
 //! decided against the stored state alone, so no VF is ever given to two NFs.
 
+pub mod chain_update;
 pub mod supervisor;
 pub mod validate;
 
@@ -483,7 +484,7 @@ impl Controller {
         let id = short_id("chains", &chain.name).to_owned();
         if inner.desired.chains.contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
-                "chains/{id} already exists; delete it first to replace it"
+                "chains/{id} already exists; update it (UpdateChain) to reconfigure its NFs, or delete it first to replace it"
             )));
         }
         for nf in &chain.nfs {
@@ -531,6 +532,127 @@ impl Controller {
         self.commit(&mut inner, changes, vec![ev])?;
         self.reconcile_locked(&mut inner);
         Ok(record)
+    }
+
+    /// Updates a chain in place (see [`chain_update`]): the NFs whose config changed
+    /// restart on their own VFs, the others keep running. A missing chain is created
+    /// when `allow_missing` says so.
+    pub fn update_chain(
+        &self,
+        chain: &proto::Chain,
+        mask: &[String],
+        validate_only: bool,
+        allow_missing: bool,
+    ) -> Result<proto::Chain, ControlError> {
+        let mut inner = self.lock();
+        let id = short_id("chains", &chain.name).to_owned();
+        let Some(stored) = inner.desired.chains.get(&id).cloned() else {
+            if allow_missing {
+                drop(inner);
+                return self.create_chain(chain, validate_only);
+            }
+            return Err(ControlError::NotFound(format!(
+                "chains/{id} not found; create it first (or set allow_missing)"
+            )));
+        };
+        let plan = chain_update::plan(&stored, chain, mask).map_err(|r| match r {
+            chain_update::Refusal::Invalid(v) => ControlError::Invalid(v),
+            chain_update::Refusal::NotInPlace(why) => {
+                ControlError::FailedPrecondition(format!("chains/{id}: {why}"))
+            }
+        })?;
+        if validate_only || plan.is_noop() {
+            return Ok(plan.chain);
+        }
+        let mut changes = vec![Change::PutChain(plan.chain.clone())];
+        let mut events = Vec::new();
+        for (i, hop) in plan.chain.nfs.iter().enumerate() {
+            let reconfigured = plan.reconfigured.contains(&i);
+            if !reconfigured && !plan.restart_policy_changed {
+                continue;
+            }
+            let Some(mut nf) = inner.desired.nfs.get(&hop.name).cloned() else {
+                continue;
+            };
+            nf.config.clone_from(&hop.config);
+            nf.restart_policy = plan.chain.restart_policy;
+            if reconfigured {
+                events.push(event(
+                    proto::EventKind::ConfigChanged,
+                    parse_vf(&nf.vf).map(VfId),
+                    &hop.name,
+                    format!("chain {id}: nf {} reconfigured", hop.name),
+                ));
+            }
+            changes.push(Change::PutNf(nf));
+        }
+        if plan.restart_policy_changed {
+            events.push(event(
+                proto::EventKind::ConfigChanged,
+                None,
+                "",
+                format!(
+                    "chain {id}: restart policy {} -> {}",
+                    policy_name(stored.restart_policy),
+                    policy_name(plan.chain.restart_policy)
+                ),
+            ));
+        }
+        self.commit(&mut inner, changes, events)?;
+        let restart: Vec<String> = plan
+            .reconfigured
+            .iter()
+            .filter_map(|i| plan.chain.nfs.get(*i))
+            .map(|hop| hop.name.clone())
+            .collect();
+        self.restart_reconfigured(&mut inner, &restart);
+        Ok(plan.chain)
+    }
+
+    /// Restarts NFs on their own VFs with their stored (new) config: the VF is
+    /// scrubbed first, as after an exit, and the restart is no failure (the crash-loop
+    /// count starts over: a new config deserves a fresh start). An NF that was not
+    /// running (failed, or waiting out a backoff) starts now.
+    fn restart_reconfigured(&self, inner: &mut Inner, names: &[String]) {
+        let mut events = Vec::new();
+        let mut missing = false;
+        for name in names {
+            let Some(nf) = inner.desired.nfs.get(name).cloned() else {
+                continue;
+            };
+            let Some(run) = inner.runs.get_mut(name) else {
+                // Never started: the reconciler starts it, with the stored config.
+                missing = true;
+                continue;
+            };
+            let vf = run.vf;
+            let old = run.process.take();
+            run.failures = 0;
+            run.restart_at = None;
+            run.expect_exit = false;
+            // DMA stopped and the VF scrubbed before the old process goes, so nothing
+            // it left in flight reaches the VF its successor attaches to.
+            let _ = inner.engine.call(move |e| {
+                e.detach(vf);
+            });
+            if let Some(mut process) = old {
+                let _ = process.signal(rustix::process::Signal::KILL);
+                let ended = process.wait().map(Exit::from_status);
+                if let (Ok(exit), Some(run)) = (ended, inner.runs.get_mut(name)) {
+                    run.status.last_exit =
+                        format!("stopped for a new config ({})", exit.description);
+                }
+            }
+            if let Some(e) = inner.start(&nf) {
+                events.push(e);
+            }
+        }
+        if !events.is_empty() {
+            let _ = self.commit(inner, vec![], events);
+        }
+        if missing {
+            self.reconcile_locked(inner);
+        }
     }
 
     /// One chain.
@@ -1294,6 +1416,13 @@ fn update_from_record(r: &proto::Vf) -> VfUpdate {
         rx_ring: None,
         tx_ring: None,
     }
+}
+
+/// `always`, `on-failure`, `never` for a stored restart policy.
+fn policy_name(value: i32) -> &'static str {
+    supervisor::policy_word(
+        proto::RestartPolicy::try_from(value).unwrap_or(proto::RestartPolicy::Always),
+    )
 }
 
 /// The engine's egress action for a stored chain's egress.

@@ -105,7 +105,8 @@ pub fn decide(
     (Decision::Restart { after }, failures)
 }
 
-fn policy_word(policy: RestartPolicy) -> &'static str {
+/// The restart policy as a chain file writes it: `always`, `on-failure`, `never`.
+pub fn policy_word(policy: RestartPolicy) -> &'static str {
     match policy {
         RestartPolicy::Never => "never",
         RestartPolicy::OnFailure => "on-failure",

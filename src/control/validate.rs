@@ -14,7 +14,7 @@ pub struct Violation {
 }
 
 /// Collects violations.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Violations(pub Vec<Violation>);
 
 impl Violations {

@@ -1,10 +1,11 @@
 //! `nfctl chain`: chains of NFs, applied from chain files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use nfhost::api::proto::{self, chain_service_client::ChainServiceClient};
 use nfhost::chain_file::load_chain;
+use nfhost::control::chain_update;
 
 use crate::fail::Failure;
 use crate::names::{self, short};
@@ -13,11 +14,14 @@ use crate::{Ctx, Output, all_pages};
 
 #[derive(Debug, Subcommand)]
 pub enum ChainCommand {
-    /// Create the chain a chain file describes (see examples/edge.toml).
+    /// Create the chain a chain file describes (see examples/edge.toml), or, if it
+    /// exists, update it in place: NFs whose config changed restart on their own VFs,
+    /// the others keep running. Other changes (hops, kinds, classifier, egress,
+    /// isolation) are refused: delete and re-create the chain for those.
     Apply {
         /// The chain file (TOML).
         file: PathBuf,
-        /// Check the chain with the server; create nothing.
+        /// Check the chain with the server; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -39,40 +43,7 @@ pub enum ChainCommand {
 
 pub async fn run(ctx: &Ctx, command: ChainCommand) -> Result<(), Failure> {
     match command {
-        ChainCommand::Apply { file, dry_run } => {
-            let chain = load_chain(&file)
-                .map_err(|e| Failure::Invalid(format!("chain file {}: {e}", file.display())))?;
-            let name = chain.name.clone();
-            let mut client = ChainServiceClient::new(ctx.connect().await?);
-            let created = client
-                .create_chain(proto::CreateChainRequest {
-                    chain: Some(chain),
-                    validate_only: dry_run,
-                })
-                .await
-                .map_err(|s| {
-                    let hint = (s.code() == tonic::Code::AlreadyExists).then(|| {
-                        format!(
-                            "a chain is not changed in place; to replace it: \
-                             `nfctl chain delete {}`, then `nfctl chain apply {}`",
-                            short(&name),
-                            file.display()
-                        )
-                    });
-                    let what = if dry_run { "validate" } else { "create" };
-                    ctx.rpc_hint(format!("{what} {name}"), s, hint)
-                })?
-                .into_inner();
-            if ctx.output == Output::Json {
-                return ctx.json(&created);
-            }
-            let head = if dry_run {
-                format!("{name}: valid (dry run, nothing created)\n")
-            } else {
-                format!("{}: created\n", created.name)
-            };
-            ctx.print(&(head + &view(&created)))
-        }
+        ChainCommand::Apply { file, dry_run } => apply(ctx, &file, dry_run).await,
         ChainCommand::List => {
             let client = ChainServiceClient::new(ctx.connect().await?);
             let chains = all_pages(ctx, "list chains", |token| {
@@ -110,6 +81,124 @@ pub async fn run(ctx: &Ctx, command: ChainCommand) -> Result<(), Failure> {
             ctx.show(&r, || format!("{name}: deleted\n"))
         }
     }
+}
+
+/// Creates the chain a file describes, or updates it in place if it exists (its NFs'
+/// configs and restart policy; the server refuses anything else), and says which.
+async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
+    let chain = load_chain(file)
+        .map_err(|e| Failure::Invalid(format!("chain file {}: {e}", file.display())))?;
+    let name = chain.name.clone();
+    let mut client = ChainServiceClient::new(ctx.connect().await?);
+    let stored = match client
+        .get_chain(proto::GetChainRequest { name: name.clone() })
+        .await
+    {
+        Ok(r) => Some(r.into_inner()),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => return Err(ctx.rpc(format!("get {name}"), s)),
+    };
+    let Some(stored) = stored else {
+        let created = client
+            .create_chain(proto::CreateChainRequest {
+                chain: Some(chain),
+                validate_only: dry_run,
+            })
+            .await
+            .map_err(|s| {
+                let hint = (s.code() == tonic::Code::AlreadyExists).then(|| {
+                    format!(
+                        "if {name} was created meanwhile, apply again to update it: `nfctl chain apply {}`",
+                        file.display()
+                    )
+                });
+                let what = if dry_run { "validate" } else { "create" };
+                ctx.rpc_hint(format!("{what} {name}"), s, hint)
+            })?
+            .into_inner();
+        if ctx.output == Output::Json {
+            return ctx.json(&created);
+        }
+        let head = if dry_run {
+            format!("{name}: valid (dry run, nothing created)\n")
+        } else {
+            format!("{}: created\n", created.name)
+        };
+        return ctx.print(&(head + &view(&created)));
+    };
+    let changes = chain_update::plan(&stored, &chain, &[]).ok();
+    let updated = client
+        .update_chain(proto::UpdateChainRequest {
+            chain: Some(chain),
+            update_mask: Vec::new(),
+            validate_only: dry_run,
+            allow_missing: false,
+        })
+        .await
+        .map_err(|s| {
+            let hint = (s.code() == tonic::Code::FailedPrecondition).then(|| {
+                format!(
+                    "to change more than NF configs and the restart policy: \
+                     `nfctl chain delete {}`, then `nfctl chain apply {}`",
+                    short(&name),
+                    file.display()
+                )
+            });
+            let what = if dry_run {
+                "validate update of"
+            } else {
+                "update"
+            };
+            ctx.rpc_hint(format!("{what} {name}"), s, hint)
+        })?
+        .into_inner();
+    if ctx.output == Output::Json {
+        return ctx.json(&updated);
+    }
+    let head = match (changes, dry_run) {
+        (Some(plan), _) if plan.is_noop() => format!("{}: unchanged\n", updated.name),
+        (Some(plan), true) => format!(
+            "{}: valid (dry run, nothing changed): would {}\n",
+            updated.name,
+            describe(&plan, &updated, true)
+        ),
+        (Some(plan), false) => format!(
+            "{}: updated: {}\n",
+            updated.name,
+            describe(&plan, &updated, false)
+        ),
+        (None, true) => format!("{}: valid (dry run, nothing changed)\n", updated.name),
+        (None, false) => format!("{}: updated\n", updated.name),
+    };
+    ctx.print(&(head + &view(&updated)))
+}
+
+/// What an update does, for a person: `mon reconfigured (restarted on pfs/0/vfs/2);
+/// fwd unchanged`, or ahead of a dry run `reconfigure mon (restart on …); …`.
+fn describe(plan: &chain_update::Plan, chain: &proto::Chain, ahead: bool) -> String {
+    let mut parts: Vec<String> = chain
+        .nfs
+        .iter()
+        .enumerate()
+        .map(|(i, nf)| {
+            let vf = chain.vfs.get(i).map_or("its VF", String::as_str);
+            match (plan.reconfigured.contains(&i), ahead) {
+                (true, true) => format!("reconfigure {} (restart on {vf})", nf.name),
+                (true, false) => format!("{} reconfigured (restarted on {vf})", nf.name),
+                (false, true) => format!("keep {}", nf.name),
+                (false, false) => format!("{} unchanged", nf.name),
+            }
+        })
+        .collect();
+    if plan.restart_policy_changed {
+        let policy = restart_policy(chain.restart_policy);
+        parts.push(if ahead {
+            format!("set the restart policy to {policy}")
+        } else {
+            format!("restart policy now {policy}")
+        });
+    }
+    parts.join("; ")
 }
 
 /// `mon → fwd`.

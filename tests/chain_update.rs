@@ -1,0 +1,462 @@
+//! Re-applying a chain to reconfigure its NFs in place, against the real `nfhost serve`:
+//! the changed NF restarts on its own VF with the new config, the others keep running
+//! untouched, the change is stored and survives a restart, reconfiguring is no
+//! failure, and what cannot change in place is refused with nothing changed.
+
+#[path = "common/http.rs"]
+mod http;
+#[path = "common/server.rs"]
+mod server;
+
+use nfhost::api::proto;
+use nfhost::store::Store;
+use server::{Clients, Server, TempDir, free_port, runtime, wait_until};
+use tokio::runtime::Runtime;
+use tonic::Code;
+
+/// The gen wire feeding `examples/edge.toml` (VLAN 100, its destination MAC), plus a
+/// dashboard port of our own for the NF reports.
+fn start(data: &std::path::Path, http: u16) -> Server {
+    let http = format!("127.0.0.1:{http}");
+    let flags = [
+        "--wire",
+        "gen",
+        "--gen-rate",
+        "20000",
+        "--gen-vlans",
+        "100",
+        "--vfs",
+        "8",
+        "--http",
+        &http,
+    ];
+    Server::start(data, &flags)
+}
+
+/// `examples/edge.toml` with the monitor listing its `top` busiest flows.
+fn edge(top: u32) -> proto::Chain {
+    let text = include_str!("../examples/edge.toml").replace("top = 5", &format!("top = {top}"));
+    nfhost::chain_file::parse_chain(&text).expect("example chain parses")
+}
+
+fn update(
+    rt: &Runtime,
+    c: &mut Clients,
+    chain: proto::Chain,
+    mask: &[&str],
+) -> Result<proto::Chain, tonic::Status> {
+    rt.block_on(c.chain.update_chain(proto::UpdateChainRequest {
+        chain: Some(chain),
+        update_mask: mask.iter().map(|m| (*m).to_owned()).collect(),
+        validate_only: false,
+        allow_missing: false,
+    }))
+    .map(tonic::Response::into_inner)
+}
+
+fn get_chain(rt: &Runtime, c: &mut Clients) -> proto::Chain {
+    rt.block_on(c.chain.get_chain(proto::GetChainRequest {
+        name: "chains/edge".into(),
+    }))
+    .expect("get chain")
+    .into_inner()
+}
+
+fn get_nf(rt: &Runtime, c: &mut Clients, name: &str) -> proto::Nf {
+    rt.block_on(c.nf.get_nf(proto::GetNfRequest { name: name.into() }))
+        .expect("get nf")
+        .into_inner()
+}
+
+fn status(nf: &proto::Nf) -> proto::NfStatus {
+    nf.status.clone().unwrap_or_default()
+}
+
+fn running(rt: &Runtime, c: &mut Clients, name: &str) -> bool {
+    let s = status(&get_nf(rt, c, name));
+    s.state == proto::NfState::Running as i32 && s.pid != 0
+}
+
+/// How many flows the monitor's latest report lists.
+fn top_listed(http: u16) -> Option<usize> {
+    let (code, body) = http::get(http, "/api/v1/nfs/mon/report");
+    if code != 200 {
+        return None;
+    }
+    let report: serde_json::Value = serde_json::from_str(&body).ok()?;
+    report["nf"]["top"].as_array().map(Vec::len)
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Every stored key and value but the event log and the boot counter.
+fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let store = Store::open(data).expect("store opens");
+    store
+        .dump()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b"ev/"))
+        .collect()
+}
+
+#[test]
+fn reapplying_a_chain_restarts_only_the_reconfigured_nf_on_its_own_vf() {
+    let data = TempDir::new("update");
+    let http = free_port();
+    let rt = runtime();
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    let created = rt
+        .block_on(c.chain.create_chain(proto::CreateChainRequest {
+            chain: Some(edge(5)),
+            validate_only: false,
+        }))
+        .expect("created")
+        .into_inner();
+    wait_until("both NFs running", 10, || {
+        running(&rt, &mut c, "mon") && running(&rt, &mut c, "fwd")
+    });
+    wait_until("the monitor reporting its top 5", 10, || {
+        top_listed(http) == Some(5)
+    });
+    let (mon, fwd) = (get_nf(&rt, &mut c, "mon"), get_nf(&rt, &mut c, "fwd"));
+
+    // A dry run changes nothing.
+    let dry = rt
+        .block_on(c.chain.update_chain(proto::UpdateChainRequest {
+            chain: Some(edge(2)),
+            update_mask: Vec::new(),
+            validate_only: true,
+            allow_missing: false,
+        }))
+        .expect("valid")
+        .into_inner();
+    assert_eq!(dry.nfs[0].config, r#"{"top":2}"#);
+    assert_eq!(get_chain(&rt, &mut c).nfs[0].config, r#"{"top":5}"#);
+    assert_eq!(status(&get_nf(&rt, &mut c, "mon")).pid, status(&mon).pid);
+
+    // The same chain again changes nothing either.
+    assert_eq!(
+        update(&rt, &mut c, edge(5), &[]).expect("accepted"),
+        created
+    );
+    assert_eq!(status(&get_nf(&rt, &mut c, "mon")).pid, status(&mon).pid);
+
+    // The monitor's config changed: it restarts, on its VF, with the new config.
+    let updated = update(&rt, &mut c, edge(2), &[]).expect("reconfigured");
+    assert_eq!(updated.vfs, created.vfs, "every hop keeps its VF");
+    assert_eq!(updated.nfs[0].config, r#"{"top":2}"#);
+    wait_until("the monitor running again", 10, || {
+        running(&rt, &mut c, "mon")
+    });
+    let (mon2, fwd2) = (get_nf(&rt, &mut c, "mon"), get_nf(&rt, &mut c, "fwd"));
+    assert_eq!(mon2.vf, mon.vf, "same VF");
+    assert_eq!(mon2.config, r#"{"top":2}"#);
+    assert_ne!(status(&mon2).pid, status(&mon).pid, "a new process");
+    assert!(!alive(status(&mon).pid), "the old process is gone");
+    assert_eq!(status(&mon2).restarts, 0, "not counted as a restart");
+    assert!(
+        status(&mon2)
+            .last_exit
+            .starts_with("stopped for a new config"),
+        "{:?}",
+        status(&mon2)
+    );
+    // The forwarder was not touched.
+    assert_eq!(
+        (status(&fwd2).pid, status(&fwd2).restarts, fwd2.vf.as_str()),
+        (status(&fwd).pid, 0, fwd.vf.as_str())
+    );
+    assert!(alive(status(&fwd).pid));
+    // The new instance runs the new config: it lists two flows.
+    wait_until("the monitor reporting its top 2", 10, || {
+        top_listed(http) == Some(2)
+    });
+    // And traffic still flows through the chain.
+    let mut out = || -> u64 {
+        let stats = rt
+            .block_on(
+                c.telemetry
+                    .get_stats(proto::GetStatsRequest { active_only: true }),
+            )
+            .expect("stats")
+            .into_inner();
+        stats.wire.map_or(0, |w| w.tx_packets)
+    };
+    let before = out();
+    wait_until("traffic through the reconfigured chain", 10, || {
+        out() > before + 1000
+    });
+    let events = rt
+        .block_on(
+            c.telemetry
+                .list_events(proto::ListEventsRequest { limit: 1000 }),
+        )
+        .expect("events")
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == "chain edge: nf mon reconfigured" && e.nf == "nfs/mon"),
+        "{events:?}"
+    );
+    let fwd_starts = events
+        .iter()
+        .filter(|e| e.nf == "nfs/fwd" && e.kind == proto::EventKind::NfStarted as i32)
+        .count();
+    assert_eq!(fwd_starts, 1, "the forwarder started once: {events:?}");
+
+    // Stored before the reply: it survives a restart of the service.
+    server.stop();
+    let store = Store::open(&data.0).expect("store opens");
+    let state = store.load().expect("loads");
+    assert_eq!(state.chains["edge"].nfs[0].config, r#"{"top":2}"#);
+    assert_eq!(state.nfs["mon"].config, r#"{"top":2}"#);
+    drop(store);
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    assert_eq!(get_chain(&rt, &mut c).nfs[0].config, r#"{"top":2}"#);
+    wait_until("the monitor back with top 2", 15, || {
+        top_listed(http) == Some(2)
+    });
+    server.stop();
+}
+
+/// Reconfiguring is no failure: more quick reconfigurations than the crash-loop limit
+/// leave the NF running, and a changed restart policy applies in place without
+/// restarting anything.
+#[test]
+fn reconfiguring_often_is_no_crash_loop_and_the_restart_policy_changes_in_place() {
+    let data = TempDir::new("update-often");
+    let http = free_port();
+    let rt = runtime();
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+        chain: Some(edge(5)),
+        validate_only: false,
+    }))
+    .expect("created");
+    wait_until("the monitor running", 10, || running(&rt, &mut c, "mon"));
+    let limit = nfhost::control::supervisor::CRASH_LOOP_LIMIT;
+    for i in 0..=limit {
+        update(&rt, &mut c, edge(2 + i % 2), &[]).expect("reconfigured");
+        assert!(running(&rt, &mut c, "mon"), "reconfiguration {i}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mon = status(&get_nf(&rt, &mut c, "mon"));
+    assert_eq!(
+        (mon.state, mon.restarts),
+        (proto::NfState::Running as i32, 0),
+        "{mon:?}"
+    );
+
+    // Only the restart policy, through a mask: no NF restarts.
+    let pids = (
+        status(&get_nf(&rt, &mut c, "mon")).pid,
+        status(&get_nf(&rt, &mut c, "fwd")).pid,
+    );
+    let policy = proto::Chain {
+        name: "chains/edge".into(),
+        restart_policy: proto::RestartPolicy::Never as i32,
+        ..Default::default()
+    };
+    let updated = update(&rt, &mut c, policy, &["restart_policy"]).expect("accepted");
+    assert_eq!(updated.restart_policy, proto::RestartPolicy::Never as i32);
+    assert_eq!(updated.nfs.len(), 2, "the NFs were not in the mask");
+    for name in ["mon", "fwd"] {
+        assert_eq!(
+            get_nf(&rt, &mut c, name).restart_policy,
+            proto::RestartPolicy::Never as i32
+        );
+    }
+    assert_eq!(
+        pids,
+        (
+            status(&get_nf(&rt, &mut c, "mon")).pid,
+            status(&get_nf(&rt, &mut c, "fwd")).pid
+        )
+    );
+    server.stop();
+}
+
+#[test]
+fn what_cannot_change_in_place_is_refused_and_nothing_changes() {
+    let data = TempDir::new("update-refused");
+    let http = free_port();
+    let rt = runtime();
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+        chain: Some(edge(5)),
+        validate_only: false,
+    }))
+    .expect("created");
+    server.stop();
+    let before = state_dump(&data.0);
+
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    wait_until("both NFs running", 10, || {
+        running(&rt, &mut c, "mon") && running(&rt, &mut c, "fwd")
+    });
+    let pids = |c: &mut Clients| {
+        (
+            status(&get_nf(&rt, c, "mon")).pid,
+            status(&get_nf(&rt, c, "fwd")).pid,
+        )
+    };
+    let running_pids = pids(&mut c);
+    let with = |f: &dyn Fn(&mut proto::Chain)| {
+        let mut chain = edge(2);
+        f(&mut chain);
+        chain
+    };
+    let hop = |name: &str, kind: &str| proto::ChainNf {
+        name: name.into(),
+        kind: kind.into(),
+        config: String::new(),
+    };
+    let cases: Vec<(&str, proto::Chain, Vec<&str>, Code, &str)> = vec![
+        (
+            "a hop added",
+            with(&|c| c.nfs.push(hop("extra", "l2fwd"))),
+            vec![],
+            Code::FailedPrecondition,
+            "delete and re-create the chain to change its hops",
+        ),
+        (
+            "a hop removed",
+            with(&|c| {
+                c.nfs.pop();
+            }),
+            vec![],
+            Code::FailedPrecondition,
+            "cannot be added or removed in place",
+        ),
+        (
+            "hops reordered",
+            with(&|c| c.nfs.swap(0, 1)),
+            vec![],
+            Code::FailedPrecondition,
+            "renamed or reordered",
+        ),
+        (
+            "a kind changed",
+            with(&|c| c.nfs[1].kind = "monitor".into()),
+            vec![],
+            Code::FailedPrecondition,
+            "an NF's kind cannot change in place",
+        ),
+        (
+            "the classifier changed",
+            with(&|c| {
+                c.classifier = Some(proto::Classifier {
+                    vlan: 300,
+                    dst_mac: String::new(),
+                })
+            }),
+            vec![],
+            Code::FailedPrecondition,
+            "the classifier cannot change in place",
+        ),
+        (
+            "the egress changed",
+            with(&|c| {
+                c.egress = Some(proto::Egress {
+                    vlan: 300,
+                    two_way: false,
+                })
+            }),
+            vec![],
+            Code::FailedPrecondition,
+            "the egress cannot change in place",
+        ),
+        (
+            "the isolation changed",
+            with(&|c| c.isolation = proto::Isolation::Strict as i32),
+            vec![],
+            Code::FailedPrecondition,
+            "isolation cannot change in place",
+        ),
+        (
+            "a config the kind refuses",
+            with(&|c| c.nfs[0].config = r#"{"top":0}"#.into()),
+            vec![],
+            Code::InvalidArgument,
+            "chain.nfs[0].config",
+        ),
+        (
+            "an unknown mask field",
+            edge(2),
+            vec!["vfs"],
+            Code::InvalidArgument,
+            "update_mask",
+        ),
+        (
+            "no such chain",
+            with(&|c| c.name = "chains/ghost".into()),
+            vec![],
+            Code::NotFound,
+            "chains/ghost not found",
+        ),
+    ];
+    for (what, chain, mask, code, says) in cases {
+        let err = update(&rt, &mut c, chain, &mask).expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        let text = match tonic_types::StatusExt::get_details_bad_request(&err) {
+            Some(bad) => bad
+                .field_violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; "),
+            None => err.message().to_owned(),
+        };
+        assert!(text.contains(says), "{what}: {text}");
+    }
+    assert_eq!(pids(&mut c), running_pids, "no NF was restarted");
+    server.stop();
+    assert_eq!(
+        state_dump(&data.0),
+        before,
+        "a refused update changed the stored state"
+    );
+    let store = Store::open(&data.0).expect("store opens");
+    assert!(
+        !store
+            .events(1000)
+            .expect("events")
+            .iter()
+            .any(|e| e.message.contains("reconfigured")),
+        "a refused update logged a change"
+    );
+    drop(store);
+
+    // allow_missing creates what is not there.
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    let mut ghost = proto::Chain {
+        name: "chains/ghost".into(),
+        classifier: Some(proto::Classifier {
+            vlan: 300,
+            dst_mac: String::new(),
+        }),
+        ..Default::default()
+    };
+    ghost.nfs.push(hop("ghost-fwd", "l2fwd"));
+    let created = rt
+        .block_on(c.chain.update_chain(proto::UpdateChainRequest {
+            chain: Some(ghost),
+            update_mask: Vec::new(),
+            validate_only: false,
+            allow_missing: true,
+        }))
+        .expect("created")
+        .into_inner();
+    assert_eq!(created.vfs.len(), 1);
+    server.stop();
+}
