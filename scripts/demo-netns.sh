@@ -10,7 +10,8 @@
 # Environment: NFHOST_BIN, NFCTL_BIN (default: build target/release), HTTP (the
 # dashboard address, default 127.0.0.1:8080), GRPC (default 127.0.0.1:50151).
 # Needs root, iproute2, ethtool, iperf3 and ping (scripts/test.sh installs them).
-# Leaves nothing behind: namespaces, links, processes and its state directory go
+# Along the way it re-applies the chain with one more firewall rule: the chain is
+# updated in place, and the port that was denied connects. Leaves nothing behind: namespaces, links, processes and its state directory go
 # on exit, whatever the exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +101,23 @@ if ip netns exec "$client" timeout 5 iperf3 -c 10.77.0.2 -p 8080 -t 1 --connect-
     fail "a connection to TCP 8080 went through"
 fi
 echo "iperf3 -p 8080: no connection, as it should be"
+
+log "reconfigure: allow TCP 8080 by re-applying the edited chain (same VFs, only the firewall restarts)"
+sed 's/^rules = \[$/rules = [\n  { action = "allow", proto = "tcp", src = "10.77.0.1\/32", dport = "8080" },/' \
+    examples/stick.toml >"$state/stick-8080.toml"
+grep -q 'dport = "8080"' "$state/stick-8080.toml" || fail "could not edit the chain file"
+nfctl chain apply "$state/stick-8080.toml"
+connected=false
+for _ in $(seq 20); do
+    if ip netns exec "$client" timeout 5 iperf3 -c 10.77.0.2 -p 8080 -t 1 --connect-timeout 1000 >/dev/null 2>&1; then
+        connected=true
+        break
+    fi
+    sleep 0.5
+done
+$connected || fail "TCP 8080 still gets no connection after the re-apply"
+echo "iperf3 -p 8080: connected"
+nfctl chain apply examples/stick.toml
 
 log "what went through (nfctl stats, chain, monitor)"
 sleep 1.2 # one sampling period of the counters
