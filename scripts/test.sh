@@ -41,6 +41,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test (whole workspace)"
 cargo test --workspace --locked
+# The figures of the real-traffic test (tests/real_traffic.rs), measured in that run.
+cat test-output/real-traffic.txt
 
 # Every NF's packet path under libFuzzer, for a bounded time each. cargo-fuzz passes
 # nightly-only flags to rustc; RUSTC_BOOTSTRAP lets the one stable toolchain here

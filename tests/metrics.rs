@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use nfhost::api::proto;
 use nfhost::web::metrics::{Metrics, SERIES};
 
-const REASONS: [&str; 11] = [
+const REASONS: [&str; 12] = [
     "no_buffer",
     "ring_full",
     "spoof",
@@ -21,6 +21,7 @@ const REASONS: [&str; 11] = [
     "no_route",
     "oversize",
     "wire_busy",
+    "overrun",
     "unlearned",
 ];
 

@@ -29,13 +29,16 @@ pub enum Drop {
     Oversize,
     /// Every transmit buffer of the wire was in flight.
     WireBusy,
+    /// The kernel dropped the frame before nfhost read it: a host wire link's
+    /// socket buffer was full.
+    Overrun,
     /// Leaving a two-way chain from a source the NIC never saw come in on either of
     /// the chain's VLANs, so it cannot tell which side the frame is for.
     Unlearned,
 }
 
 /// How many drop reasons there are.
-pub const DROP_REASONS: usize = 11;
+pub const DROP_REASONS: usize = 12;
 
 impl Drop {
     /// Every reason, in label order.
@@ -50,6 +53,7 @@ impl Drop {
         Drop::NoRoute,
         Drop::Oversize,
         Drop::WireBusy,
+        Drop::Overrun,
         Drop::Unlearned,
     ];
 
@@ -66,6 +70,7 @@ impl Drop {
             Drop::NoRoute => "no_route",
             Drop::Oversize => "oversize",
             Drop::WireBusy => "wire_busy",
+            Drop::Overrun => "overrun",
             Drop::Unlearned => "unlearned",
         }
     }

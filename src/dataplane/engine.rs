@@ -663,7 +663,7 @@ impl Engine {
         let Some(host) = self.host.as_mut() else {
             return 0;
         };
-        if let Some(link) = host.poll_status(now) {
+        if let Some(link) = host.poll_status(now, &self.counters) {
             self.nic.set_link(link);
         }
         let mut dma = Dma {

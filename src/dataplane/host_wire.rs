@@ -328,15 +328,21 @@ impl HostWire {
         &mut self.ring
     }
 
-    /// Reads every link's state if it is time; returns the PF link state when it
-    /// changed (up while every link is up and running).
-    pub fn poll_status(&mut self, now: Micros) -> Option<LinkState> {
+    /// Reads every link's state (and the frames the kernel dropped for want of
+    /// socket buffer, counted as `overrun`) if it is time; returns the PF link state
+    /// when it changed (up while every link is up and running).
+    pub fn poll_status(&mut self, now: Micros, counters: &Counters) -> Option<LinkState> {
         if now < self.next_status {
             return None;
         }
         self.next_status = Micros(now.0 + STATUS_EVERY.0);
         let mut changed = false;
         for (i, link) in self.ring.links().iter().enumerate() {
+            let overrun = link.take_drops().unwrap_or(0);
+            if overrun > 0 {
+                counters.wire.rx_packets.add(overrun);
+                counters.wire.drop(Drop::Overrun, overrun);
+            }
             let up = link.status().is_ok_and(|s| s.up);
             if up != self.up[i] {
                 eprintln!(

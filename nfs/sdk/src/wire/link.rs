@@ -206,6 +206,36 @@ impl Link {
         self.kind
     }
 
+    /// Frames the kernel dropped since the last call because the socket's receive
+    /// buffer was full (`PACKET_STATISTICS`; reading resets the kernel's count).
+    /// Always 0 for a TAP, whose reader is never overrun: the kernel queues for it
+    /// and drops on the device's side instead (`tx_dropped` of the interface).
+    pub fn take_drops(&self) -> Result<u64, WireError> {
+        if self.kind != LinkKind::Packet {
+            return Ok(0);
+        }
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: PACKET_STATISTICS writes at most `len` bytes into `stats`, a live
+        // `tpacket_stats` of exactly that size, and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(WireError::Io("PACKET_STATISTICS", last_errno()));
+        }
+        Ok(u64::from(stats.tp_drops))
+    }
+
     /// The interface's state now. An interface that has disappeared (deleted,
     /// or moved to another namespace) is an error.
     pub fn status(&self) -> Result<LinkStatus, WireError> {

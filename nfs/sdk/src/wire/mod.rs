@@ -174,6 +174,46 @@ mod tests {
     }
 
     #[test]
+    fn frames_the_kernel_drops_for_a_full_socket_buffer_are_reported() {
+        let (tap_link, name) = tap("e");
+        ip(&["link", "set", &name, "up"]);
+        let listener = Link::packet(&name).unwrap();
+        assert_eq!(listener.take_drops().unwrap(), 0);
+        let mut tap_ring = WireRing::new(vec![tap_link], 2048).unwrap();
+        // 40 MB into an 8 MB socket buffer that nobody reads.
+        let frame = tagged_frame(100, 0, 1000);
+        let mut sent = 0;
+        while sent < 40_000 {
+            match tap_ring.send_with(0, frame.len(), |b| {
+                b.copy_from_slice(&frame);
+                true
+            }) {
+                Ok(()) => sent += 1,
+                Err(SendError::Busy) => {
+                    tap_ring.flush().unwrap();
+                    // Reaps the transmit completions.
+                    tap_ring.receive(64, |_, _| {});
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        tap_ring.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let dropped = listener.take_drops().unwrap();
+        assert!(
+            dropped > 10_000,
+            "only {dropped} of {sent} reported dropped"
+        );
+        assert_eq!(
+            listener.take_drops().unwrap(),
+            0,
+            "reading resets the count"
+        );
+        let (tap_link, _) = tap("f");
+        assert_eq!(tap_link.take_drops().unwrap(), 0);
+    }
+
+    #[test]
     fn link_status_follows_the_interface() {
         let (tap_link, name) = tap("c");
         let down = tap_link.status().unwrap();
