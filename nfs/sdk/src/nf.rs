@@ -182,6 +182,17 @@ pub trait NetworkFunction: Send + 'static {
     fn report(&self) -> Option<String> {
         None
     }
+
+    /// Takes a new configuration (the same JSON the NF was started with) while
+    /// running, keeping its state where the new configuration allows: a firewall
+    /// its connections, a policer its buckets, a load balancer its flows. The host
+    /// has validated `config` already. `Err` says why it cannot be applied in place;
+    /// nothing has changed then, and the host restarts the NF with the new
+    /// configuration instead. By default an NF does not reconfigure in place.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let _ = config;
+        Err("this NF kind does not take a new configuration while running".into())
+    }
 }
 
 impl NetworkFunction for Box<dyn NetworkFunction> {
@@ -191,6 +202,10 @@ impl NetworkFunction for Box<dyn NetworkFunction> {
 
     fn report(&self) -> Option<String> {
         (**self).report()
+    }
+
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        (**self).reconfigure(config)
     }
 }
 
