@@ -137,6 +137,11 @@ impl ConnTable {
         self.len
     }
 
+    /// Most entries it holds (its `max_entries`).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Whether it holds `max` entries (some may be expired).
     pub fn is_full(&self) -> bool {
         self.len >= self.max

@@ -51,6 +51,19 @@
 //! `conntrack_full`. Expired entries are reused by new flows on the same
 //! probe chain and swept a few slots per batch.
 //!
+//! # A new config while running
+//!
+//! [`NetworkFunction::reconfigure`] takes new rules, a new default, new
+//! `non_ip`/`malformed` policies and new timeouts in place, and keeps the
+//! connection table: a flow tracked before the change keeps passing in both
+//! directions until it goes idle, even where the new rules would not let it
+//! open, as Linux conntrack does when a ruleset is replaced (an
+//! `established` entry does not consult the rules). Only new flows meet the
+//! new rules. To cut existing flows, restart the NF. An entry's deadline is
+//! left as it was; its next packet sets it by the new timeout. A different
+//! `conntrack.max_entries` would need a new table, so it is refused (`Err`)
+//! and the host restarts the NF.
+//!
 //! Fragments: the first fragment is matched with its ports; later fragments
 //! have none, so they match only rules without ports and are never part of a
 //! tracked flow (there is no reassembly).
@@ -186,6 +199,37 @@ struct Timeouts {
     icmp: u64,
 }
 
+impl Timeouts {
+    fn of(ct: &ConntrackConfig) -> Self {
+        // Validated to be at most a week: no overflow.
+        let ms = |s: u64| s * 1000;
+        Self {
+            tcp: ms(ct.tcp_timeout_s),
+            udp: ms(ct.udp_timeout_s),
+            icmp: ms(ct.icmp_timeout_s),
+        }
+    }
+}
+
+/// A valid firewall configuration that cannot be applied in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The new configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The connection table is allocated for `max_entries` up front;
+    /// another size needs a new table, and so a restart.
+    #[error(
+        "firewall conntrack.max_entries cannot change in place: the table holds {current}, the new config asks for {new}"
+    )]
+    MaxEntries {
+        /// The table's size.
+        current: u64,
+        /// The size asked for.
+        new: u64,
+    },
+}
+
 /// The firewall.
 pub struct Firewall {
     index: RuleIndex,
@@ -217,7 +261,6 @@ impl Firewall {
     pub fn new(config: FirewallConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let ct = config.conntrack;
-        let ms = |s: u64| s * 1000;
         Ok(Self {
             index: RuleIndex::new(&config.rules),
             actions: config.rules.iter().map(|r| r.action).collect(),
@@ -225,11 +268,7 @@ impl Firewall {
             default: config.default,
             non_ip: config.non_ip,
             malformed: config.malformed,
-            timeouts: Timeouts {
-                tcp: ms(ct.tcp_timeout_s),
-                udp: ms(ct.udp_timeout_s),
-                icmp: ms(ct.icmp_timeout_s),
-            },
+            timeouts: Timeouts::of(&ct),
             // Lossless: validated to be at most 1_000_000.
             conntrack: ConnTable::new(ct.max_entries as usize),
             counters: Counters::default(),
@@ -240,6 +279,36 @@ impl Firewall {
     /// A firewall from its JSON config; empty (or blank) means defaults.
     pub fn from_config(json: &str) -> Result<Self, ConfigError> {
         Self::new(FirewallConfig::from_json(json)?)
+    }
+
+    /// Applies `config` in place; see the crate docs, "A new config while
+    /// running". On `Err` nothing changed.
+    ///
+    /// The counters carry over. Rule hits do not: they count per rule
+    /// position, and rule 3 of the new list is not rule 3 of the old, so they
+    /// start at 0 for the new rules.
+    pub fn apply(&mut self, config: FirewallConfig) -> Result<(), ReconfigureError> {
+        config.validate()?;
+        let max_entries = config.conntrack.max_entries;
+        let current = self.conntrack.max() as u64;
+        if max_entries != current {
+            return Err(ReconfigureError::MaxEntries {
+                current,
+                new: max_entries,
+            });
+        }
+        // Everything built before anything is replaced.
+        let index = RuleIndex::new(&config.rules);
+        let actions = config.rules.iter().map(|r| r.action).collect();
+        let hits = vec![0; config.rules.len()];
+        self.index = index;
+        self.actions = actions;
+        self.hits = hits;
+        self.default = config.default;
+        self.non_ip = config.non_ip;
+        self.malformed = config.malformed;
+        self.timeouts = Timeouts::of(&config.conntrack);
+        Ok(())
     }
 
     /// Counters so far.
@@ -480,6 +549,15 @@ impl NetworkFunction for Firewall {
             top_rules: self.top_rules(REPORT_TOP_RULES),
         };
         serde_json::to_string(&report).ok()
+    }
+
+    /// New rules, default, frame policies and timeouts apply in place and
+    /// the tracked connections stay (see the crate docs); a new
+    /// `conntrack.max_entries` is `Err`. Counters carry over, rule hits
+    /// restart with the new rules ([`Firewall::apply`]).
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let config = FirewallConfig::from_json(config).map_err(|e| e.to_string())?;
+        self.apply(config).map_err(|e| e.to_string())
     }
 }
 

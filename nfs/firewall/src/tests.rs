@@ -4,7 +4,7 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IpNumber, PacketBuilder,
     PacketBuilderStep, TcpHeader,
 };
-use nf_sdk::{Batch, MAX_BATCH, Packet, Verdict};
+use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -1006,6 +1006,103 @@ fn malformed_and_non_ip_follow_their_policies() {
     assert_eq!(run(&mut f, &frames), [Forward, Forward, Drop, Drop]);
     let c = f.counters();
     assert_eq!((c.malformed, c.non_ip, c.allowed, c.denied), (2, 2, 0, 0));
+}
+
+// ---------------------------------------------------------------- reconfigure
+
+#[test]
+fn reconfigure_applies_to_new_flows_and_tracked_ones_keep_passing() {
+    let t0 = Instant::now();
+    let mut f = fw(r#"{"rules": [{"action": "allow", "proto": "udp"}]}"#);
+    let (open, reply) = (udp4(IN, OUT, 5353, 53), udp4(OUT, IN, 53, 5353));
+    let other = udp4(IN, OUT, 5354, 53);
+    let frames = [vec![0; 5], arp_request()];
+    assert_eq!(
+        run_at(&mut f, &[open.clone(), reply.clone()], t0),
+        [Forward; 2]
+    );
+    assert_eq!(run_at(&mut f, &frames, t0), [Drop, Forward]);
+
+    // Deny UDP from inside: a new flow with the tracked flow's 5-tuple
+    // would be denied, and the frame policies flip.
+    let deny = r#"{"rules": [{"action": "deny", "proto": "udp", "src": "10.0.0.0/8"}],
+                   "default": "allow", "malformed": "forward", "non_ip": "drop"}"#;
+    NetworkFunction::reconfigure(&mut f, deny).expect("applies in place");
+    let v = run_at(&mut f, &[open.clone(), reply, other.clone()], t0 + secs(1));
+    assert_eq!(
+        v,
+        [Forward, Forward, Drop],
+        "tracked flow passes, a new one not"
+    );
+    assert_eq!(run_at(&mut f, &frames, t0 + secs(1)), [Forward, Drop]);
+
+    let c = f.counters();
+    assert_eq!(c.packets, 9, "counters carry over");
+    assert_eq!((c.conntrack_hits, c.conntrack_entries), (3, 1));
+    assert_eq!((c.allowed_by_rule, c.denied_by_rule), (1, 1));
+    assert_eq!(f.rule_hits(), [1], "hits restart with the new rules");
+    assert_eq!(accounted(&c), c.packets);
+
+    // Once the tracked flow has gone idle, its 5-tuple meets the new rules.
+    assert_eq!(one_at(&mut f, &open, t0 + secs(40)), Drop);
+}
+
+#[test]
+fn reconfigured_timeouts_apply_from_an_entrys_next_packet() {
+    let t0 = Instant::now();
+    let mut f = fw(SHORT_TIMEOUTS);
+    let reply = udp4(OUT, IN, 53, 1000);
+    assert_eq!(one_at(&mut f, &udp4(IN, OUT, 1000, 53), t0), Forward);
+    let shorter = r#"{"rules": [{"action": "allow", "src": "10.0.0.0/8"}],
+        "conntrack": {"udp_timeout_s": 5}}"#;
+    NetworkFunction::reconfigure(&mut f, shorter).expect("timeouts apply in place");
+    // The entry keeps its 30 s deadline; this reply sets 5 s.
+    assert_eq!(one_at(&mut f, &reply, t0 + secs(20)), Forward);
+    assert_eq!(one_at(&mut f, &reply, t0 + secs(24)), Forward);
+    assert_eq!(
+        one_at(&mut f, &reply, t0 + secs(30)),
+        Drop,
+        "idle 6 s > 5 s"
+    );
+}
+
+#[test]
+fn refused_reconfigure_changes_nothing() {
+    let mut f = fw(OUTBOUND_ONLY);
+    let (open, reply) = (tcp4(IN, OUT, 40_000, 80), tcp4(OUT, IN, 80, 40_001));
+    assert_eq!(run(&mut f, &[open.clone(), reply.clone()]), [Forward, Drop]);
+    let (counters, report) = (f.counters(), f.report());
+
+    let err = NetworkFunction::reconfigure(
+        &mut f,
+        r#"{"default": "allow", "conntrack": {"max_entries": 1024}}"#,
+    )
+    .expect_err("a new table size needs a restart");
+    assert_eq!(
+        err,
+        "firewall conntrack.max_entries cannot change in place: \
+         the table holds 65536, the new config asks for 1024"
+    );
+    for json in [
+        r#"{"default": "allow", "rules": [{"action": "allow", "dport": "2-1"}]}"#,
+        r#"{"default": "maybe"}"#,
+        r#"{"default": "allow"} x"#,
+        "[]",
+    ] {
+        let err = NetworkFunction::reconfigure(&mut f, json).expect_err(json);
+        assert!(err.starts_with("invalid firewall config: "), "{err}");
+    }
+    assert_eq!((f.counters(), f.report()), (counters, report));
+    // Still the old rules and the old table.
+    let v = run(
+        &mut f,
+        &[reply, tcp4_with(OUT, IN, 80, 40_000, |b| b.ack(1))],
+    );
+    assert_eq!(v, [Drop, Forward]);
+    assert_eq!(f.rule_hits(), [1]);
+
+    NetworkFunction::reconfigure(&mut f, "").expect("empty means defaults");
+    assert_eq!(one(&mut f, &tcp4(IN, OUT, 40_002, 80)), Drop);
 }
 
 // ---------------------------------------------------------------- report

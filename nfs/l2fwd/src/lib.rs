@@ -53,6 +53,20 @@ pub struct L2FwdConfig {
     pub mac_rewrite: MacRewrite,
 }
 
+impl L2FwdConfig {
+    /// Parses the JSON config; empty (or blank) means defaults.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let json = json.trim_start();
+        if json.is_empty() {
+            Ok(Self::default())
+        } else if json.starts_with('{') {
+            serde_json::from_str(json).map_err(ConfigError::Json)
+        } else {
+            Err(ConfigError::NotAnObject)
+        }
+    }
+}
+
 /// An invalid L2 forwarder configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -94,15 +108,7 @@ impl L2Fwd {
 
     /// A forwarder from its JSON config; empty (or blank) means defaults.
     pub fn from_config(json: &str) -> Result<Self, ConfigError> {
-        let json = json.trim_start();
-        let config = if json.is_empty() {
-            L2FwdConfig::default()
-        } else if json.starts_with('{') {
-            serde_json::from_str(json).map_err(ConfigError::Json)?
-        } else {
-            return Err(ConfigError::NotAnObject);
-        };
-        Ok(Self::new(config))
+        L2FwdConfig::from_json(json).map(Self::new)
     }
 
     /// The configuration in effect.
@@ -138,6 +144,14 @@ impl NetworkFunction for L2Fwd {
     /// `{"forwarded":N,"dropped_runts":N}`.
     fn report(&self) -> Option<String> {
         serde_json::to_string(&self.counters).ok()
+    }
+
+    /// Any valid config applies in place: the next batch sees the new
+    /// `mac_rewrite`; the counters keep counting. An invalid one changes
+    /// nothing and returns the parse error.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        self.config = L2FwdConfig::from_json(config).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 

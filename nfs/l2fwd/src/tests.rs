@@ -159,6 +159,42 @@ fn bad_configs_are_rejected_readably() {
     }
 }
 
+#[test]
+fn reconfigure_switches_mac_rewrite_and_keeps_counting() {
+    let frame = udp_frame(b"hello");
+    let mut nf = L2Fwd::default();
+    assert_eq!(run(&mut nf, std::slice::from_ref(&frame))[0].1[..6], MAC_A);
+
+    nf.reconfigure(r#"{"mac_rewrite":"none"}"#)
+        .expect("valid config");
+    assert_eq!(nf.config().mac_rewrite, MacRewrite::None);
+    assert_eq!(
+        run(&mut nf, std::slice::from_ref(&frame))[0],
+        (Verdict::Forward, frame.clone())
+    );
+    assert_eq!(nf.counters().forwarded, 2, "counters survive the change");
+
+    nf.reconfigure("").expect("empty means defaults");
+    assert_eq!(nf.config().mac_rewrite, MacRewrite::Swap);
+}
+
+#[test]
+fn reconfigure_with_a_bad_config_changes_nothing() {
+    let frame = udp_frame(b"hello");
+    let mut nf = L2Fwd::from_config(r#"{"mac_rewrite":"none"}"#).expect("config");
+    run(&mut nf, std::slice::from_ref(&frame));
+    for json in [r#"{"mac_rewrite":"rotate"}"#, "{", "[]"] {
+        let err = nf.reconfigure(json).expect_err(json);
+        assert!(err.starts_with("invalid l2fwd config: "), "{err}");
+    }
+    assert_eq!(nf.config().mac_rewrite, MacRewrite::None);
+    assert_eq!(nf.counters().forwarded, 1);
+    assert_eq!(
+        run(&mut nf, std::slice::from_ref(&frame))[0],
+        (Verdict::Forward, frame)
+    );
+}
+
 proptest! {
     #[test]
     fn any_bytes_are_forwarded_or_dropped_as_runts(

@@ -169,6 +169,14 @@ impl FlowTable {
         total
     }
 
+    /// Sets the idle timeout. Liveness is always "last packet less than the
+    /// timeout ago", so the new one applies to every entry at once: a
+    /// shorter one may expire entries, a longer one may keep alive entries
+    /// whose slot no new flow has taken yet (with the backend they had).
+    pub(crate) fn set_timeout(&mut self, timeout_s: u32) {
+        self.timeout_s = timeout_s;
+    }
+
     /// Slots, live or not.
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()

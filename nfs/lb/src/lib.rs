@@ -29,6 +29,15 @@
 //! ([`Lb::process_at`]); [`NetworkFunction::process`] reads the clock once per
 //! batch.
 //!
+//! A new JSON config while running ([`NetworkFunction::reconfigure`]) may
+//! change the backends and weights, `table_size`, `affinity_timeout_s`,
+//! `non_vip` and `malformed` in place, as [`Lb::reconfigure`] does for the
+//! backends. A new `vip` or `proto` is refused: the flows in the table and
+//! the stateless reply rewrite belong to the old ones, so clients in the
+//! middle of a connection would get replies from an address they never
+//! talked to. A new `max_flows` is refused too (the flow table is allocated
+//! in full and its slots hashed by its size). The host then restarts the NF.
+//!
 //! Up to two VLAN tags may remain in the frame (QinQ); they are left as they
 //! are. The packet path does not allocate: the Maglev table, the flow table
 //! and the backend maps are built with the configuration.
@@ -164,6 +173,15 @@ impl Proto {
     }
 }
 
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
 impl TryFrom<String> for Proto {
     type Error = String;
 
@@ -294,6 +312,24 @@ impl LbConfig {
         }
     }
 
+    /// Parses and validates a JSON config. An empty (or blank) string stands
+    /// for `{}`, which lacks the required `vip` and `backends`.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let json = json.trim_start();
+        let json = if json.is_empty() {
+            "{}"
+        } else if json.starts_with('{') {
+            json
+        } else {
+            return Err(ConfigError::NotAnObject);
+        };
+        let mut de = serde_json::Deserializer::from_str(json);
+        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(ConfigError::Field)?;
+        de.end().map_err(ConfigError::Syntax)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every value (the backends as [`Lb::reconfigure`] would).
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_backends(self.vip, &self.backends, self.table_size)?;
@@ -377,6 +413,45 @@ pub enum ConfigError {
     /// `max_flows` out of range.
     #[error("invalid lb config: max_flows must be in 1..={MAX_FLOWS_LIMIT}, got {0}")]
     MaxFlows(u64),
+}
+
+/// A valid load balancer config that cannot be applied in place; the host
+/// restarts the NF with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The new configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Tracked flows and the reply rewrite belong to the current VIP.
+    #[error(
+        "lb vip cannot change in place: flows and their replies belong to {current}, the new config asks for {new}"
+    )]
+    Vip {
+        /// The VIP in effect.
+        current: Endpoint,
+        /// The VIP asked for.
+        new: Endpoint,
+    },
+    /// Tracked flows and the reply rewrite belong to the current protocol.
+    #[error(
+        "lb proto cannot change in place: flows and their replies are {current}, the new config asks for {new}"
+    )]
+    Proto {
+        /// The protocol in effect.
+        current: Proto,
+        /// The protocol asked for.
+        new: Proto,
+    },
+    /// The flow table is allocated in full, its slots placed by its size.
+    #[error(
+        "lb max_flows cannot change in place: the flow table holds {current}, the new config asks for {new}"
+    )]
+    MaxFlows {
+        /// The table's size.
+        current: u64,
+        /// The size asked for.
+        new: u64,
+    },
 }
 
 fn validate_backends(
@@ -614,19 +689,7 @@ impl Lb {
     /// A load balancer from its JSON config. An empty (or blank) string
     /// stands for `{}`, which lacks the required `vip` and `backends`.
     pub fn from_config(json: &str) -> Result<Self, ConfigError> {
-        let json = json.trim_start();
-        let json = if json.is_empty() {
-            "{}"
-        } else if json.starts_with('{') {
-            json
-        } else {
-            return Err(ConfigError::NotAnObject);
-        };
-        let mut de = serde_json::Deserializer::from_str(json);
-        let config: LbConfig =
-            serde_path_to_error::deserialize(&mut de).map_err(ConfigError::Field)?;
-        de.end().map_err(ConfigError::Syntax)?;
-        Self::new(config)
+        Self::new(LbConfig::from_json(json)?)
     }
 
     /// A load balancer for `vip` over `backends`, every other setting at its
@@ -641,7 +704,50 @@ impl Lb {
     /// packet. Counters of backends that stay carry over. On error nothing
     /// changes.
     pub fn reconfigure(&mut self, backends: &[Backend]) -> Result<(), ConfigError> {
-        let mut pool = Pool::new(self.vip, backends, self.table_size)?;
+        let pool = Pool::new(self.vip, backends, self.table_size)?;
+        self.replace_pool(pool);
+        Ok(())
+    }
+
+    /// Applies a whole new config in place: the backends as
+    /// [`Lb::reconfigure`] does (with the new `table_size`), and the new
+    /// `affinity_timeout_s`, `non_vip` and `malformed`. A new `vip`, `proto`
+    /// or `max_flows` is an error (see the crate docs). Totals carry over.
+    /// On error nothing changes.
+    pub fn apply(&mut self, config: LbConfig) -> Result<(), ReconfigureError> {
+        config.validate()?;
+        if config.vip != self.vip {
+            return Err(ReconfigureError::Vip {
+                current: self.vip,
+                new: config.vip,
+            });
+        }
+        if config.proto != self.proto {
+            return Err(ReconfigureError::Proto {
+                current: self.proto,
+                new: config.proto,
+            });
+        }
+        let max_flows = self.flows.capacity() as u64;
+        if config.max_flows != max_flows {
+            return Err(ReconfigureError::MaxFlows {
+                current: max_flows,
+                new: config.max_flows,
+            });
+        }
+        let pool = Pool::new(self.vip, &config.backends, config.table_size)?;
+        self.replace_pool(pool);
+        self.table_size = config.table_size;
+        // Lossless: validated to be at most 86_400.
+        self.flows.set_timeout(config.affinity_timeout_s as u32);
+        self.non_vip = config.non_vip;
+        self.malformed = config.malformed;
+        Ok(())
+    }
+
+    /// Puts `pool` in place of the current one: flows keep their backend if
+    /// it stays, counters of kept backends carry over.
+    fn replace_pool(&mut self, mut pool: Pool) {
         let remap: Vec<Option<BackendIndex>> = self
             .pool
             .backends
@@ -657,7 +763,6 @@ impl Lb {
             .collect();
         self.flows.remap(&remap);
         self.pool = pool;
-        Ok(())
     }
 
     /// The current backends.
@@ -868,6 +973,15 @@ impl NetworkFunction for Lb {
             backends: self.backend_stats(),
         };
         serde_json::to_string(&report).ok()
+    }
+
+    /// [`Lb::apply`] of the parsed config: new backends, weights,
+    /// `table_size`, `affinity_timeout_s`, `non_vip` and `malformed` apply
+    /// in place, live flows keeping their backend if it stays; a new `vip`,
+    /// `proto` or `max_flows` is `Err`.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let config = LbConfig::from_json(config).map_err(|e| e.to_string())?;
+        self.apply(config).map_err(|e| e.to_string())
     }
 }
 

@@ -853,6 +853,138 @@ fn a_full_flow_table_still_balances() {
     assert_eq!(lb.flow_capacity(), 4);
 }
 
+/// A config for [`VIP`] over backends `(i, weight)` (see [`backend_addr`]),
+/// with `extra` fields appended (`, "key": value`).
+fn config_json(backends: &[(u8, u64)], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|&(i, w)| format!(r#"{{"addr": "{}", "weight": {w}}}"#, backend_addr(i)))
+        .collect();
+    format!(
+        r#"{{"vip": "{VIP}", "backends": [{}]{extra}}}"#,
+        list.join(", ")
+    )
+}
+
+fn destinations(out: &[(Verdict, Vec<u8>)]) -> Vec<SocketAddrV4> {
+    out.iter().map(|(_, f)| endpoints(f).1).collect()
+}
+
+#[test]
+fn json_reconfigure_changes_backends_and_live_flows_keep_theirs() {
+    let mut lb = Lb::from_config(&config_json(&[(1, 1), (2, 1), (3, 1)], "")).expect("lb");
+    let clients = clients(600);
+    let frames: Vec<Vec<u8>> = clients.iter().map(|&c| tcp(c, VIP, 0)).collect();
+    let first = destinations(&run_at(&mut lb, &frames, Duration::ZERO));
+    let other = udp(clients[0], backend_addr(9), 0);
+    assert_eq!(
+        run_at(&mut lb, std::slice::from_ref(&other), Duration::ZERO)[0].0,
+        Verdict::Forward
+    );
+
+    // Backend 1 goes, 4 comes with weight 3, 2 gets weight 2, a smaller
+    // table, and other traffic is now dropped.
+    let json = config_json(
+        &[(2, 2), (3, 1), (4, 3)],
+        r#", "table_size": 251, "non_vip": "drop""#,
+    );
+    NetworkFunction::reconfigure(&mut lb, &json).expect("applies in place");
+    assert_eq!(lb.maglev().size(), 251);
+    assert_eq!(stats_of(&lb, backend_addr(2)).weight, 2);
+    let second = destinations(&run_at(&mut lb, &frames, Duration::from_secs(10)));
+    let flow = |c: SocketAddrV4| FlowKey {
+        client: c,
+        vip: VIP,
+        proto: Proto::Tcp,
+    };
+    let mut moved = 0;
+    for ((c, before), after) in clients.iter().zip(&first).zip(&second) {
+        if *before == backend_addr(1) {
+            assert_eq!(
+                Endpoint(*after),
+                lb.pick(&flow(*c)),
+                "moves per the new table"
+            );
+            moved += 1;
+        } else {
+            assert_eq!(after, before, "keeps its backend");
+        }
+    }
+    assert!(moved > 0);
+    assert!(second.contains(&backend_addr(4)));
+    assert_eq!(
+        run_at(&mut lb, &[other], Duration::from_secs(10))[0].0,
+        Verdict::Drop
+    );
+    let t = lb.totals();
+    assert_eq!(t.packets, 1202, "totals carry over");
+    assert_eq!((t.new_flows, t.affinity_hits), (600 + moved, 600 - moved));
+    assert_eq!(accounted(&t), t.packets);
+}
+
+#[test]
+fn json_reconfigure_changes_the_affinity_timeout_of_live_flows() {
+    let mut lb = Lb::from_config(&config_json(&[(1, 1), (2, 1)], "")).expect("lb");
+    let frames: Vec<Vec<u8>> = clients(10).into_iter().map(|c| tcp(c, VIP, 0)).collect();
+    run_at(&mut lb, &frames, Duration::ZERO);
+    let json = config_json(&[(1, 1), (2, 1)], r#", "affinity_timeout_s": 10"#);
+    NetworkFunction::reconfigure(&mut lb, &json).expect("applies in place");
+    run_at(&mut lb, &frames, Duration::from_secs(20));
+    let t = lb.totals();
+    assert_eq!((t.new_flows, t.affinity_hits, t.flows), (20, 0, 10));
+}
+
+#[test]
+fn json_reconfigure_refuses_what_it_cannot_change_and_changes_nothing() {
+    let base = [(1, 1), (2, 1), (3, 1)];
+    let mut lb = Lb::from_config(&config_json(&base, "")).expect("lb");
+    let frames: Vec<Vec<u8>> = clients(100).into_iter().map(|c| tcp(c, VIP, 0)).collect();
+    let first = destinations(&run(&mut lb, &frames));
+    let report = lb.report();
+
+    let other_vip = config_json(&base, "").replace(":80\"", ":81\"");
+    let refusals = [
+        (
+            other_vip,
+            "lb vip cannot change in place: flows and their replies belong to \
+             198.51.100.10:80, the new config asks for 198.51.100.10:81",
+        ),
+        (
+            config_json(&base, r#", "proto": "udp""#),
+            "lb proto cannot change in place: flows and their replies are tcp, \
+             the new config asks for udp",
+        ),
+        (
+            config_json(&base, r#", "max_flows": 1024"#),
+            "lb max_flows cannot change in place: the flow table holds 65536, \
+             the new config asks for 1024",
+        ),
+    ];
+    for (json, message) in refusals {
+        let err = NetworkFunction::reconfigure(&mut lb, &json).expect_err(&json);
+        assert_eq!(err, message);
+    }
+    for json in [
+        String::new(),
+        "{".into(),
+        config_json(&[(4, 1)], r#", "table_size": 12"#),
+        config_json(&[(4, 0)], ""),
+        config_json(&[(4, 1)], r#", "ttl": 1"#),
+    ] {
+        let err = NetworkFunction::reconfigure(&mut lb, &json).expect_err(&json);
+        assert!(err.starts_with("invalid lb config: "), "{err}");
+    }
+    assert_eq!(lb.report(), report);
+    assert_eq!(
+        lb.backends(),
+        Lb::from_config(&config_json(&base, ""))
+            .expect("lb")
+            .backends()
+    );
+    assert_eq!(destinations(&run(&mut lb, &frames)), first);
+    assert_eq!(lb.totals().affinity_hits, 100);
+}
+
 // ---------------------------------------------------------------- malformed
 
 #[test]

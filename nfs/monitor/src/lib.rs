@@ -85,7 +85,49 @@ pub enum ConfigError {
     Top(u64),
 }
 
+/// A valid monitor configuration that cannot be applied in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The new configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Fewer flows than the table holds: keeping some would make the
+    /// evicted ones' packets vanish from the accounting.
+    #[error(
+        "monitor max_flows cannot shrink in place below the {tracked} flows tracked, got {max_flows}"
+    )]
+    Shrink {
+        /// The new `max_flows`.
+        max_flows: usize,
+        /// Flows in the table.
+        tracked: usize,
+    },
+    /// The larger table could not be allocated. The reason goes in the
+    /// message: the host passes this on as a string.
+    #[error("monitor cannot grow its flow table to {max_flows} flows in place: {reason}")]
+    Grow {
+        /// The new `max_flows`.
+        max_flows: usize,
+        /// The allocator's refusal.
+        reason: std::collections::TryReserveError,
+    },
+}
+
 impl MonitorConfig {
+    /// Parses and validates the JSON config; empty (or blank) means defaults.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let json = json.trim_start();
+        let config: Self = if json.is_empty() {
+            Self::default()
+        } else if json.starts_with('{') {
+            serde_json::from_str(json).map_err(ConfigError::Json)?
+        } else {
+            return Err(ConfigError::NotAnObject);
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=MAX_FLOWS_LIMIT).contains(&self.max_flows) {
@@ -354,15 +396,43 @@ impl Monitor {
 
     /// A monitor from its JSON config; empty (or blank) means defaults.
     pub fn from_config(json: &str) -> Result<Self, ConfigError> {
-        let json = json.trim_start();
-        let config = if json.is_empty() {
-            MonitorConfig::default()
-        } else if json.starts_with('{') {
-            serde_json::from_str(json).map_err(ConfigError::Json)?
+        Self::new(MonitorConfig::from_json(json)?)
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> MonitorConfig {
+        MonitorConfig {
+            max_flows: self.max_flows as u64,
+            top: self.top as u64,
+        }
+    }
+
+    /// Applies `config` in place, keeping every flow and counter; see
+    /// [`NetworkFunction::reconfigure`] on [`Monitor`]. On `Err` nothing
+    /// changed.
+    pub fn apply(&mut self, config: MonitorConfig) -> Result<(), ReconfigureError> {
+        config.validate()?;
+        // Lossless: both are validated to be at most 1_000_000.
+        let (max_flows, top) = (config.max_flows as usize, config.top as usize);
+        let tracked = self.flows.len();
+        if max_flows < tracked {
+            return Err(ReconfigureError::Shrink { max_flows, tracked });
+        }
+        if max_flows > self.max_flows {
+            // `reserve(n)` makes room for `len + n` entries, so the table
+            // again holds `max_flows` flows without growing on the packet
+            // path (`count` never removes). On failure the table is as it was.
+            self.flows
+                .try_reserve(max_flows - tracked)
+                .map_err(|reason| ReconfigureError::Grow { max_flows, reason })?;
         } else {
-            return Err(ConfigError::NotAnObject);
-        };
-        Self::new(config)
+            // Gives back what a smaller table no longer needs; keeps room for
+            // `max_flows` entries.
+            self.flows.shrink_to(max_flows);
+        }
+        self.max_flows = max_flows;
+        self.top = top;
+        Ok(())
     }
 
     /// Totals so far.
@@ -465,6 +535,21 @@ impl NetworkFunction for Monitor {
             top: self.top_flows(self.top),
         };
         serde_json::to_string(&report).ok()
+    }
+
+    /// Applies a new `top` and `max_flows` in place; the flow table, the
+    /// per-protocol counts and the totals carry over, so the next report
+    /// lists the new number of flows over everything seen so far.
+    ///
+    /// A larger `max_flows` reserves room for the extra flows (flows that
+    /// found the table full so far stay in `untracked_packets`; from now on
+    /// they may enter it, counted from their next packet). A smaller one is
+    /// taken as long as it still holds every flow tracked; below that it is
+    /// `Err`, because dropping flows would lose their counts, and a restart
+    /// at least says so by starting from zero.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let config = MonitorConfig::from_json(config).map_err(|e| e.to_string())?;
+        self.apply(config).map_err(|e| e.to_string())
     }
 }
 

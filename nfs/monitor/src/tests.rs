@@ -461,6 +461,115 @@ fn bad_configs_are_rejected_readably() {
     }
 }
 
+/// Three UDP flows of 1, 2 and 3 packets.
+fn three_flows() -> Vec<Vec<u8>> {
+    [1u16, 2, 2, 3, 3, 3]
+        .iter()
+        .map(|&port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 10))
+        .collect()
+}
+
+fn report_top(nf: &Monitor) -> Vec<u64> {
+    let report: Value = serde_json::from_str(&nf.report().expect("report")).expect("json");
+    report["top"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .map(|f| f["sport"].as_u64().expect("sport"))
+        .collect()
+}
+
+#[test]
+fn reconfigure_changes_top_and_keeps_flows_and_counts() {
+    let mut nf = Monitor::from_config(r#"{"top": 1}"#).expect("config");
+    let frames = three_flows();
+    run_passive(&mut nf, &frames);
+    assert_eq!(report_top(&nf), [3]);
+
+    nf.reconfigure(r#"{"top": 3}"#)
+        .expect("top applies in place");
+    assert_eq!(report_top(&nf), [3, 2, 1], "the same flows, more of them");
+    run_passive(&mut nf, &frames[..1]);
+    let t = nf.totals();
+    assert_eq!((t.packets, t.flows), (7, 3), "counting goes on");
+    assert_eq!(all_flows(&nf)[2].packets, 2);
+    assert_eq!(accounted(&nf), t.packets);
+
+    nf.reconfigure("").expect("empty means defaults");
+    assert_eq!(nf.config(), MonitorConfig::default());
+    assert_eq!(nf.totals().flows, 3);
+}
+
+#[test]
+fn reconfigure_grows_the_table_without_losing_flows() {
+    let mut nf = Monitor::from_config(r#"{"max_flows": 2}"#).expect("config");
+    let frames = three_flows();
+    run_passive(&mut nf, &frames);
+    assert_eq!(nf.totals().untracked_packets, 3);
+
+    nf.reconfigure(r#"{"max_flows": 1000}"#)
+        .expect("growth applies");
+    let capacity = nf.flows.capacity();
+    assert!(capacity >= 1000);
+    run_passive(&mut nf, &frames);
+    let t = nf.totals();
+    assert_eq!((t.flows, t.untracked_packets), (3, 3));
+    let packets: Vec<(u16, u64)> = all_flows(&nf)
+        .iter()
+        .map(|f| (f.sport, f.packets))
+        .collect();
+    // Flow 3 only counts from the change on: its first three packets stay
+    // untracked.
+    assert_eq!(packets, [(2, 4), (3, 3), (1, 2)]);
+    assert_eq!(accounted(&nf), t.packets);
+
+    // A smaller table that still holds every flow is fine, and then fills
+    // up at its new size without reallocating.
+    nf.reconfigure(r#"{"max_flows": 4}"#)
+        .expect("shrink to fit");
+    let capacity = nf.flows.capacity();
+    assert!(capacity >= 4);
+    let more: Vec<Vec<u8>> = (10..20u16)
+        .map(|port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 10))
+        .collect();
+    run_passive(&mut nf, &more);
+    assert_eq!(nf.totals().flows, 4);
+    assert_eq!(nf.flows.capacity(), capacity);
+}
+
+#[test]
+fn refused_reconfigure_changes_nothing() {
+    let mut nf = Monitor::from_config(r#"{"max_flows": 10, "top": 2}"#).expect("config");
+    let frames = three_flows();
+    run_passive(&mut nf, &frames);
+    let (totals, flows, report) = (nf.totals(), all_flows(&nf), nf.report());
+
+    let err = nf
+        .reconfigure(r#"{"max_flows": 2, "top": 5}"#)
+        .expect_err("fewer slots than flows");
+    assert_eq!(
+        err,
+        "monitor max_flows cannot shrink in place below the 3 flows tracked, got 2"
+    );
+    for json in [r#"{"top": 0}"#, r#"{"top": 5, "flows": 1}"#, "{", "[5]"] {
+        let err = nf.reconfigure(json).expect_err(json);
+        assert!(err.starts_with("invalid monitor config: "), "{err}");
+    }
+    assert_eq!(
+        nf.config(),
+        MonitorConfig {
+            max_flows: 10,
+            top: 2
+        }
+    );
+    assert_eq!(
+        (nf.totals(), all_flows(&nf), nf.report()),
+        (totals, flows, report)
+    );
+    run_passive(&mut nf, &frames[..1]);
+    assert_eq!(nf.totals().packets, 7);
+}
+
 fn valid_frames() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         (

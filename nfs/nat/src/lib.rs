@@ -46,6 +46,14 @@
 //! pool address), IPv4 options rewriting (options are carried unchanged),
 //! TCP state tracking (a closed connection's mapping lives out its timeout).
 //!
+//! A new config while running ([`NetworkFunction::reconfigure`]) may change
+//! `timeouts`, `non_ip` and `malformed` in place; every mapping stays. A new
+//! `inside`, `pool`, `port_range`, `forwards` or `max_mappings` is refused
+//! and the host restarts the NF: live mappings hold outside ports handed
+//! out from the old pool and range to hosts of the old inside prefix, and
+//! forwards own table slots and ports that a live dynamic mapping may hold
+//! by now. See [`Nat::apply`].
+//!
 //! Config (JSON, unknown fields rejected; an empty string means defaults):
 //!
 //! ```json
@@ -73,6 +81,7 @@ use std::time::{Duration, Instant};
 use nf_sdk::{Batch, NetworkFunction, Verdict};
 use serde::Serialize;
 
+use config::Settings;
 pub use config::{
     ConfigError, Forward, ForwardProto, Ipv4Prefix, NatConfig, Policy, Pool, PortRange, Timeouts,
 };
@@ -121,9 +130,28 @@ pub struct NatStats {
     pub expired: u64,
 }
 
+/// A valid NAT configuration that cannot be applied in place; the host
+/// restarts the NF with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The new configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A setting the live mappings or the table's layout depend on.
+    #[error("nat {field} cannot change in place: {reason}")]
+    Fixed {
+        /// The config field.
+        field: &'static str,
+        /// Why it is fixed while running.
+        reason: &'static str,
+    },
+}
+
 /// The NAT.
 #[derive(Debug)]
 pub struct Nat {
+    /// The config in effect, to tell what a new one changes.
+    settings: Settings,
     inside: Ipv4Prefix,
     table: Table,
     non_ip: Verdict,
@@ -180,6 +208,11 @@ enum Outcome {
     Unsupported,
 }
 
+/// Idle timeouts indexed like [`Proto::ALL`].
+fn timeouts_of(t: Timeouts) -> [Duration; 3] {
+    [t.tcp_s, t.udp_s, t.icmp_s].map(Duration::from_secs)
+}
+
 fn verdict(policy: Policy) -> Verdict {
     match policy {
         Policy::Forward => Verdict::Forward,
@@ -199,11 +232,10 @@ impl Nat {
     /// A NAT with `config`, its tables allocated in full.
     pub fn new(config: &NatConfig) -> Result<Self, ConfigError> {
         let settings = config.settings()?;
-        let t = settings.timeouts;
-        let timeouts = [t.tcp_s, t.udp_s, t.icmp_s].map(Duration::from_secs);
+        let timeouts = timeouts_of(settings.timeouts);
         let seed = std::hash::RandomState::new().hash_one(0u64);
         let table = Table::new(
-            settings.pool,
+            settings.pool.clone(),
             settings.port_range,
             &settings.forwards,
             settings.max_mappings,
@@ -217,7 +249,52 @@ impl Nat {
             malformed: verdict(settings.malformed),
             stats: NatStats::default(),
             clock: None,
+            settings,
         })
+    }
+
+    /// Applies `config` in place if it changes only `timeouts`, `non_ip`
+    /// and `malformed`; on `Err` nothing changed.
+    ///
+    /// Every mapping and counter stays. New timeouts count from each
+    /// mapping's last packet and apply from the next batch: a mapping idle
+    /// longer than its new timeout expires then. Forwards are compared as a
+    /// set, so listing the same ones in another order is no change.
+    pub fn apply(&mut self, config: &NatConfig) -> Result<(), ReconfigureError> {
+        let new = config.settings()?;
+        let old = &self.settings;
+        let fixed = |field, reason| Err(ReconfigureError::Fixed { field, reason });
+        if new.inside != old.inside {
+            return fixed(
+                "inside",
+                "live mappings and forwards belong to hosts of the old prefix",
+            );
+        }
+        if new.pool != old.pool {
+            return fixed("pool", "live mappings hold ports of the old pool addresses");
+        }
+        if new.port_range != old.port_range {
+            return fixed(
+                "port_range",
+                "live mappings hold ports handed out from the old range",
+            );
+        }
+        let same_forwards = new.forwards.len() == old.forwards.len()
+            && new.forwards.iter().all(|f| old.forwards.contains(f));
+        if !same_forwards {
+            return fixed(
+                "forwards",
+                "forwards own table slots and outside ports, which live mappings may hold",
+            );
+        }
+        if new.max_mappings != old.max_mappings {
+            return fixed("max_mappings", "the mapping table is allocated for it");
+        }
+        self.table.set_timeouts(timeouts_of(new.timeouts));
+        self.non_ip = verdict(new.non_ip);
+        self.malformed = verdict(new.malformed);
+        self.settings = new;
+        Ok(())
     }
 
     /// A NAT from its JSON config; empty (or blank) means defaults.
@@ -533,6 +610,14 @@ impl NetworkFunction for Nat {
     /// "fragments":..,"foreign":..,"unsupported":..,"mappings":..,"expired":..}`
     fn report(&self) -> Option<String> {
         serde_json::to_string(&self.stats()).ok()
+    }
+
+    /// [`Nat::apply`] of the parsed config: new `timeouts`, `non_ip` and
+    /// `malformed` apply in place, keeping every mapping and counter; any
+    /// other change is `Err` and the host restarts the NF.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        let config = NatConfig::from_json(config).map_err(|e| e.to_string())?;
+        self.apply(&config).map_err(|e| e.to_string())
     }
 }
 

@@ -274,6 +274,14 @@ impl Table {
         table
     }
 
+    /// Sets the idle timeouts (indexed like [`Proto::ALL`]). Idleness is
+    /// always measured from a mapping's last packet, so the new ones apply
+    /// to every mapping at the next [`Table::expire`]; each protocol's LRU
+    /// list stays in order, since one timeout applies to all of it.
+    pub fn set_timeouts(&mut self, timeouts: [Duration; 3]) {
+        self.timeouts = timeouts;
+    }
+
     /// The pool address's index, if `addr` is one.
     pub fn pool_index(&self, addr: Ipv4Addr) -> Option<usize> {
         self.pool.binary_search(&addr).ok()

@@ -1069,6 +1069,111 @@ fn batches_go_through_the_network_function() {
     assert_eq!((s.non_ip, s.malformed), (1, 1));
 }
 
+// ------------------------------------------------------------- reconfigure
+
+#[test]
+fn reconfigure_changes_timeouts_and_policies_and_keeps_mappings() {
+    let mut nf = nat(r#"{"timeouts": {"udp_s": 30}}"#);
+    let t0 = Instant::now();
+    let at = |s| t0 + Duration::from_secs(s);
+    let outside = round_trip(&mut nf, Kind::Udp, sa(HOST, 7000), sa(REMOTE, 53), t0);
+    let reply = build(Kind::Udp, sa(REMOTE, 53), outside, b"late");
+    assert_eq!(run(&mut nf, &arp(), t0).0, Verdict::Forward);
+
+    NetworkFunction::reconfigure(&mut nf, r#"{"timeouts": {"udp_s": 300}, "non_ip": "drop"}"#)
+        .expect("timeouts and policies apply in place");
+    // Idle 60 s: past the old 30 s, within the new 300 s.
+    pass(&mut nf, &reply, at(60));
+    dropped(&mut nf, &arp(), at(60));
+    let same = round_trip(&mut nf, Kind::Udp, sa(HOST, 7000), sa(REMOTE, 53), at(60));
+    assert_eq!(same, outside, "the mapping stayed");
+
+    // A shorter timeout applies to the mapping's idleness so far.
+    NetworkFunction::reconfigure(&mut nf, r#"{"timeouts": {"udp_s": 5}}"#).expect("shorter");
+    dropped(&mut nf, &reply, at(66));
+    let s = nf.stats();
+    assert_eq!(
+        (s.packets, s.mappings, s.expired),
+        (8, 0, 1),
+        "counters carry over"
+    );
+    assert_eq!((s.non_ip, s.no_mapping_in), (2, 1));
+    assert_accounted(&s);
+
+    NetworkFunction::reconfigure(&mut nf, "").expect("empty means defaults");
+    assert_eq!(run(&mut nf, &arp(), at(66)).0, Verdict::Forward);
+}
+
+#[test]
+fn refused_reconfigure_keeps_mappings_and_counters() {
+    let base = r#"{"pool": ["203.0.113.1", "203.0.113.2"],
+        "forwards": [
+          {"proto": "tcp", "outside_port": 8080, "inside": "10.0.0.5:80"},
+          {"proto": "udp", "outside_port": 53, "inside": "10.0.0.5:5353", "outside_addr": "203.0.113.2"}
+        ]}"#;
+    let mut nf = nat(base);
+    let t0 = Instant::now();
+    let outside = round_trip(&mut nf, Kind::Tcp, sa(HOST, 40000), sa(REMOTE, 80), t0);
+    let (stats, report) = (nf.stats(), nf.report());
+
+    let tcp_fwd = r#"{"proto": "tcp", "outside_port": 8080, "inside": "10.0.0.5:80"}"#;
+    let udp_fwd = r#"{"proto": "udp", "outside_port": 53, "inside": "10.0.0.5:5353", "outside_addr": "203.0.113.2"}"#;
+    let with = |extra: &str, forwards: &str| {
+        format!(r#"{{"pool": ["203.0.113.1", "203.0.113.2"], "forwards": [{forwards}]{extra}}}"#)
+    };
+    let both = format!("{tcp_fwd}, {udp_fwd}");
+    let refusals = [
+        (with(r#", "inside": "10.0.0.0/16""#, &both), "inside"),
+        ("".to_owned(), "pool"),
+        (
+            format!(r#"{{"pool": "203.0.113.0/30", "forwards": [{both}]}}"#),
+            "pool",
+        ),
+        (with(r#", "port_range": "2000-3000""#, &both), "port_range"),
+        (with("", tcp_fwd), "forwards"),
+        (
+            with(
+                "",
+                &format!(
+                    r#"{both}, {{"proto": "tcp", "outside_port": 2222, "inside": "10.0.0.6:22"}}"#
+                ),
+            ),
+            "forwards",
+        ),
+        (with(r#", "max_mappings": 100"#, &both), "max_mappings"),
+    ];
+    for (json, field) in refusals {
+        let err = NetworkFunction::reconfigure(&mut nf, &json).expect_err(&json);
+        assert!(
+            err.starts_with(&format!("nat {field} cannot change in place: ")),
+            "{json}: {err}"
+        );
+    }
+    for json in [
+        with(r#", "timeouts": {"udp_s": 0}"#, &both),
+        with(r#", "non_ip": "maybe""#, &both),
+        "{".to_owned(),
+        "[]".to_owned(),
+    ] {
+        let err = NetworkFunction::reconfigure(&mut nf, &json).expect_err(&json);
+        assert!(err.starts_with("invalid nat config: "), "{json}: {err}");
+    }
+    assert_eq!((nf.stats(), nf.report()), (stats, report));
+    let reply = build(Kind::Tcp, sa(REMOTE, 80), outside, b"still");
+    assert_eq!(
+        pass(&mut nf, &reply, t0),
+        build(Kind::Tcp, sa(REMOTE, 80), sa(HOST, 40000), b"still")
+    );
+
+    // The same forwards in another order are no change.
+    let reordered = with(r#", "non_ip": "drop""#, &format!("{udp_fwd}, {tcp_fwd}"));
+    NetworkFunction::reconfigure(&mut nf, &reordered).expect("same forwards");
+    dropped(&mut nf, &arp(), t0);
+    let inbound = build(Kind::Tcp, sa(REMOTE, 50000), sa(POOL1, 8080), b"hi");
+    pass(&mut nf, &inbound, t0);
+    assert_eq!(nf.stats().dnat_in, 1);
+}
+
 #[test]
 fn report_has_every_counter() {
     let mut nf = nat("");

@@ -783,6 +783,14 @@ impl NetworkFunction for Ratelimit {
         };
         serde_json::to_string(&report).ok()
     }
+
+    /// [`Ratelimit::reconfigure`] at the batch clock: any valid config
+    /// applies in place, buckets and flows carried over as
+    /// [`Ratelimit::reconfigure_at`] says, counters kept. An invalid one
+    /// changes nothing.
+    fn reconfigure(&mut self, config: &str) -> Result<(), String> {
+        Ratelimit::reconfigure(self, config).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

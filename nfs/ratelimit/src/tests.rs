@@ -616,6 +616,61 @@ fn reconfigure_keeps_bucket_state_where_the_key_still_applies() {
     assert_eq!(nf.config().rate, DEFAULT_RATE);
 }
 
+/// Runs `frames` through the [`NetworkFunction`] impl, on the real clock.
+fn run_now(nf: &mut Ratelimit, frames: &[Vec<u8>]) -> Vec<Verdict> {
+    let mut umem = vec![[0u8; FRAME]; frames.len()];
+    let mut packets: Vec<Packet<'_>> = umem
+        .iter_mut()
+        .zip(frames)
+        .map(|(slot, frame)| {
+            slot[..frame.len()].copy_from_slice(frame);
+            Packet::new(slot, frame.len(), 0)
+        })
+        .collect();
+    let mut batch = Batch::new(&mut packets);
+    NetworkFunction::process(nf, &mut batch);
+    batch.iter().map(Packet::verdict).collect()
+}
+
+#[test]
+fn network_function_reconfigure_applies_the_new_rate() {
+    let mut nf = limiter(r#"{"rate": {"pps": 1000000}, "burst": 1000}"#);
+    let frames = vec![udp4_len(60); 10];
+    assert_eq!(passes(&run_now(&mut nf, &frames)), 10);
+
+    NetworkFunction::reconfigure(&mut nf, r#"{"rate": {"pps": 1}, "burst": 2}"#)
+        .expect("valid config");
+    assert_eq!(nf.config().rate, Rate::Pps(1));
+    // The full bucket carried over, clipped to the new burst of 2; at 1 pps
+    // it refills a token only if this test stalls for a second.
+    let passed = passes(&run_now(&mut nf, &frames));
+    assert!((2..=3).contains(&passed), "{passed}");
+    assert_eq!(
+        nf.counters().passed_packets,
+        10 + passed as u64,
+        "counters survive the change"
+    );
+}
+
+#[test]
+fn network_function_reconfigure_with_a_bad_config_changes_nothing() {
+    let mut nf = limiter(r#"{"rate": {"pps": 1}, "burst": 2}"#);
+    let frames = vec![udp4_len(60); 3];
+    assert_eq!(passes(&run_now(&mut nf, &frames)), 2);
+    let (config, counters) = (nf.config(), nf.counters());
+    for json in [
+        r#"{"rate": {"pps": 0}}"#,
+        r#"{"rate": {"pps": 5}, "x": 1}"#,
+        "{",
+    ] {
+        let err = NetworkFunction::reconfigure(&mut nf, json).expect_err(json);
+        assert!(err.starts_with("invalid ratelimit config: "), "{err}");
+    }
+    assert_eq!((nf.config(), nf.counters()), (config, counters));
+    // Still the old, empty bucket.
+    assert!(passes(&run_now(&mut nf, &frames)) <= 1);
+}
+
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
     let good = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 16);
