@@ -102,7 +102,7 @@ if ip netns exec "$client" timeout 5 iperf3 -c 10.77.0.2 -p 8080 -t 1 --connect-
 fi
 echo "iperf3 -p 8080: no connection, as it should be"
 
-log "reconfigure: allow TCP 8080 by re-applying the edited chain (same VFs, only the firewall restarts)"
+log "reconfigure: allow TCP 8080 by re-applying the edited chain (the running firewall takes it)"
 sed 's/^rules = \[$/rules = [\n  { action = "allow", proto = "tcp", src = "10.77.0.1\/32", dport = "8080" },/' \
     examples/stick.toml >"$state/stick-8080.toml"
 grep -q 'dport = "8080"' "$state/stick-8080.toml" || fail "could not edit the chain file"

@@ -1,7 +1,9 @@
 //! Re-applying a chain to reconfigure its NFs in place, against the real `nfhost serve`:
-//! the changed NF restarts on its own VF with the new config, the others keep running
-//! untouched, the change is stored and survives a restart, reconfiguring is no
-//! failure, and what cannot change in place is refused with nothing changed.
+//! the changed NF takes its new config in the same process (through its VF's mailbox),
+//! or, where its kind cannot take that change in place, restarts on its own VF with
+//! it; the others keep running untouched; the change is stored and survives a
+//! restart; reconfiguring is no failure; and what cannot change in place is refused
+//! with nothing changed.
 
 #[path = "common/http.rs"]
 mod http;
@@ -102,7 +104,7 @@ fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 #[test]
-fn reapplying_a_chain_restarts_only_the_reconfigured_nf_on_its_own_vf() {
+fn reapplying_a_chain_reconfigures_only_the_changed_nf_in_its_own_process() {
     let data = TempDir::new("update");
     let http = free_port();
     let rt = runtime();
@@ -144,33 +146,22 @@ fn reapplying_a_chain_restarts_only_the_reconfigured_nf_on_its_own_vf() {
     );
     assert_eq!(status(&get_nf(&rt, &mut c, "mon")).pid, status(&mon).pid);
 
-    // The monitor's config changed: it restarts, on its VF, with the new config.
+    // The monitor's config changed: it takes it in place, same process, same VF.
     let updated = update(&rt, &mut c, edge(2), &[]).expect("reconfigured");
     assert_eq!(updated.vfs, created.vfs, "every hop keeps its VF");
     assert_eq!(updated.nfs[0].config, r#"{"top":2}"#);
-    wait_until("the monitor running again", 10, || {
-        running(&rt, &mut c, "mon")
-    });
     let (mon2, fwd2) = (get_nf(&rt, &mut c, "mon"), get_nf(&rt, &mut c, "fwd"));
     assert_eq!(mon2.vf, mon.vf, "same VF");
     assert_eq!(mon2.config, r#"{"top":2}"#);
-    assert_ne!(status(&mon2).pid, status(&mon).pid, "a new process");
-    assert!(!alive(status(&mon).pid), "the old process is gone");
+    assert_eq!(status(&mon2).pid, status(&mon).pid, "the same process");
     assert_eq!(status(&mon2).restarts, 0, "not counted as a restart");
-    assert!(
-        status(&mon2)
-            .last_exit
-            .starts_with("stopped for a new config"),
-        "{:?}",
-        status(&mon2)
-    );
     // The forwarder was not touched.
     assert_eq!(
         (status(&fwd2).pid, status(&fwd2).restarts, fwd2.vf.as_str()),
         (status(&fwd).pid, 0, fwd.vf.as_str())
     );
     assert!(alive(status(&fwd).pid));
-    // The new instance runs the new config: it lists two flows.
+    // The running monitor uses the new config: it lists two flows.
     wait_until("the monitor reporting its top 2", 10, || {
         top_listed(http) == Some(2)
     });
@@ -203,6 +194,16 @@ fn reapplying_a_chain_restarts_only_the_reconfigured_nf_on_its_own_vf() {
             .any(|e| e.message == "chain edge: nf mon reconfigured" && e.nf == "nfs/mon"),
         "{events:?}"
     );
+    assert!(
+        events.iter().any(|e| e.nf == "nfs/mon"
+            && e.message == "nf mon took its new config in place (same process)"),
+        "{events:?}"
+    );
+    let mon_starts = events
+        .iter()
+        .filter(|e| e.nf == "nfs/mon" && e.kind == proto::EventKind::NfStarted as i32)
+        .count();
+    assert_eq!(mon_starts, 1, "the monitor started once: {events:?}");
     let fwd_starts = events
         .iter()
         .filter(|e| e.nf == "nfs/fwd" && e.kind == proto::EventKind::NfStarted as i32)
@@ -222,6 +223,66 @@ fn reapplying_a_chain_restarts_only_the_reconfigured_nf_on_its_own_vf() {
     wait_until("the monitor back with top 2", 15, || {
         top_listed(http) == Some(2)
     });
+    server.stop();
+}
+
+/// A one-hop NAT chain on the gen wire's VLAN 100, translating to `pool`.
+fn nat_chain(pool: &str) -> proto::Chain {
+    let text = format!(
+        "name = \"natc\"\n[classifier]\nvlan = 100\n[[nf]]\nname = \"nat\"\nkind = \"nat\"\n\
+         [nf.config]\ninside = \"10.0.0.0/8\"\npool = [\"{pool}\"]\n"
+    );
+    nfhost::chain_file::parse_chain(&text).expect("NAT chain parses")
+}
+
+/// A NAT cannot move its existing mappings to another pool in place: it refuses
+/// the new config, and nfhost restarts it on its own VF with it, which is no failure.
+#[test]
+fn a_change_an_nf_cannot_take_in_place_restarts_it_on_its_own_vf() {
+    let data = TempDir::new("update-restart");
+    let http = free_port();
+    let rt = runtime();
+    let server = start(&data.0, http);
+    let mut c = Clients::new(server.channel(&rt));
+    let created = rt
+        .block_on(c.chain.create_chain(proto::CreateChainRequest {
+            chain: Some(nat_chain("203.0.113.1")),
+            validate_only: false,
+        }))
+        .expect("created")
+        .into_inner();
+    wait_until("the NAT running", 10, || running(&rt, &mut c, "nat"));
+    let before = get_nf(&rt, &mut c, "nat");
+    let updated = update(&rt, &mut c, nat_chain("203.0.113.2"), &[]).expect("accepted");
+    assert_eq!(updated.vfs, created.vfs, "the hop keeps its VF");
+    wait_until("the NAT running again", 10, || running(&rt, &mut c, "nat"));
+    let after = get_nf(&rt, &mut c, "nat");
+    assert_eq!(after.vf, before.vf, "same VF");
+    assert_ne!(status(&after).pid, status(&before).pid, "a new process");
+    assert!(!alive(status(&before).pid), "the old process is gone");
+    assert_eq!(status(&after).restarts, 0, "not counted as a restart");
+    assert!(
+        status(&after)
+            .last_exit
+            .starts_with("stopped for a new config"),
+        "{:?}",
+        status(&after)
+    );
+    assert!(after.config.contains("203.0.113.2"), "{}", after.config);
+    let events = rt
+        .block_on(
+            c.telemetry
+                .list_events(proto::ListEventsRequest { limit: 1000 }),
+        )
+        .expect("events")
+        .into_inner()
+        .events;
+    assert!(
+        events.iter().any(|e| e.nf == "nfs/nat"
+            && e.message
+                .starts_with("nf nat cannot take its new config in place (")),
+        "{events:?}"
+    );
     server.stop();
 }
 

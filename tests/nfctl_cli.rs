@@ -724,7 +724,7 @@ fn applying_an_existing_chain_updates_it_and_says_what_changed() {
         "{sent}"
     );
 
-    // The monitor's config edited: it is the one restarted.
+    // The monitor's config edited: it is the one reconfigured.
     let edited = include_str!("../examples/edge.toml").replace("top = 5", "top = 2");
     let path = bad_file("edge-top2.toml", &edited);
     let o = against(
@@ -734,7 +734,7 @@ fn applying_an_existing_chain_updates_it_and_says_what_changed() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).starts_with(
-            "chains/edge: valid (dry run, nothing changed): would reconfigure mon (restart on pfs/0/vfs/2); keep fwd\n"
+            "chains/edge: valid (dry run, nothing changed): would reconfigure mon (in place, or a restart on pfs/0/vfs/2 if its kind cannot); keep fwd\n"
         ),
         "{}",
         stdout(&o)
@@ -743,7 +743,7 @@ fn applying_an_existing_chain_updates_it_and_says_what_changed() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).starts_with(
-            "chains/edge: updated: mon reconfigured (restarted on pfs/0/vfs/2); fwd unchanged\n"
+            "chains/edge: updated: mon reconfigured in place (same process); fwd unchanged\n"
         ),
         "{}",
         stdout(&o)
@@ -754,6 +754,14 @@ fn applying_an_existing_chain_updates_it_and_says_what_changed() {
             .join("\n")
             .contains("config: \"{\\\"top\\\":2}\""),
         "the new config was sent"
+    );
+    // Same PID before and after (the double's NF list) is what "in place" is read from.
+    assert!(
+        double
+            .requests()
+            .join("\n")
+            .contains("GetNfRequest { name: \"nfs/mon\" }"),
+        "nfctl asked for the monitor's PID"
     );
 
     // A different hop list: the server refuses, nfctl says what to do.

@@ -599,14 +599,81 @@ impl Controller {
             ));
         }
         self.commit(&mut inner, changes, events)?;
-        let restart: Vec<String> = plan
+        let reconfigured: Vec<String> = plan
             .reconfigured
             .iter()
             .filter_map(|i| plan.chain.nfs.get(*i))
             .map(|hop| hop.name.clone())
             .collect();
+        let restart = self.reconfigure_in_place(inner, &reconfigured);
+        let mut inner = self.lock();
         self.restart_reconfigured(&mut inner, &restart);
         Ok(plan.chain)
+    }
+
+    /// Offers each running NF of `names` its new (stored) config through its VF's
+    /// mailbox, and waits up to [`IN_PLACE_WAIT`] for the answers, without holding
+    /// the controller. Returns the NFs that must restart instead: not running, not
+    /// attached, refused (their kind cannot take that change in place), or silent.
+    fn reconfigure_in_place(&self, inner: MutexGuard<'_, Inner>, names: &[String]) -> Vec<String> {
+        let mut restart = Vec::new();
+        let mut posted = Vec::new();
+        for name in names {
+            let (Some(run), Some(nf)) = (inner.runs.get(name), inner.desired.nfs.get(name)) else {
+                restart.push(name.clone());
+                continue;
+            };
+            if run.process.is_none() {
+                restart.push(name.clone());
+                continue;
+            }
+            let (vf, config) = (run.vf, nf.config.clone());
+            match inner.engine.call(move |e| e.post_config(vf, config)) {
+                Ok(Some(generation)) => posted.push((name.clone(), vf, generation)),
+                _ => restart.push(name.clone()),
+            }
+        }
+        if posted.is_empty() {
+            return restart;
+        }
+        let view = Arc::clone(inner.engine.view());
+        drop(inner);
+        let deadline = Instant::now() + IN_PLACE_WAIT;
+        let mut answers: Vec<Option<Result<(), String>>> = vec![None; posted.len()];
+        while answers.iter().any(Option::is_none) && Instant::now() < deadline {
+            for (answer, (_, vf, generation)) in answers.iter_mut().zip(&posted) {
+                if answer.is_none() {
+                    *answer = view.config_result(*vf, *generation);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut inner = self.lock();
+        let mut events = Vec::new();
+        for ((name, vf, _), answer) in posted.into_iter().zip(answers) {
+            let message = match answer {
+                Some(Ok(())) => format!("nf {name} took its new config in place (same process)"),
+                Some(Err(why)) => {
+                    restart.push(name.clone());
+                    format!("nf {name} cannot take its new config in place ({why}): restarting it")
+                }
+                None => {
+                    restart.push(name.clone());
+                    format!(
+                        "nf {name} did not answer its new config within {} ms: restarting it",
+                        IN_PLACE_WAIT.as_millis()
+                    )
+                }
+            };
+            events.push(event(
+                proto::EventKind::ConfigChanged,
+                Some(vf),
+                &name,
+                message,
+            ));
+        }
+        let _ = self.commit(&mut inner, vec![], events);
+        restart
     }
 
     /// Restarts NFs on their own VFs with their stored (new) config: the VF is
@@ -1440,3 +1507,7 @@ fn chain_egress(egress: Option<&proto::Egress>) -> ChainEgress {
 
 /// How often the supervisor looks at its NFs.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long a re-applied chain waits for its NFs to take their new configs in
+/// place before it restarts those that did not answer.
+pub const IN_PLACE_WAIT: Duration = Duration::from_secs(2);

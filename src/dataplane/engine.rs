@@ -209,6 +209,7 @@ pub struct SharedView {
     sink: Mutex<SinkStats>,
     events: Mutex<Vec<EngineEvent>>,
     reports: Mutex<HashMap<u16, String>>,
+    config_results: Mutex<HashMap<u16, (u32, String)>>,
 }
 
 impl SharedView {
@@ -228,6 +229,21 @@ impl SharedView {
     /// The latest report of the NF on `vf`.
     pub fn report(&self, vf: VfId) -> Option<String> {
         self.reports.lock().ok()?.get(&vf.0).cloned()
+    }
+
+    /// How the NF on `vf` took the configuration of `generation` posted with
+    /// [`Engine::post_config`]: `Some(Ok)` applied in place, `Some(Err(why))` not,
+    /// `None` no answer yet.
+    pub fn config_result(&self, vf: VfId, generation: u32) -> Option<Result<(), String>> {
+        let results = self.config_results.lock().ok()?;
+        match results.get(&vf.0) {
+            Some((g, error)) if *g == generation => Some(if error.is_empty() {
+                Ok(())
+            } else {
+                Err(error.clone())
+            }),
+            _ => None,
+        }
     }
 
     fn push_event(&self, event: EngineEvent) {
@@ -979,6 +995,9 @@ impl Engine {
                     umem_fd,
                 )
             }
+            Ok(Reply::Config(generation, config)) => {
+                server::reply_config(port.sock.as_fd(), id, generation, &config)
+            }
             Err((code, message)) => server::reply_error(port.sock.as_fd(), id, code, &message),
         };
         if sent.is_err() {
@@ -1120,6 +1139,32 @@ impl Engine {
                 }
                 Ok(Reply::Ok)
             }
+            Command::FetchConfig { .. } => self
+                .port(vf)
+                .and_then(|p| p.mailbox.clone())
+                .map(|(generation, config)| Reply::Config(generation, config))
+                .ok_or((
+                    Code::FailedPrecondition,
+                    "the mailbox is empty: nothing was posted".into(),
+                )),
+            Command::ConfigApplied {
+                generation, error, ..
+            } => {
+                let Some(port) = self.port_mut(vf) else {
+                    return Err((Code::FailedPrecondition, format!("{vf} is not attached")));
+                };
+                if port.mailbox.as_ref().is_none_or(|(g, _)| *g != generation) {
+                    return Err((
+                        Code::InvalidArgument,
+                        format!("generation {generation} is not the one in the mailbox"),
+                    ));
+                }
+                port.mailbox = None;
+                if let Ok(mut results) = self.shared.config_results.lock() {
+                    results.insert(vf.0, (generation, error));
+                }
+                Ok(Reply::Ok)
+            }
         }
     }
 
@@ -1181,6 +1226,29 @@ impl Engine {
             umem_size: umem.as_ref().map_or(0, |u| u.0.len() as u64),
         };
         Ok(Reply::Hello(reply, umem.map(|u| u.0)))
+    }
+
+    /// Posts a new configuration in the mailbox of the NF on `vf` and rings its
+    /// doorbell: the BAR's MAILBOX register gets a new generation, and the rx vector
+    /// is raised through interrupt remapping (a masked NF is polling and sees the
+    /// register itself). The NF fetches it, applies it in place or not, and says
+    /// so ([`SharedView::config_result`]). `None` if no NF is attached and enabled.
+    pub fn post_config(&mut self, vf: VfId, config: String) -> Option<u32> {
+        if !self.is_active(vf) {
+            return None;
+        }
+        let port = self.port_mut(vf)?;
+        let bar = port.bar.as_ref()?;
+        let generation = match bar.posted_mailbox().wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        bar.post_mailbox(generation);
+        port.mailbox = Some((generation, config));
+        port.rx_since_irq += 1;
+        let now = self.now();
+        self.raise_interrupts(now);
+        Some(generation)
     }
 
     /// Whether an NF is attached to `vf` with DMA enabled (the loop polls it).
@@ -1584,6 +1652,7 @@ impl Dma<'_> {
 enum Reply {
     Ok,
     Hello(HelloReply, Option<Arc<SharedMemory>>),
+    Config(u32, String),
 }
 
 /// Where a delivered frame comes from.

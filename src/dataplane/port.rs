@@ -75,6 +75,8 @@ pub struct Port {
     pub tx_since_irq: u32,
     /// Latest NF report (JSON).
     pub report: Option<String>,
+    /// The message waiting in the mailbox: its generation and a configuration.
+    pub mailbox: Option<(u32, String)>,
     /// Which attachment this is (events from an older socket are ignored).
     pub epoch: u64,
 }
@@ -95,6 +97,7 @@ impl Port {
             rx_since_irq: 0,
             tx_since_irq: 0,
             report: None,
+            mailbox: None,
             epoch: 0,
         }
     }

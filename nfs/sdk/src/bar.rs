@@ -72,6 +72,11 @@ pub mod reg {
     /// `AtomicU32`, bit n set = vector n masked; written by the NF, read by
     /// the NIC. Resets to all-masked, like MSI-X vector control.
     pub const IRQ_MASK: usize = 0xC0;
+    /// `AtomicU32`, the host's mailbox doorbell (the PF-to-VF mailbox of SR-IOV
+    /// NICs): the generation of the newest message the host posted, 0 = none. The
+    /// NF compares it with the last one it fetched (`FetchConfig`). Written by the
+    /// NIC, read by the NF.
+    pub const MAILBOX: usize = 0x100;
 }
 
 /// Errors from creating or opening a BAR.
@@ -376,6 +381,17 @@ impl Bar<Nic> {
             .store(u32::from(up), Ordering::Release);
     }
 
+    /// Rings the mailbox doorbell: a message of `generation` (non-zero) waits.
+    pub fn post_mailbox(&self, generation: u32) {
+        self.reg32(reg::MAILBOX)
+            .store(generation, Ordering::Release);
+    }
+
+    /// The generation last posted, 0 = none.
+    pub fn posted_mailbox(&self) -> u32 {
+        self.reg32(reg::MAILBOX).load(Ordering::Acquire)
+    }
+
     /// Consumer end of the fill ring (empty frames from the NF).
     pub fn fill_consumer(&self) -> Result<Consumer, RingError> {
         self.consumer(self.layout.fill)
@@ -478,6 +494,11 @@ impl Bar<Nf> {
     /// Current link state.
     pub fn link_up(&self) -> bool {
         self.reg32(reg::LINK_UP).load(Ordering::Acquire) != 0
+    }
+
+    /// The generation of the host's newest mailbox message, 0 = none yet.
+    pub fn mailbox(&self) -> u32 {
+        self.reg32(reg::MAILBOX).load(Ordering::Acquire)
     }
 
     /// Masks `vector` (the NF is polling).

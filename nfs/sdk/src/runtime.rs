@@ -140,6 +140,8 @@ struct VfLoop {
     stats: LoopStats,
     /// Frames currently inside one batch, to refuse a frame handed out twice.
     in_batch: Vec<u64>,
+    /// The mailbox generation last fetched (or present at attach).
+    mailbox_seen: u32,
 }
 
 impl VfLoop {
@@ -172,6 +174,8 @@ impl VfLoop {
             }
         };
         let frames_total = umem.len() / frame_size;
+        // A message posted for an earlier instance on this VF is not ours.
+        let mailbox_seen = bar.mailbox();
         let mut vf = VfLoop {
             client,
             bar,
@@ -183,6 +187,7 @@ impl VfLoop {
             doorbell,
             stats: LoopStats::default(),
             in_batch: vec![0; frames_total.div_ceil(64)],
+            mailbox_seen,
         };
         for i in 0..own_frames {
             let d = Desc {
@@ -218,6 +223,7 @@ impl VfLoop {
             self.bar.mask_irq(IrqVector::TX);
             let mut quiet_since: Option<Instant> = None;
             loop {
+                self.check_mailbox(nf);
                 if self.poll(nf)? > 0 {
                     quiet_since = None;
                     if last_report.elapsed() >= options.report_interval {
@@ -238,7 +244,10 @@ impl VfLoop {
             self.bar.unmask_irq(IrqVector::TX);
             // Pairs with the NIC's fence between posting rx and reading the mask.
             fence(Ordering::SeqCst);
-            if self.rings.rx.available()? > 0 || self.rings.completion.available()? > 0 {
+            if self.rings.rx.available()? > 0
+                || self.rings.completion.available()? > 0
+                || self.bar.mailbox() != self.mailbox_seen
+            {
                 continue;
             }
             if last_report.elapsed() >= options.report_interval {
@@ -250,6 +259,25 @@ impl VfLoop {
             res.map_err(RuntimeError::Wait)?;
             self.stats.wakeups += 1;
         }
+    }
+
+    /// Takes a new configuration from the host's mailbox, if its doorbell shows
+    /// one not fetched yet, applies it in place and says how that went. The host
+    /// restarts the NF if it could not.
+    fn check_mailbox<N: NetworkFunction>(&mut self, nf: &mut N) {
+        let posted = self.bar.mailbox();
+        if posted == self.mailbox_seen {
+            return;
+        }
+        self.mailbox_seen = posted;
+        // Nothing waiting after all (the host withdrew it): nothing to do.
+        let Ok((generation, config)) = self.client.fetch_config() else {
+            return;
+        };
+        self.mailbox_seen = generation;
+        let error = nf.reconfigure(&config).err().unwrap_or_default();
+        // A lost answer only makes the host fall back to a restart.
+        let _ = self.client.config_applied(generation, &error);
     }
 
     fn report<N: NetworkFunction>(&mut self, nf: &N) {

@@ -1,9 +1,12 @@
 //! `nfctl chain`: chains of NFs, applied from chain files.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use nfhost::api::proto::{self, chain_service_client::ChainServiceClient};
+use nfhost::api::proto::{
+    self, chain_service_client::ChainServiceClient, nf_service_client::NfServiceClient,
+};
 use nfhost::chain_file::load_chain;
 use nfhost::control::chain_update;
 
@@ -127,6 +130,18 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
         return ctx.print(&(head + &view(&created)));
     };
     let changes = chain_update::plan(&stored, &chain, &[]).ok();
+    // The PIDs of the NFs to reconfigure, before and after: whether each took its
+    // new config in place (same process) or was restarted.
+    let reconfigured: Vec<String> = changes
+        .iter()
+        .flat_map(|plan| plan.reconfigured.iter())
+        .filter_map(|i| chain.nfs.get(*i).map(|nf| nf.name.clone()))
+        .collect();
+    let before = if dry_run {
+        HashMap::new()
+    } else {
+        pids(ctx, &reconfigured).await
+    };
     let updated = client
         .update_chain(proto::UpdateChainRequest {
             chain: Some(chain),
@@ -155,17 +170,26 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     if ctx.output == Output::Json {
         return ctx.json(&updated);
     }
+    let after = if dry_run {
+        HashMap::new()
+    } else {
+        pids(ctx, &reconfigured).await
+    };
+    let in_place: HashMap<String, bool> = before
+        .iter()
+        .filter_map(|(name, pid)| Some((name.clone(), after.get(name)? == pid)))
+        .collect();
     let head = match (changes, dry_run) {
         (Some(plan), _) if plan.is_noop() => format!("{}: unchanged\n", updated.name),
         (Some(plan), true) => format!(
             "{}: valid (dry run, nothing changed): would {}\n",
             updated.name,
-            describe(&plan, &updated, true)
+            describe(&plan, &updated, true, &in_place)
         ),
         (Some(plan), false) => format!(
             "{}: updated: {}\n",
             updated.name,
-            describe(&plan, &updated, false)
+            describe(&plan, &updated, false, &in_place)
         ),
         (None, true) => format!("{}: valid (dry run, nothing changed)\n", updated.name),
         (None, false) => format!("{}: updated\n", updated.name),
@@ -173,9 +197,41 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     ctx.print(&(head + &view(&updated)))
 }
 
-/// What an update does, for a person: `mon reconfigured (restarted on pfs/0/vfs/2);
-/// fwd unchanged`, or ahead of a dry run `reconfigure mon (restart on …); …`.
-fn describe(plan: &chain_update::Plan, chain: &proto::Chain, ahead: bool) -> String {
+/// The running NFs among `names` and their PIDs (best effort: an NF that cannot
+/// be read is left out).
+async fn pids(ctx: &Ctx, names: &[String]) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    let Ok(channel) = ctx.connect().await else {
+        return out;
+    };
+    let mut client = NfServiceClient::new(channel);
+    for name in names {
+        let got = client
+            .get_nf(proto::GetNfRequest {
+                name: format!("nfs/{name}"),
+            })
+            .await;
+        let pid = got
+            .ok()
+            .and_then(|r| r.into_inner().status)
+            .map_or(0, |s| s.pid);
+        if pid != 0 {
+            out.insert(name.clone(), pid);
+        }
+    }
+    out
+}
+
+/// What an update does, for a person: `mon reconfigured in place (same process);
+/// fwd unchanged`, `nat reconfigured (restarted on pfs/0/vfs/2)`, or ahead of a dry
+/// run `reconfigure mon (in place, or a restart on …); …`. `in_place` tells, per
+/// NF, whether its process stayed the same.
+fn describe(
+    plan: &chain_update::Plan,
+    chain: &proto::Chain,
+    ahead: bool,
+    in_place: &HashMap<String, bool>,
+) -> String {
     let mut parts: Vec<String> = chain
         .nfs
         .iter()
@@ -183,8 +239,15 @@ fn describe(plan: &chain_update::Plan, chain: &proto::Chain, ahead: bool) -> Str
         .map(|(i, nf)| {
             let vf = chain.vfs.get(i).map_or("its VF", String::as_str);
             match (plan.reconfigured.contains(&i), ahead) {
-                (true, true) => format!("reconfigure {} (restart on {vf})", nf.name),
-                (true, false) => format!("{} reconfigured (restarted on {vf})", nf.name),
+                (true, true) => format!(
+                    "reconfigure {} (in place, or a restart on {vf} if its kind cannot)",
+                    nf.name
+                ),
+                (true, false) => match in_place.get(&nf.name) {
+                    Some(true) => format!("{} reconfigured in place (same process)", nf.name),
+                    Some(false) => format!("{} reconfigured (restarted on {vf})", nf.name),
+                    None => format!("{} reconfigured on {vf}", nf.name),
+                },
                 (false, true) => format!("keep {}", nf.name),
                 (false, false) => format!("{} unchanged", nf.name),
             }

@@ -334,6 +334,25 @@ impl VfClient {
         self.call_ok(body, &[])
     }
 
+    /// Fetches the newest message of the host's mailbox: its generation and the
+    /// configuration it carries.
+    pub fn fetch_config(&mut self) -> Result<(u32, String), ClientError> {
+        match self.call(request::Body::FetchConfig(pb::FetchConfig {}), &[])? {
+            (_, response::Body::Config(c), _) => Ok((c.generation, c.config)),
+            (_, other, _) => Err(unexpected("FetchConfig", &other)),
+        }
+    }
+
+    /// Tells the host whether the configuration of `generation` was applied
+    /// (`error` empty) or not (why).
+    pub fn config_applied(&mut self, generation: u32, error: &str) -> Result<(), ClientError> {
+        let body = request::Body::ConfigApplied(pb::ConfigApplied {
+            generation,
+            error: error.to_owned(),
+        });
+        self.call_ok(body, &[])
+    }
+
     fn call_ok(&mut self, body: request::Body, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
         let kind = super::codec::request_kind(&body).0;
         match self.call(body, fds)? {

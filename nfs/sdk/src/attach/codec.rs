@@ -166,6 +166,8 @@ pub(crate) fn request_kind(body: &request::Body) -> (&'static str, usize) {
         request::Body::Enable(_) => ("Enable", 0),
         request::Body::Reset(_) => ("Reset", 0),
         request::Body::Report(_) => ("Report", 0),
+        request::Body::FetchConfig(_) => ("FetchConfig", 0),
+        request::Body::ConfigApplied(_) => ("ConfigApplied", 0),
     }
 }
 
@@ -176,6 +178,7 @@ pub(crate) fn response_kind(body: &response::Body) -> (&'static str, usize) {
         // BAR and doorbell, plus the chain's UMEM for a shared chain.
         response::Body::Hello(h) => ("HelloReply", if h.umem_size > 0 { 3 } else { 2 }),
         response::Body::Ok(_) => ("Ok", 0),
+        response::Body::Config(_) => ("Config", 0),
     }
 }
 

@@ -80,6 +80,21 @@ pub enum Command {
         /// The document as sent.
         json: String,
     },
+    /// The NF asks for the newest mailbox message; answer with [`reply_config`]
+    /// or an error.
+    FetchConfig {
+        /// Request id, to echo.
+        id: u64,
+    },
+    /// The NF applied (or could not apply) a configuration while running.
+    ConfigApplied {
+        /// Request id, to echo.
+        id: u64,
+        /// The `Config` generation.
+        generation: u32,
+        /// Empty if applied; else why not.
+        error: String,
+    },
 }
 
 impl Command {
@@ -92,7 +107,9 @@ impl Command {
             | Self::SetIrq { id, .. }
             | Self::Enable { id }
             | Self::Reset { id }
-            | Self::Report { id, .. } => *id,
+            | Self::Report { id, .. }
+            | Self::FetchConfig { id }
+            | Self::ConfigApplied { id, .. } => *id,
         }
     }
 }
@@ -149,6 +166,17 @@ impl fmt::Debug for Command {
                 .debug_struct("Report")
                 .field("id", id)
                 .field("json", json)
+                .finish(),
+            Self::FetchConfig { id } => f.debug_struct("FetchConfig").field("id", id).finish(),
+            Self::ConfigApplied {
+                id,
+                generation,
+                error,
+            } => f
+                .debug_struct("ConfigApplied")
+                .field("id", id)
+                .field("generation", generation)
+                .field("error", error)
                 .finish(),
         }
     }
@@ -228,6 +256,12 @@ pub fn read_command(sock: BorrowedFd<'_>) -> Result<Command, ProtoError> {
             id,
             json: report.json,
         },
+        request::Body::FetchConfig(pb::FetchConfig {}) => Command::FetchConfig { id },
+        request::Body::ConfigApplied(applied) => Command::ConfigApplied {
+            id,
+            generation: applied.generation,
+            error: applied.error,
+        },
     })
 }
 
@@ -266,6 +300,23 @@ pub fn reply_error(
         body: Some(response::Body::Error(pb::Error {
             code: code.into(),
             message: message.to_owned(),
+        })),
+    };
+    send_response(sock, &msg, &[])
+}
+
+/// Answers `FetchConfig` request `id` with the mailbox message of `generation`.
+pub fn reply_config(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    generation: u32,
+    config: &str,
+) -> Result<(), ProtoError> {
+    let msg = Response {
+        id,
+        body: Some(response::Body::Config(pb::Config {
+            generation,
+            config: config.to_owned(),
         })),
     };
     send_response(sock, &msg, &[])
