@@ -209,13 +209,16 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
         .as_ref()
         .map_or(settings.vfs.unwrap_or(64), |pf| pf.num_vfs as u16);
     let wire = settings.wire_config()?;
-    let wire_name = settings.wire.clone().unwrap_or_else(|| "gen".into());
+    let (wire_name, wire_mtu) = match &wire {
+        WireConfig::Host(host) => (host.to_string(), u32::from(host.mtu)),
+        _ => (settings.wire.clone().unwrap_or_else(|| "gen".into()), 0),
+    };
     let engine = EngineHandle::start(EngineConfig {
         num_vfs,
         wire,
         ..Default::default()
     })?;
-    let controller = Arc::new(Controller::new(store, engine, exe, wire_name)?);
+    let controller = Arc::new(Controller::new(store, engine, exe, wire_name, wire_mtu)?);
     Ok(Started {
         controller,
         data_dir,

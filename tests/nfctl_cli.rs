@@ -219,6 +219,7 @@ impl PfService for Double {
             num_vfs: 4,
             assigned_vfs: 2,
             wire: "gen".into(),
+            wire_mtu: 0,
         }))
     }
 

@@ -75,6 +75,14 @@ fn a_tap_trunk_carries_tags_at_the_mtu_and_its_link_state_is_the_pfs() {
     let server = Server::start(&data.0, &["--vfs", "4", "--wire", &wire, "--mtu", "1500"]);
     let rt = runtime();
     let mut c = Clients::new(server.channel(&rt));
+    let pf = rt
+        .block_on(c.pf.get_pf(proto::GetPfRequest {
+            name: "pfs/0".into(),
+        }))
+        .expect("GetPf")
+        .into_inner();
+    assert_eq!((pf.wire.as_str(), pf.wire_mtu), (wire.as_str(), 1500));
+
     let mut pf_link = || {
         rt.block_on(c.pf.get_pf(proto::GetPfRequest {
             name: "pfs/0".into(),

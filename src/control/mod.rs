@@ -118,6 +118,8 @@ struct Inner {
     installed_chains: BTreeMap<String, Vec<VfId>>,
     tokens: u64,
     wire: String,
+    /// MTU of a host wire's links; 0 for gen and none.
+    wire_mtu: u32,
 }
 
 /// The control plane of one nfhost instance.
@@ -142,6 +144,7 @@ impl Controller {
         engine: EngineHandle,
         exe: PathBuf,
         wire: String,
+        wire_mtu: u32,
     ) -> Result<Self, ControlError> {
         let desired = store.load()?;
         let counters = engine.counters().clone();
@@ -157,6 +160,7 @@ impl Controller {
                 installed_chains: BTreeMap::new(),
                 tokens: 0,
                 wire,
+                wire_mtu,
             }),
             counters,
             events,
@@ -199,6 +203,7 @@ impl Controller {
     pub fn get_pf(&self) -> Result<proto::Pf, ControlError> {
         let inner = self.lock();
         let wire = inner.wire.clone();
+        let wire_mtu = inner.wire_mtu;
         let assigned = inner.owned_vfs().len() as u32;
         Ok(inner.engine.call(move |e| {
             let pf = e.nic().pf();
@@ -210,6 +215,7 @@ impl Controller {
                 num_vfs: u32::from(pf.num_vfs()),
                 assigned_vfs: assigned,
                 wire,
+                wire_mtu,
             }
         })?)
     }

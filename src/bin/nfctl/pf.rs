@@ -82,6 +82,12 @@ fn view(pf: &proto::Pf) -> String {
                 pf.num_vfs.saturating_sub(pf.assigned_vfs)
             ),
         ),
-        ("Wire", or_dash(&pf.wire)),
+        (
+            "Wire",
+            match pf.wire_mtu {
+                0 => or_dash(&pf.wire),
+                mtu => format!("{}, MTU {mtu}", pf.wire),
+            },
+        ),
     ])
 }
