@@ -252,6 +252,10 @@ fn a_change_an_nf_cannot_take_in_place_restarts_it_on_its_own_vf() {
         .expect("created")
         .into_inner();
     wait_until("the NAT running", 10, || running(&rt, &mut c, "nat"));
+    // Attached to its VF and in its loop: it has reported.
+    wait_until("the NAT reporting", 10, || {
+        http::get(http, "/api/v1/nfs/nat/report").0 == 200
+    });
     let before = get_nf(&rt, &mut c, "nat");
     let updated = update(&rt, &mut c, nat_chain("203.0.113.2"), &[]).expect("accepted");
     assert_eq!(updated.vfs, created.vfs, "the hop keeps its VF");

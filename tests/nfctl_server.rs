@@ -142,9 +142,16 @@ fn every_nfctl_command_against_the_real_server() {
     wait_until("the chain's NFs running", 10, || {
         pid("mon") != 0 && pid("fwd") != 0
     });
+    // Attached to its VF and in its loop: the monitor has reported.
+    wait_until("the monitor reporting", 10, || {
+        json(&ok(&s, &["-o", "json", "nf", "get", "mon"]))["status"]["report"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    });
     let (mon, fwd) = (pid("mon"), pid("fwd"));
 
-    // Applying it again: nothing to change. Edited: the changed NF restarts in place.
+    // Applying it again: nothing to change. Edited: the changed NF takes its new
+    // config in place.
     let out = ok(&s, &["chain", "apply", "examples/edge.toml"]);
     assert!(out.starts_with("chains/edge: unchanged\n"), "{out}");
     assert_eq!((pid("mon"), pid("fwd")), (mon, fwd));

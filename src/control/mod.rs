@@ -621,9 +621,14 @@ impl Controller {
     /// mailbox, and waits up to [`IN_PLACE_WAIT`] for the answers, without holding
     /// the controller. Returns the NFs that must restart instead: not running, not
     /// attached, refused (their kind cannot take that change in place), or silent.
-    fn reconfigure_in_place(&self, inner: MutexGuard<'_, Inner>, names: &[String]) -> Vec<String> {
+    fn reconfigure_in_place(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        names: &[String],
+    ) -> Vec<String> {
         let mut restart = Vec::new();
         let mut posted = Vec::new();
+        let mut unattached = Vec::new();
         for name in names {
             let (Some(run), Some(nf)) = (inner.runs.get(name), inner.desired.nfs.get(name)) else {
                 restart.push(name.clone());
@@ -636,10 +641,21 @@ impl Controller {
             let (vf, config) = (run.vf, nf.config.clone());
             match inner.engine.call(move |e| e.post_config(vf, config)) {
                 Ok(Some(generation)) => posted.push((name.clone(), vf, generation)),
-                _ => restart.push(name.clone()),
+                _ => {
+                    unattached.push(event(
+                        proto::EventKind::ConfigChanged,
+                        Some(vf),
+                        name,
+                        format!("nf {name} is not attached to its VF yet: restarting it"),
+                    ));
+                    restart.push(name.clone());
+                }
             }
         }
         if posted.is_empty() {
+            if !unattached.is_empty() {
+                let _ = self.commit(&mut inner, vec![], unattached);
+            }
             return restart;
         }
         let view = Arc::clone(inner.engine.view());
@@ -655,7 +671,7 @@ impl Controller {
             std::thread::sleep(Duration::from_millis(2));
         }
         let mut inner = self.lock();
-        let mut events = Vec::new();
+        let mut events = unattached;
         for ((name, vf, _), answer) in posted.into_iter().zip(answers) {
             let message = match answer {
                 Some(Ok(())) => format!("nf {name} took its new config in place (same process)"),
@@ -1516,4 +1532,4 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// How long a re-applied chain waits for its NFs to take their new configs in
 /// place before it restarts those that did not answer.
-pub const IN_PLACE_WAIT: Duration = Duration::from_secs(2);
+pub const IN_PLACE_WAIT: Duration = Duration::from_secs(5);
