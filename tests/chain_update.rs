@@ -12,7 +12,7 @@ mod server;
 
 use nfhost::api::proto;
 use nfhost::store::Store;
-use server::{Clients, Server, TempDir, free_port, runtime, wait_until};
+use server::{Clients, Server, TempDir, events, free_port, runtime, wait_until};
 use tokio::runtime::Runtime;
 use tonic::Code;
 
@@ -180,14 +180,7 @@ fn reapplying_a_chain_reconfigures_only_the_changed_nf_in_its_own_process() {
     wait_until("traffic through the reconfigured chain", 10, || {
         out() > before + 1000
     });
-    let events = rt
-        .block_on(
-            c.telemetry
-                .list_events(proto::ListEventsRequest { limit: 1000 }),
-        )
-        .expect("events")
-        .into_inner()
-        .events;
+    let events = events(&rt, &mut c);
     assert!(
         events
             .iter()
@@ -273,14 +266,7 @@ fn a_change_an_nf_cannot_take_in_place_restarts_it_on_its_own_vf() {
         status(&after)
     );
     assert!(after.config.contains("203.0.113.2"), "{}", after.config);
-    let events = rt
-        .block_on(
-            c.telemetry
-                .list_events(proto::ListEventsRequest { limit: 1000 }),
-        )
-        .expect("events")
-        .into_inner()
-        .events;
+    let events = events(&rt, &mut c);
     assert!(
         events.iter().any(|e| e.nf == "nfs/nat"
             && e.message

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nfhost::api::proto;
 use nfhost::store::Store;
-use server::{Clients, Server, TempDir, nf_pids, runtime, wait_until};
+use server::{Clients, Server, TempDir, events, nf_pids, runtime, wait_until};
 use tonic::Code;
 
 const GEN: &[&str] = &[
@@ -53,16 +53,6 @@ fn ignore<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     }
-}
-
-fn events(rt: &tokio::runtime::Runtime, c: &mut Clients) -> Vec<proto::Event> {
-    rt.block_on(
-        c.telemetry
-            .list_events(proto::ListEventsRequest { limit: 1000 }),
-    )
-    .expect("events")
-    .into_inner()
-    .events
 }
 
 fn nf_state(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> proto::NfStatus {

@@ -22,17 +22,9 @@ fn json(port: u16, path: &str) -> serde_json::Value {
 
 /// `nfhost_vf_receive_packets_total` by NF name.
 fn received_by_nf(metrics: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("nfhost_vf_receive_packets_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once(' ')?;
-            let nf = labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("nf=\""))?
-                .trim_end_matches(['"', '}']);
-            Some((nf.to_owned(), value.parse().ok()?))
-        })
+    http::samples(metrics, "nfhost_vf_receive_packets_total")
+        .into_iter()
+        .filter_map(|(labels, value)| Some((http::label(&labels, "nf")?.to_owned(), value)))
         .filter(|(nf, _)| !nf.is_empty())
         .collect()
 }

@@ -15,30 +15,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use http::get;
+use http::{get, label, samples};
 use server::{Server, TempDir, free_port, wait_until};
-
-/// Samples of one metric: label set (as text) → value.
-fn samples(text: &str, metric: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name_labels, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            (name == metric).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
-        })
-        .collect()
-}
-
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.trim_matches('"'))
-    })
-}
 
 fn start_with_chain(data: &TempDir, http: u16) -> Server {
     let server = Server::start(

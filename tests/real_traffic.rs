@@ -148,18 +148,18 @@ fn require_tools() {
 
 /// The sum of one counter over the series of `nf` in a `/metrics` text.
 fn vf_metric(text: &str, name: &str, nf: &str) -> u64 {
-    let label = format!("nf=\"{nf}\"");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(&label))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+    http::samples(text, name)
+        .iter()
+        .filter(|(labels, _)| http::label(labels, "nf") == Some(nf))
+        .map(|(_, v)| *v as u64)
         .sum()
 }
 
 /// The wire's drops for every reason, from a `/metrics` text.
 fn wire_drops(text: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with("nfhost_wire_dropped_packets_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+    http::samples(text, "nfhost_wire_dropped_packets_total")
+        .values()
+        .map(|v| *v as u64)
         .sum()
 }
 

@@ -2,6 +2,7 @@
 // Shared by several test binaries; each uses part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -48,4 +49,28 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Samples of one metric in a Prometheus text exposition: label set (as text) →
+/// value.
+pub fn samples(text: &str, metric: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            (name == metric).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+/// The value of label `key` in a label set as [`samples`] gives it.
+pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
 }

@@ -179,6 +179,17 @@ impl Clients {
     }
 }
 
+/// The stored recent events (up to 1000), oldest first.
+pub fn events(rt: &tokio::runtime::Runtime, c: &mut Clients) -> Vec<proto::Event> {
+    rt.block_on(
+        c.telemetry
+            .list_events(proto::ListEventsRequest { limit: 1000 }),
+    )
+    .expect("events")
+    .into_inner()
+    .events
+}
+
 /// PIDs of running `nfhost nf run --name NAME` processes.
 pub fn nf_pids(name: &str) -> Vec<u32> {
     let mut pids = Vec::new();
