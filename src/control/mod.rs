@@ -611,24 +611,24 @@ impl Controller {
             .filter_map(|i| plan.chain.nfs.get(*i))
             .map(|hop| hop.name.clone())
             .collect();
-        let restart = self.reconfigure_in_place(inner, &reconfigured);
-        let mut inner = self.lock();
-        self.restart_reconfigured(&mut inner, &restart);
+        let (mut inner, restart, events) = self.reconfigure_in_place(inner, &reconfigured);
+        self.restart_reconfigured(&mut inner, &restart, events);
         Ok(plan.chain)
     }
 
     /// Offers each running NF of `names` its new (stored) config through its VF's
     /// mailbox, and waits up to [`IN_PLACE_WAIT`] for the answers, without holding
-    /// the controller. Returns the NFs that must restart instead: not running, not
-    /// attached, refused (their kind cannot take that change in place), or silent.
-    fn reconfigure_in_place(
-        &self,
-        mut inner: MutexGuard<'_, Inner>,
+    /// the controller. Returns the controller again, the NFs that must restart
+    /// instead (not running, not attached, refused because their kind cannot take
+    /// that change in place, or silent) and the events saying which way each went.
+    fn reconfigure_in_place<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
         names: &[String],
-    ) -> Vec<String> {
+    ) -> (MutexGuard<'a, Inner>, Vec<String>, Vec<proto::Event>) {
         let mut restart = Vec::new();
         let mut posted = Vec::new();
-        let mut unattached = Vec::new();
+        let mut events = Vec::new();
         for name in names {
             let (Some(run), Some(nf)) = (inner.runs.get(name), inner.desired.nfs.get(name)) else {
                 restart.push(name.clone());
@@ -642,7 +642,7 @@ impl Controller {
             match inner.engine.call(move |e| e.post_config(vf, config)) {
                 Ok(Some(generation)) => posted.push((name.clone(), vf, generation)),
                 _ => {
-                    unattached.push(event(
+                    events.push(event(
                         proto::EventKind::ConfigChanged,
                         Some(vf),
                         name,
@@ -652,26 +652,21 @@ impl Controller {
                 }
             }
         }
-        if posted.is_empty() {
-            if !unattached.is_empty() {
-                let _ = self.commit(&mut inner, vec![], unattached);
-            }
-            return restart;
-        }
-        let view = Arc::clone(inner.engine.view());
-        drop(inner);
-        let deadline = Instant::now() + IN_PLACE_WAIT;
         let mut answers: Vec<Option<Result<(), String>>> = vec![None; posted.len()];
-        while answers.iter().any(Option::is_none) && Instant::now() < deadline {
-            for (answer, (_, vf, generation)) in answers.iter_mut().zip(&posted) {
-                if answer.is_none() {
-                    *answer = view.config_result(*vf, *generation);
+        if !posted.is_empty() {
+            let view = Arc::clone(inner.engine.view());
+            drop(inner);
+            let deadline = Instant::now() + IN_PLACE_WAIT;
+            while answers.iter().any(Option::is_none) && Instant::now() < deadline {
+                for (answer, (_, vf, generation)) in answers.iter_mut().zip(&posted) {
+                    if answer.is_none() {
+                        *answer = view.config_result(*vf, *generation);
+                    }
                 }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            inner = self.lock();
         }
-        let mut inner = self.lock();
-        let mut events = unattached;
         for ((name, vf, _), answer) in posted.into_iter().zip(answers) {
             let message = match answer {
                 Some(Ok(())) => format!("nf {name} took its new config in place (same process)"),
@@ -694,16 +689,21 @@ impl Controller {
                 message,
             ));
         }
-        let _ = self.commit(&mut inner, vec![], events);
-        restart
+        (inner, restart, events)
     }
 
     /// Restarts NFs on their own VFs with their stored (new) config: the VF is
     /// scrubbed first, as after an exit, and the restart is no failure (the crash-loop
     /// count starts over: a new config deserves a fresh start). An NF that was not
     /// running (failed, or waiting out a backoff) starts now.
-    fn restart_reconfigured(&self, inner: &mut Inner, names: &[String]) {
-        let mut events = Vec::new();
+    /// `events` (what happened before, such as the in-place attempts) are stored with
+    /// the restarts' own, in one batch.
+    fn restart_reconfigured(
+        &self,
+        inner: &mut Inner,
+        names: &[String],
+        mut events: Vec<proto::Event>,
+    ) {
         let mut missing = false;
         for name in names {
             let Some(nf) = inner.desired.nfs.get(name).cloned() else {

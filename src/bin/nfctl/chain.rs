@@ -9,6 +9,7 @@ use nfhost::api::proto::{
 };
 use nfhost::chain_file::load_chain;
 use nfhost::control::chain_update;
+use tonic::transport::Channel;
 
 use crate::fail::Failure;
 use crate::names::{self, short};
@@ -92,7 +93,8 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     let chain = load_chain(file)
         .map_err(|e| Failure::Invalid(format!("chain file {}: {e}", file.display())))?;
     let name = chain.name.clone();
-    let mut client = ChainServiceClient::new(ctx.connect().await?);
+    let channel = ctx.connect().await?;
+    let mut client = ChainServiceClient::new(channel.clone());
     let stored = match client
         .get_chain(proto::GetChainRequest { name: name.clone() })
         .await
@@ -137,10 +139,11 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
         .flat_map(|plan| plan.reconfigured.iter())
         .filter_map(|i| chain.nfs.get(*i).map(|nf| nf.name.clone()))
         .collect();
+    let mut nfs = NfServiceClient::new(channel);
     let before = if dry_run {
         HashMap::new()
     } else {
-        pids(ctx, &reconfigured).await
+        pids(&mut nfs, &reconfigured).await
     };
     let updated = client
         .update_chain(proto::UpdateChainRequest {
@@ -173,7 +176,7 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     let after = if dry_run {
         HashMap::new()
     } else {
-        pids(ctx, &reconfigured).await
+        pids(&mut nfs, &reconfigured).await
     };
     let in_place: HashMap<String, bool> = before
         .iter()
@@ -199,12 +202,8 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
 
 /// The running NFs among `names` and their PIDs (best effort: an NF that cannot
 /// be read is left out).
-async fn pids(ctx: &Ctx, names: &[String]) -> HashMap<String, u32> {
+async fn pids(client: &mut NfServiceClient<Channel>, names: &[String]) -> HashMap<String, u32> {
     let mut out = HashMap::new();
-    let Ok(channel) = ctx.connect().await else {
-        return out;
-    };
-    let mut client = NfServiceClient::new(channel);
     for name in names {
         let got = client
             .get_nf(proto::GetNfRequest {
