@@ -182,7 +182,7 @@ impl HostWireConfig {
 
     /// The largest frame: MTU plus an Ethernet header and one 802.1Q tag.
     pub fn frame_cap(&self) -> usize {
-        usize::from(self.mtu) + 18
+        max_frame(self.mtu, true)
     }
 }
 
@@ -380,34 +380,32 @@ impl HostWire {
     /// and counted on the wire.
     pub fn receive(&mut self, max: usize, counters: &Counters, mut f: impl FnMut(&[u8])) -> usize {
         let access = &self.roles.access;
-        let cap = usize::from(self.mtu) + 14;
+        let mtu = self.mtu;
         self.ring.receive(max, |link, r| {
             let wire = &counters.wire;
-            match r {
-                Received::Oversize(len) => {
-                    wire.rx_packets.add(1);
-                    wire.rx_bytes.add(len as u64);
-                    wire.drop(Drop::Oversize, 1);
-                }
-                Received::Frame(mut frame) => {
-                    let bytes = frame.bytes();
-                    wire.rx_packets.add(1);
-                    wire.rx_bytes.add(bytes.len() as u64);
-                    let tagged = is_tagged(bytes);
-                    if bytes.len() > cap + if tagged { 4 } else { 0 } {
-                        wire.drop(Drop::Oversize, 1);
-                        return;
-                    }
-                    if let Some(vid) = access[link] {
-                        // An access port carries untagged frames only.
-                        if tagged || !frame.push_tag(0x8100, vid) {
-                            wire.drop(Drop::Vlan, 1);
-                            return;
-                        }
-                    }
-                    f(frame.bytes());
+            let len = match &r {
+                Received::Oversize(len) => *len,
+                Received::Frame(frame) => frame.bytes().len(),
+            };
+            wire.rx_packets.add(1);
+            wire.rx_bytes.add(len as u64);
+            let Received::Frame(mut frame) = r else {
+                wire.drop(Drop::Oversize, 1);
+                return;
+            };
+            let tagged = is_tagged(frame.bytes());
+            if len > max_frame(mtu, tagged) {
+                wire.drop(Drop::Oversize, 1);
+                return;
+            }
+            if let Some(vid) = access[link] {
+                // An access port carries untagged frames only.
+                if tagged || !frame.push_tag(0x8100, vid) {
+                    wire.drop(Drop::Vlan, 1);
+                    return;
                 }
             }
+            f(frame.bytes());
         })
     }
 
@@ -430,8 +428,9 @@ impl HostWire {
         if len < inner {
             return Err(Drop::Malformed);
         }
-        let out_len = 12 + if out_tag.is_some() { 4 } else { 0 } + (len - inner);
-        if out_len > usize::from(self.mtu) + 14 + if out_tag.is_some() { 4 } else { 0 } {
+        let tag_len = if out_tag.is_some() { 4 } else { 0 };
+        let out_len = 12 + tag_len + (len - inner);
+        if out_len > max_frame(self.mtu, out_tag.is_some()) {
             return Err(Drop::Oversize);
         }
         let sent = self.ring.send_with(link, out_len, |buf| {
@@ -454,6 +453,12 @@ impl HostWire {
             Err(SendError::NoSuchLink(_)) => Err(Drop::NoRoute),
         }
     }
+}
+
+/// The longest frame an MTU allows: the Ethernet header, plus one 802.1Q tag
+/// if the frame carries one.
+fn max_frame(mtu: u16, tagged: bool) -> usize {
+    usize::from(mtu) + 14 + if tagged { 4 } else { 0 }
 }
 
 fn is_tagged(frame: &[u8]) -> bool {
