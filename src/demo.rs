@@ -50,7 +50,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         gen_dst: None,
     };
     let started = nfhost::serve::start(&settings, current_exe()?)?;
-    let chain = nfhost::chain_file::parse_chain(EXAMPLE_CHAIN)?;
+    let chain = nfhost_api::chain_file::parse_chain(EXAMPLE_CHAIN)?;
     let created = started.controller.create_chain(&chain, false)?;
     println!(
         "nfhost demo: emulated NIC with 64 VFs, gen wire at {} pps on VLAN 100",
@@ -59,7 +59,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "chain {} ({}): wire VLAN 100 → mon (monitor) on {} → fwd (l2fwd) on {} → wire VLAN 200",
         created.name,
-        if created.isolation == nfhost::api::proto::Isolation::Shared as i32 {
+        if created.isolation == nfhost_api::proto::Isolation::Shared as i32 {
             "shared"
         } else {
             "strict"
@@ -104,7 +104,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 fn spawn_printer(controller: Arc<Controller>, seconds: u64) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
-        let mut last: Option<nfhost::api::proto::Stats> = None;
+        let mut last: Option<nfhost_api::proto::Stats> = None;
         println!(
             "{:>5}  {:<6} {:<5} {:>10} {:>10} {:>12} {:>10}",
             "t (s)", "VF", "NF", "rx pps", "tx pps", "copied B", "drops"

@@ -7,17 +7,16 @@
 //! - [`nic`]: the device model of the emulated NIC (pure, no I/O).
 //! - [`dataplane`]: the NIC engine thread, the `gen` wire, NF processes.
 //! - [`nf_kinds`]: the NF kinds an NF process can run.
-//! - [`chain_file`]: chain files (TOML), checked and turned into API messages.
 //! - [`store`]: the desired state in sled, loaded on start and reconciled.
 //! - [`control`]: the controller: validation, reconciler, NF supervisor.
-//! - [`api`]: the gRPC API (tonic), thin handlers over the controller.
+//! - [`api`]: the gRPC API's handlers (tonic), thin over the controller; the API
+//!   schema itself (types, names, chain files, validator) is the `nfhost-api` crate.
 //! - [`serve`]: `nfhost serve`, the service.
 //!
 //! This crate has no `unsafe`: shared memory, rings and fds live in `nf-sdk`.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod chain_file;
 pub mod control;
 pub mod dataplane;
 pub mod nf_kinds;

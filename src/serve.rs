@@ -12,12 +12,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::api::proto;
 use crate::api::service::Api;
 use crate::control::{ControlError, Controller, TICK};
 use crate::dataplane::engine::{EngineConfig, EngineError, EngineHandle, WireConfig};
 use crate::dataplane::r#gen::GenConfig;
 use crate::store::{Store, StoreError};
+use nfhost_api::proto;
 
 /// Settings of `nfhost serve`; every field may also come from a TOML file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

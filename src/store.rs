@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 use thiserror::Error;
 
-use crate::api::proto::{Chain, Event, Nf, Pf, Vf};
+use nfhost_api::proto::{Chain, Event, Nf, Pf, Vf};
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -466,7 +466,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::proto::{ChainNf, Classifier, NfState, NfStatus};
+    use nfhost_api::proto::{ChainNf, Classifier, NfState, NfStatus};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh directory under the system temp dir, removed on drop.

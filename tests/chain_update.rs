@@ -10,8 +10,8 @@ mod http;
 #[path = "common/server.rs"]
 mod server;
 
-use nfhost::api::proto;
 use nfhost::store::Store;
+use nfhost_api::proto;
 use server::{Clients, Server, TempDir, events, free_port, runtime, wait_until};
 use tokio::runtime::Runtime;
 use tonic::Code;
@@ -38,7 +38,7 @@ fn start(data: &std::path::Path, http: u16) -> Server {
 /// `examples/edge.toml` with the monitor listing its `top` busiest flows.
 fn edge(top: u32) -> proto::Chain {
     let text = include_str!("../examples/edge.toml").replace("top = 5", &format!("top = {top}"));
-    nfhost::chain_file::parse_chain(&text).expect("example chain parses")
+    nfhost_api::chain_file::parse_chain(&text).expect("example chain parses")
 }
 
 fn update(
@@ -225,7 +225,7 @@ fn nat_chain(pool: &str) -> proto::Chain {
         "name = \"natc\"\n[classifier]\nvlan = 100\n[[nf]]\nname = \"nat\"\nkind = \"nat\"\n\
          [nf.config]\ninside = \"10.0.0.0/8\"\npool = [\"{pool}\"]\n"
     );
-    nfhost::chain_file::parse_chain(&text).expect("NAT chain parses")
+    nfhost_api::chain_file::parse_chain(&text).expect("NAT chain parses")
 }
 
 /// A NAT cannot move its existing mappings to another pool in place: it refuses

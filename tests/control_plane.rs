@@ -8,8 +8,8 @@ mod server;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nfhost::api::proto;
 use nfhost::store::Store;
+use nfhost_api::proto;
 use server::{Clients, Server, TempDir, events, nf_pids, runtime, wait_until};
 use tonic::Code;
 
@@ -25,7 +25,7 @@ const GEN: &[&str] = &[
 ];
 
 fn edge_chain() -> proto::Chain {
-    nfhost::chain_file::parse_chain(include_str!("../examples/edge.toml"))
+    nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))
         .expect("example chain parses")
 }
 
@@ -517,7 +517,7 @@ fn two_way_chains_are_validated_and_their_return_vlan_clashes_like_a_classifier(
     let rt = runtime();
     let server = Server::start(&data.0, GEN);
     let mut c = Clients::new(server.channel(&rt));
-    let stick = nfhost::chain_file::parse_chain(include_str!("../examples/stick.toml"))
+    let stick = nfhost_api::chain_file::parse_chain(include_str!("../examples/stick.toml"))
         .expect("example parses");
     rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
         chain: Some(stick.clone()),

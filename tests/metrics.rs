@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nfhost::api::proto;
 use nfhost::web::metrics::{Metrics, SERIES};
+use nfhost_api::proto;
 
 const REASONS: [&str; 12] = [
     "no_buffer",

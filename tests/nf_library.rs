@@ -50,7 +50,7 @@ fn firewall_nat_lb_monitor_chain() {
             "8",
         ],
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_nfctl"))
+    let out = Command::new(server::nfctl_bin())
         .args([
             "--server",
             &server.url(),
@@ -104,7 +104,7 @@ fn firewall_nat_lb_monitor_chain() {
     );
     // The same report through the gRPC API (GetNf's status), as nfctl prints it:
     // per-protocol counts beside the top talkers.
-    let out = Command::new(env!("CARGO_BIN_EXE_nfctl"))
+    let out = Command::new(server::nfctl_bin())
         .args(["--server", &server.url(), "-o", "json", "nf", "get", "mon"])
         .output()
         .expect("nfctl");

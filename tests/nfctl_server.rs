@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use server::{Server, TempDir, wait_until};
 
 fn nfctl(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nfctl"))
+    Command::new(server::nfctl_bin())
         .arg("--server")
         .arg(server.url())
         .args(args)

@@ -32,7 +32,7 @@ fn start_with_chain(data: &TempDir, http: u16) -> Server {
             "8",
         ],
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_nfctl"))
+    let out = Command::new(server::nfctl_bin())
         .args([
             "--server",
             &server.url(),

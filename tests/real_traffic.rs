@@ -28,11 +28,12 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-topolog
 const CHAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stick.toml");
 const SERVER_IP: &str = "10.77.0.2";
 
-fn run(program: &str, args: &[&str]) -> Output {
+fn run(program: impl AsRef<Path>, args: &[&str]) -> Output {
+    let program = program.as_ref();
     Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
 }
 
 fn check(out: &Output, what: &str) {
@@ -196,7 +197,7 @@ fn nfctl(server: &Server, args: &[&str]) -> Output {
     let url = server.url();
     let mut all = vec!["--server", url.as_str()];
     all.extend_from_slice(args);
-    run(env!("CARGO_BIN_EXE_nfctl"), &all)
+    run(server::nfctl_bin(), &all)
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nf_sdk::wire::{Link, Received, WireRing};
-use nfhost::api::proto;
+use nfhost_api::proto;
 use server::{Clients, Server, TempDir, runtime, wait_until};
 
 fn ip(args: &[&str]) {
@@ -112,7 +112,7 @@ mac_rewrite = "none"
 "#;
     let path = data.0.join("trunk.toml");
     std::fs::write(&path, chain).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_nfctl"))
+    let out = Command::new(server::nfctl_bin())
         .args(["--server", &server.url(), "chain", "apply"])
         .arg(&path)
         .output()

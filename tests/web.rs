@@ -290,7 +290,7 @@ fn chain_vfs(s: &Service) -> Vec<String> {
 #[test]
 fn the_dashboard_shows_a_live_chain() -> Result<()> {
     let s = Service::start("live", 16, Some(20_000))?;
-    let chain = nfhost::chain_file::parse_chain(include_str!("../examples/edge.toml"))?;
+    let chain = nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))?;
     s.controller.create_chain(&chain, false)?;
 
     // The page, and the assets it links, with the right types and caching.

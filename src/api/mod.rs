@@ -1,4 +1,4 @@
-//! The gRPC API (tonic): generated types and the service handlers.
+//! The gRPC API's service handlers (tonic), thin over the controller. The types
+//! they serve are the API schema's, in `nfhost-api`.
 
-pub mod proto;
 pub mod service;

@@ -10,12 +10,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::proto;
-use super::proto::{
+use crate::control::{ControlError, Controller};
+use nfhost_api::proto;
+use nfhost_api::proto::{
     chain_service_server::ChainService, nf_service_server::NfService, pf_service_server::PfService,
     telemetry_service_server::TelemetryService, vf_service_server::VfService,
 };
-use crate::control::{ControlError, Controller};
 
 /// The API over one controller.
 #[derive(Debug, Clone)]

@@ -9,9 +9,7 @@
 //! One lock serialises requests, reconciliation and the supervisor: VF allocation is
 //! decided against the stored state alone, so no VF is ever given to two NFs.
 
-pub mod chain_update;
 pub mod supervisor;
-pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -21,15 +19,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-use crate::api::proto;
 use crate::dataplane::counters::{Counters, Drop as DropReason};
 use crate::dataplane::engine::{ChainEgress, EngineError, EngineEvent, EngineHandle, Isolation};
 use crate::dataplane::nf_process::NfProcess;
 use crate::dataplane::runner::{NfSpec, spawn_attached};
 use crate::nic::{LinkState, MacAddr, VfId, VfUpdate, VlanTag, WireMatch};
 use crate::store::{Change, State, Store, StoreError};
+use nfhost_api::chain_update;
+use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::proto;
+use nfhost_api::validate::{self, Violations};
 use supervisor::{Decision, Exit};
-use validate::{Violations, parse_vf, short_id, vf_name};
+
+use crate::nf_kinds::Catalog;
 
 /// Why a request was refused. Each maps to one gRPC status code.
 #[derive(Debug, Error)]
@@ -371,12 +373,12 @@ impl Controller {
         nf: &proto::Nf,
         validate_only: bool,
     ) -> Result<proto::Nf, ControlError> {
-        let v = validate::check_new_nf(nf);
+        let v = validate::check_new_nf(nf, &Catalog);
         if !v.is_empty() {
             return Err(ControlError::Invalid(v));
         }
         let mut inner = self.lock();
-        let id = short_id("nfs", &nf.name).to_owned();
+        let id = Collection::Nfs.short(&nf.name).to_owned();
         if inner.desired.nfs.contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
                 "nfs/{id} already exists"
@@ -427,7 +429,7 @@ impl Controller {
     /// One NF with its status.
     pub fn get_nf(&self, name: &str) -> Result<proto::Nf, ControlError> {
         let inner = self.lock();
-        let id = short_id("nfs", name);
+        let id = Collection::Nfs.short(name);
         let nf = inner
             .desired
             .nfs
@@ -450,7 +452,7 @@ impl Controller {
     /// Deletes a standalone NF: stops it, resets and frees its VF.
     pub fn delete_nf(&self, name: &str) -> Result<(), ControlError> {
         let mut inner = self.lock();
-        let id = short_id("nfs", name).to_owned();
+        let id = Collection::Nfs.short(name).to_owned();
         let nf = inner
             .desired
             .nfs
@@ -482,12 +484,12 @@ impl Controller {
         chain: &proto::Chain,
         validate_only: bool,
     ) -> Result<proto::Chain, ControlError> {
-        let v = validate::check_chain(chain);
+        let v = validate::check_chain(chain, &Catalog);
         if !v.is_empty() {
             return Err(ControlError::Invalid(v));
         }
         let mut inner = self.lock();
-        let id = short_id("chains", &chain.name).to_owned();
+        let id = Collection::Chains.short(&chain.name).to_owned();
         if inner.desired.chains.contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
                 "chains/{id} already exists; update it (UpdateChain) to reconfigure its NFs, or delete it first to replace it"
@@ -551,7 +553,7 @@ impl Controller {
         allow_missing: bool,
     ) -> Result<proto::Chain, ControlError> {
         let mut inner = self.lock();
-        let id = short_id("chains", &chain.name).to_owned();
+        let id = Collection::Chains.short(&chain.name).to_owned();
         let Some(stored) = inner.desired.chains.get(&id).cloned() else {
             if allow_missing {
                 drop(inner);
@@ -561,7 +563,7 @@ impl Controller {
                 "chains/{id} not found; create it first (or set allow_missing)"
             )));
         };
-        let plan = chain_update::plan(&stored, chain, mask).map_err(|r| match r {
+        let plan = chain_update::plan(&stored, chain, mask, &Catalog).map_err(|r| match r {
             chain_update::Refusal::Invalid(v) => ControlError::Invalid(v),
             chain_update::Refusal::NotInPlace(why) => {
                 ControlError::FailedPrecondition(format!("chains/{id}: {why}"))
@@ -747,7 +749,7 @@ impl Controller {
     /// One chain.
     pub fn get_chain(&self, name: &str) -> Result<proto::Chain, ControlError> {
         let inner = self.lock();
-        let id = short_id("chains", name);
+        let id = Collection::Chains.short(name);
         inner
             .desired
             .chains
@@ -764,7 +766,7 @@ impl Controller {
     /// Deletes a chain whole.
     pub fn delete_chain(&self, name: &str) -> Result<(), ControlError> {
         let mut inner = self.lock();
-        let id = short_id("chains", name).to_owned();
+        let id = Collection::Chains.short(name).to_owned();
         let chain = inner
             .desired
             .chains
@@ -868,7 +870,7 @@ impl Controller {
     /// The latest self-report (JSON) of the NF `name`, such as a monitor's top talkers.
     pub fn nf_report(&self, name: &str) -> Option<String> {
         let inner = self.lock();
-        let nf = inner.desired.nfs.get(short_id("nfs", name))?;
+        let nf = inner.desired.nfs.get(Collection::Nfs.short(name))?;
         let vf = VfId(parse_vf(&nf.vf)?);
         inner.engine.view().report(vf)
     }
@@ -981,7 +983,7 @@ impl Controller {
             .map(|(_, c)| c.clone())
             .collect();
         for chain in new {
-            let id = short_id("chains", &chain.name).to_owned();
+            let id = Collection::Chains.short(&chain.name).to_owned();
             let hops: Vec<VfId> = chain
                 .vfs
                 .iter()
@@ -1209,7 +1211,7 @@ impl Inner {
     /// Refuses a chain that would take wire frames another stored chain takes (by
     /// classifier or, for two-way chains, by return VLAN).
     fn check_intake(&self, chain: &proto::Chain) -> Result<(), ControlError> {
-        let name = format!("chains/{}", short_id("chains", &chain.name));
+        let name = format!("chains/{}", Collection::Chains.short(&chain.name));
         for mine in validate::wire_intake(chain) {
             for other in self.desired.chains.values().filter(|c| c.name != name) {
                 let Some(theirs) = validate::wire_intake(other)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::proto::RestartPolicy;
+use nfhost_api::proto::RestartPolicy;
 
 /// First restart delay.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);

@@ -36,8 +36,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::api::proto;
 use crate::control::{ControlError, Controller};
+use nfhost_api::proto;
 
 /// Frames the NIC wrote into a VF's rx ring.
 pub const VF_RECEIVE_PACKETS: &str = "nfhost_vf_receive_packets_total";

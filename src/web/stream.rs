@@ -27,9 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::App;
 use super::views::EventView;
-use crate::api::proto;
 use crate::control::Controller;
-use crate::control::validate::parse_vf;
+use nfhost_api::names::parse_vf;
+use nfhost_api::proto;
 
 /// How often `stats` is sent.
 pub(super) const INTERVAL: Duration = Duration::from_secs(1);
@@ -234,7 +234,7 @@ mod tests {
 
     fn vf(i: u16, rx: u64, tx: u64, drops: u64, copied: u64) -> proto::VfStats {
         proto::VfStats {
-            vf: crate::control::validate::vf_name(i),
+            vf: nfhost_api::names::vf_name(i),
             nf: "nfs/mon".into(),
             chain: "chains/edge".into(),
             rx_packets: rx,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::api::proto;
+use nfhost_api::proto;
 
 /// The short, lowercase name of an enum value: `NF_STATE_RUNNING` → `running`.
 /// Values this build does not know (a newer peer) are `unknown`.

@@ -8,8 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nfhost::api::proto;
+use nfhost_api::proto;
 use tonic::transport::Channel;
+
+/// The `nfctl` binary beside the `nfhost` binary under test. nfctl is a package of
+/// its own (it does not link the server), so Cargo builds it for this test only as
+/// part of the workspace: `cargo test --workspace` does (nfctl has tests of its own).
+pub fn nfctl_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_nfhost")).with_file_name("nfctl");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p nfctl` first",
+        path.display()
+    );
+    path
+}
 
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);

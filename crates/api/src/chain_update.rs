@@ -8,8 +8,8 @@
 //! order and kinds), the classifier, the egress and the isolation decide which VF
 //! does what and how the NIC steers between them, so changing them means a new chain.
 
-use super::validate::{self, Violations};
-use crate::api::proto;
+use crate::proto;
+use crate::validate::{self, NfKinds, Violations};
 
 /// The fields of `Chain` an update mask may name.
 pub const MASK_FIELDS: [&str; 5] = ["nfs", "restart_policy", "isolation", "classifier", "egress"];
@@ -52,6 +52,7 @@ pub fn plan(
     stored: &proto::Chain,
     request: &proto::Chain,
     mask: &[String],
+    kinds: &dyn NfKinds,
 ) -> Result<Plan, Refusal> {
     let mut v = Violations::default();
     for path in mask {
@@ -94,7 +95,7 @@ pub fn plan(
         next.egress = request.egress;
     }
     // Exactly the checks of a create: names, kinds, each kind's typed config.
-    let v = validate::check_chain(&next);
+    let v = validate::check_chain(&next, kinds);
     if !v.is_empty() {
         return Err(Refusal::Invalid(v));
     }
@@ -222,6 +223,7 @@ fn isolation(value: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::Kinds;
 
     fn hop(name: &str, kind: &str, config: &str) -> proto::ChainNf {
         proto::ChainNf {
@@ -270,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_same_chain_changes_nothing() {
-        let planned = plan(&stored(), &request(), &[]).expect("accepted");
+        let planned = plan(&stored(), &request(), &[], &Kinds).expect("accepted");
         assert!(planned.is_noop());
         assert_eq!(planned.chain, stored(), "VFs kept, nothing else touched");
     }
@@ -279,7 +281,7 @@ mod tests {
     fn a_changed_config_reconfigures_that_hop_only() {
         let mut r = request();
         r.nfs[0].config = r#"{"top":2}"#.into();
-        let planned = plan(&stored(), &r, &[]).expect("accepted");
+        let planned = plan(&stored(), &r, &[], &Kinds).expect("accepted");
         assert_eq!(planned.reconfigured, [0]);
         assert!(!planned.restart_policy_changed);
         assert_eq!(planned.chain.nfs[0].config, r#"{"top":2}"#);
@@ -295,7 +297,7 @@ mod tests {
     }
 
     fn plan_of(r: &proto::Chain) -> Plan {
-        plan(&stored(), r, &[]).expect("accepted")
+        plan(&stored(), r, &[], &Kinds).expect("accepted")
     }
 
     #[test]
@@ -333,7 +335,7 @@ mod tests {
     fn hops_added_removed_renamed_moved_or_of_another_kind_are_refused() {
         let mut added = request();
         added.nfs.push(hop("fw", "firewall", ""));
-        let m = not_in_place(plan(&stored(), &added, &[]));
+        let m = not_in_place(plan(&stored(), &added, &[], &Kinds));
         assert!(
             m.starts_with("it has 2 NFs (mon, fwd), the request 3 (mon, fwd, fw)")
                 && m.ends_with("delete and re-create the chain to change its hops"),
@@ -341,20 +343,22 @@ mod tests {
         );
         let mut removed = request();
         removed.nfs.pop();
-        assert!(not_in_place(plan(&stored(), &removed, &[])).contains("added or removed"));
+        assert!(not_in_place(plan(&stored(), &removed, &[], &Kinds)).contains("added or removed"));
         let mut moved = request();
         moved.nfs.swap(0, 1);
         assert!(
-            not_in_place(plan(&stored(), &moved, &[]))
+            not_in_place(plan(&stored(), &moved, &[], &Kinds))
                 .starts_with("nfs[0] is \"mon\", the request has \"fwd\" there")
         );
         let mut renamed = request();
         renamed.nfs[1].name = "fwd2".into();
-        assert!(not_in_place(plan(&stored(), &renamed, &[])).contains("renamed or reordered"));
+        assert!(
+            not_in_place(plan(&stored(), &renamed, &[], &Kinds)).contains("renamed or reordered")
+        );
         let mut kind = request();
         kind.nfs[1].kind = "monitor".into();
         assert_eq!(
-            not_in_place(plan(&stored(), &kind, &[])),
+            not_in_place(plan(&stored(), &kind, &[], &Kinds)),
             "nfs[1] (fwd) is a \"l2fwd\" NF, the request makes it a \"monitor\": an NF's kind \
              cannot change in place; delete and re-create the chain to change its hops"
         );
@@ -367,7 +371,7 @@ mod tests {
             vlan: 300,
             dst_mac: String::new(),
         });
-        assert!(not_in_place(plan(&stored(), &c, &[])).starts_with(
+        assert!(not_in_place(plan(&stored(), &c, &[], &Kinds)).starts_with(
             "its classifier is VLAN 100, 02:00:00:00:ff:01, the request's VLAN 300, any MAC"
         ));
         // The MAC's case is no change.
@@ -376,7 +380,7 @@ mod tests {
             vlan: 100,
             dst_mac: "02:00:00:00:FF:01".into(),
         });
-        assert!(plan(&stored(), &upper, &[]).is_ok());
+        assert!(plan(&stored(), &upper, &[], &Kinds).is_ok());
         let mut e = request();
         e.egress = Some(proto::Egress {
             vlan: 200,
@@ -387,20 +391,20 @@ mod tests {
             dst_mac: String::new(),
         });
         // Two changes: the first found is named.
-        assert!(not_in_place(plan(&stored(), &e, &[])).starts_with("its classifier"));
+        assert!(not_in_place(plan(&stored(), &e, &[], &Kinds)).starts_with("its classifier"));
         e.classifier = stored().classifier;
         e.egress = Some(proto::Egress {
             vlan: 300,
             two_way: false,
         });
         assert!(
-            not_in_place(plan(&stored(), &e, &[]))
+            not_in_place(plan(&stored(), &e, &[], &Kinds))
                 .starts_with("its egress is VLAN 200, the request's VLAN 300")
         );
         let mut i = request();
         i.isolation = proto::Isolation::Unspecified as i32;
         assert!(
-            not_in_place(plan(&stored(), &i, &[]))
+            not_in_place(plan(&stored(), &i, &[], &Kinds))
                 .starts_with("its isolation is shared, the request says strict"),
             "unspecified means strict, as on create"
         );
@@ -410,7 +414,7 @@ mod tests {
     fn an_invalid_config_is_a_field_violation() {
         let mut r = request();
         r.nfs[0].config = r#"{"top":0}"#.into();
-        match plan(&stored(), &r, &[]) {
+        match plan(&stored(), &r, &[], &Kinds) {
             Err(Refusal::Invalid(v)) => {
                 assert_eq!(v.0.len(), 1);
                 assert_eq!(v.0[0].field, "chain.nfs[0].config");
@@ -426,14 +430,14 @@ mod tests {
             restart_policy: proto::RestartPolicy::OnFailure as i32,
             ..Default::default()
         };
-        let planned = plan(&stored(), &r, &["restart_policy".into()]).expect("accepted");
+        let planned = plan(&stored(), &r, &["restart_policy".into()], &Kinds).expect("accepted");
         assert!(planned.restart_policy_changed && planned.reconfigured.is_empty());
         assert_eq!(planned.chain.nfs, stored().nfs);
         // Masked to nfs: a different classifier in the request is not looked at.
         let mut r = request();
         r.nfs[1].config = r#"{"mac_rewrite":"none"}"#.into();
         r.classifier = None;
-        let planned = plan(&stored(), &r, &["nfs".into()]).expect("accepted");
+        let planned = plan(&stored(), &r, &["nfs".into()], &Kinds).expect("accepted");
         assert_eq!(planned.reconfigured, [1]);
         assert_eq!(planned.chain.classifier, stored().classifier);
         // Naming an immutable field is fine while it is unchanged, refused otherwise.
@@ -449,7 +453,7 @@ mod tests {
 
     fn plan_masked(r: &proto::Chain, mask: &[&str]) -> Result<Plan, Refusal> {
         let mask: Vec<String> = mask.iter().map(|m| (*m).to_owned()).collect();
-        plan(&stored(), r, &mask)
+        plan(&stored(), r, &mask, &Kinds)
     }
 
     #[test]

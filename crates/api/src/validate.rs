@@ -1,8 +1,14 @@
 //! Request validation: every problem with a request, as field violations a person can
 //! act on (google.rpc.BadRequest), found before anything is stored.
 
-use crate::api::proto;
-use crate::nic::MacAddr;
+use thiserror::Error;
+
+use crate::names::{Collection, check_name, parse_vf};
+use crate::proto;
+use vf_abi::MacAddr;
+
+/// The most NFs a chain has.
+pub const MAX_NFS: usize = 16;
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +38,9 @@ impl Violations {
     }
 }
 
-/// Checks a short resource id (`fw`, `edge`): an RFC 1123 label, 1-63 characters of
-/// `a-z`, `0-9` and `-`, starting with a letter and not ending with `-`.
+/// Checks a short resource id (`fw`, `edge`) by [`check_name`]'s rule.
 pub fn check_id(v: &mut Violations, field: &str, id: &str) {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && !id.ends_with('-')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
+    if check_name(id).is_err() {
         v.add(
             field,
             format!(
@@ -52,38 +50,35 @@ pub fn check_id(v: &mut Violations, field: &str, id: &str) {
     }
 }
 
-/// The short id of a resource name: `nfs/fw` or `fw` → `fw` (for collection `nfs`).
-pub fn short_id<'a>(collection: &str, name: &'a str) -> &'a str {
-    name.strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .unwrap_or(name)
+/// The NF kinds a server runs, and whether a config suits one: the NF's own parser
+/// answers, so this crate needs none of them.
+pub trait NfKinds {
+    /// Whether `kind` exists and takes `config` (JSON text, empty for defaults).
+    fn check(&self, kind: &str, config: &str) -> Result<(), KindProblem>;
 }
 
-/// Parses a VF name (`pfs/0/vfs/3` or `3`) into its index.
-pub fn parse_vf(name: &str) -> Option<u16> {
-    name.strip_prefix("pfs/0/vfs/").unwrap_or(name).parse().ok()
+/// Why an NF kind or its config was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindProblem {
+    /// No such kind; the message lists the known ones.
+    Kind(String),
+    /// The kind's parser refused the config; the message names the field.
+    Config(String),
 }
 
-/// The resource name of a VF.
-pub fn vf_name(index: u16) -> String {
-    format!("pfs/0/vfs/{index}")
-}
-
-/// Checks an NF kind and its config by building it (the NF's own validation).
-pub fn check_nf(v: &mut Violations, field: &str, kind: &str, config: &str) {
-    if let Err(e) = crate::nf_kinds::build(kind, config) {
-        let sub = match e {
-            crate::nf_kinds::KindError::Unknown(_) => "kind",
-            crate::nf_kinds::KindError::Config { .. } => "config",
-        };
-        v.add(format!("{field}.{sub}"), e.to_string());
+/// Checks an NF kind and its config (the NF's own validation).
+pub fn check_nf(v: &mut Violations, kinds: &dyn NfKinds, field: &str, kind: &str, config: &str) {
+    match kinds.check(kind, config) {
+        Ok(()) => {}
+        Err(KindProblem::Kind(message)) => v.add(format!("{field}.kind"), message),
+        Err(KindProblem::Config(message)) => v.add(format!("{field}.config"), message),
     }
 }
 
 /// Checks a chain as submitted.
-pub fn check_chain(chain: &proto::Chain) -> Violations {
+pub fn check_chain(chain: &proto::Chain, kinds: &dyn NfKinds) -> Violations {
     let mut v = Violations::default();
-    check_id(&mut v, "chain.name", short_id("chains", &chain.name));
+    check_id(&mut v, "chain.name", Collection::Chains.short(&chain.name));
     if proto::Isolation::try_from(chain.isolation).is_err() {
         v.add(
             "chain.isolation",
@@ -121,10 +116,10 @@ pub fn check_chain(chain: &proto::Chain) -> Violations {
     if chain.nfs.is_empty() {
         v.add("chain.nfs", "a chain needs at least one NF");
     }
-    if chain.nfs.len() > 16 {
+    if chain.nfs.len() > MAX_NFS {
         v.add(
             "chain.nfs",
-            format!("{} NFs: a chain has at most 16", chain.nfs.len()),
+            format!("{} NFs: a chain has at most {MAX_NFS}", chain.nfs.len()),
         );
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -137,41 +132,66 @@ pub fn check_chain(chain: &proto::Chain) -> Violations {
                 format!("{:?} appears twice in the chain", nf.name),
             );
         }
-        check_nf(&mut v, &field, &nf.kind, &nf.config);
+        check_nf(&mut v, kinds, &field, &nf.kind, &nf.config);
     }
     v
 }
 
-/// A two-way chain's extra rules: two different VLANs, the classifier a VLAN alone.
-fn check_two_way(v: &mut Violations, classifier: Option<&proto::Classifier>, e: &proto::Egress) {
-    let (vlan, dst_mac) = classifier.map_or((0, ""), |c| (c.vlan, c.dst_mac.as_str()));
-    if vlan == 0 {
-        v.add(
-            "chain.classifier.vlan",
-            "a two-way chain (egress.two_way) needs the VLAN of one side here, 1-4094",
-        );
+/// Why a chain cannot be two-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum TwoWayError {
+    /// No `classifier.vlan`.
+    #[error("a two-way chain needs classifier.vlan, the VLAN of one side")]
+    NoClassifierVlan,
+    /// No `egress.vlan`.
+    #[error("a two-way chain needs egress.vlan, the VLAN of the other side")]
+    NoEgressVlan,
+    /// `classifier.vlan` equals `egress.vlan`.
+    #[error(
+        "classifier.vlan and egress.vlan are both {0}: a two-way chain joins two different VLANs"
+    )]
+    SameVlan(u32),
+    /// A `classifier.dst_mac`.
+    #[error(
+        "a two-way chain matches its VLANs alone (replies are not addressed to the classifier's MAC); remove classifier.dst_mac"
+    )]
+    DstMac,
+}
+
+impl TwoWayError {
+    /// The chain field at fault.
+    pub fn field(self) -> &'static str {
+        match self {
+            TwoWayError::NoClassifierVlan => "classifier.vlan",
+            TwoWayError::NoEgressVlan | TwoWayError::SameVlan(_) => "egress.vlan",
+            TwoWayError::DstMac => "classifier.dst_mac",
+        }
     }
-    if e.vlan == 0 {
-        v.add(
-            "chain.egress.vlan",
-            "a two-way chain (egress.two_way) needs the VLAN of the other side here, 1-4094",
-        );
-    } else if e.vlan == vlan {
-        v.add(
-            "chain.egress.vlan",
-            format!(
-                "VLAN {vlan} is the classifier's too: a two-way chain joins two different VLANs"
-            ),
-        );
+}
+
+/// The one rule of a two-way chain ("NF on a stick"): two different VLANs, one on
+/// each side, and a classifier of a VLAN alone. Every problem, in field order.
+pub fn two_way_problems(classifier_vlan: u32, dst_mac: &str, egress_vlan: u32) -> Vec<TwoWayError> {
+    let mut out = Vec::new();
+    if classifier_vlan == 0 {
+        out.push(TwoWayError::NoClassifierVlan);
+    }
+    if egress_vlan == 0 {
+        out.push(TwoWayError::NoEgressVlan);
+    } else if egress_vlan == classifier_vlan {
+        out.push(TwoWayError::SameVlan(egress_vlan));
     }
     if !dst_mac.is_empty() {
-        v.add(
-            "chain.classifier.dst_mac",
-            format!(
-                "a two-way chain matches its VLANs alone: replies are not addressed to {dst_mac}; \
-                 remove dst_mac, or egress.two_way"
-            ),
-        );
+        out.push(TwoWayError::DstMac);
+    }
+    out
+}
+
+/// A two-way chain's extra rules, as violations of the submitted chain.
+fn check_two_way(v: &mut Violations, classifier: Option<&proto::Classifier>, e: &proto::Egress) {
+    let (vlan, dst_mac) = classifier.map_or((0, ""), |c| (c.vlan, c.dst_mac.as_str()));
+    for problem in two_way_problems(vlan, dst_mac, e.vlan) {
+        v.add(format!("chain.{}", problem.field()), problem.to_string());
     }
 }
 
@@ -215,10 +235,10 @@ pub fn wire_intake(chain: &proto::Chain) -> Vec<WireIntake> {
 }
 
 /// Checks a standalone NF as submitted.
-pub fn check_new_nf(nf: &proto::Nf) -> Violations {
+pub fn check_new_nf(nf: &proto::Nf, kinds: &dyn NfKinds) -> Violations {
     let mut v = Violations::default();
-    check_id(&mut v, "nf.name", short_id("nfs", &nf.name));
-    check_nf(&mut v, "nf", &nf.kind, &nf.config);
+    check_id(&mut v, "nf.name", Collection::Nfs.short(&nf.name));
+    check_nf(&mut v, kinds, "nf", &nf.kind, &nf.config);
     if !nf.vf.is_empty() && parse_vf(&nf.vf).is_none() {
         v.add(
             "nf.vf",
@@ -238,6 +258,30 @@ pub fn check_new_nf(nf: &proto::Nf) -> Violations {
 }
 
 #[cfg(test)]
+/// The kinds of a server that runs the six built-in kinds, whose monitor refuses
+/// `top = 0` as the real one does (the real catalog is tested in nfhost).
+pub(crate) struct Kinds;
+
+#[cfg(test)]
+impl NfKinds for Kinds {
+    fn check(&self, kind: &str, config: &str) -> Result<(), KindProblem> {
+        match kind {
+            "l2fwd" | "firewall" | "nat" | "lb" | "ratelimit" => Ok(()),
+            "monitor" => {
+                let top = serde_json::from_str::<serde_json::Value>(config)
+                    .ok()
+                    .and_then(|v| v.get("top").and_then(serde_json::Value::as_u64));
+                match top {
+                    Some(0) => Err(KindProblem::Config("top: must be at least 1".into())),
+                    _ => Ok(()),
+                }
+            }
+            other => Err(KindProblem::Kind(format!("unknown NF kind {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -253,15 +297,6 @@ mod tests {
             check_id(&mut v, "x", bad);
             assert_eq!(v.0.len(), 1, "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn names_and_vfs_parse() {
-        assert_eq!(short_id("nfs", "nfs/fw"), "fw");
-        assert_eq!(short_id("nfs", "fw"), "fw");
-        assert_eq!(parse_vf("pfs/0/vfs/12"), Some(12));
-        assert_eq!(parse_vf("3"), Some(3));
-        assert_eq!(parse_vf("pfs/1/vfs/x"), None);
     }
 
     fn two_way(classifier: proto::Classifier, egress_vlan: u32) -> proto::Chain {
@@ -291,28 +326,31 @@ mod tests {
             vlan,
             dst_mac: String::new(),
         };
-        assert!(check_chain(&two_way(vlan(100), 200)).is_empty());
+        assert!(check_chain(&two_way(vlan(100), 200), &Kinds).is_empty());
         assert_eq!(
-            fields(check_chain(&two_way(vlan(0), 200))),
+            fields(check_chain(&two_way(vlan(0), 200), &Kinds)),
             ["chain.classifier.vlan"]
         );
         assert_eq!(
-            fields(check_chain(&two_way(vlan(100), 0))),
+            fields(check_chain(&two_way(vlan(100), 0), &Kinds)),
             ["chain.egress.vlan"]
         );
-        let same = check_chain(&two_way(vlan(100), 100));
+        let same = check_chain(&two_way(vlan(100), 100), &Kinds);
         assert!(
             same.0[0].description.contains("two different VLANs"),
             "{same:?}"
         );
         assert_eq!(fields(same), ["chain.egress.vlan"]);
-        let mac = check_chain(&two_way(
-            proto::Classifier {
-                vlan: 100,
-                dst_mac: "02:00:00:00:ff:01".into(),
-            },
-            200,
-        ));
+        let mac = check_chain(
+            &two_way(
+                proto::Classifier {
+                    vlan: 100,
+                    dst_mac: "02:00:00:00:ff:01".into(),
+                },
+                200,
+            ),
+            &Kinds,
+        );
         assert!(mac.0[0].description.contains("VLANs alone"), "{mac:?}");
         assert_eq!(fields(mac), ["chain.classifier.dst_mac"]);
         // Without two_way, the same fields are fine.
@@ -321,7 +359,7 @@ mod tests {
             vlan: 100,
             two_way: false,
         });
-        assert!(check_chain(&one_way).is_empty());
+        assert!(check_chain(&one_way, &Kinds).is_empty());
     }
 
     #[test]
@@ -384,7 +422,11 @@ mod tests {
             ],
             ..Default::default()
         };
-        let fields: Vec<String> = check_chain(&chain).0.into_iter().map(|v| v.field).collect();
+        let fields: Vec<String> = check_chain(&chain, &Kinds)
+            .0
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
         assert_eq!(
             fields,
             [

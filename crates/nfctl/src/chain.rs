@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use nfhost::api::proto::{
+use nfhost_api::chain_file::load_chain;
+use nfhost_api::chain_update;
+use nfhost_api::proto::{
     self, chain_service_client::ChainServiceClient, nf_service_client::NfServiceClient,
 };
-use nfhost::chain_file::load_chain;
-use nfhost::control::chain_update;
+use nfhost_api::validate::{KindProblem, NfKinds};
 use tonic::transport::Channel;
 
 use crate::fail::Failure;
@@ -131,7 +132,7 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
         };
         return ctx.print(&(head + &view(&created)));
     };
-    let changes = chain_update::plan(&stored, &chain, &[]).ok();
+    let changes = chain_update::plan(&stored, &chain, &[], &ServerJudges).ok();
     // The PIDs of the NFs to reconfigure, before and after: whether each took its
     // new config in place (same process) or was restarted.
     let reconfigured: Vec<String> = changes
@@ -202,6 +203,16 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
 
 /// The running NFs among `names` and their PIDs (best effort: an NF that cannot
 /// be read is left out).
+/// nfctl knows no NF kinds: the server judges each kind and config, so the plan here
+/// only says which hops change.
+struct ServerJudges;
+
+impl NfKinds for ServerJudges {
+    fn check(&self, _kind: &str, _config: &str) -> Result<(), KindProblem> {
+        Ok(())
+    }
+}
+
 async fn pids(client: &mut NfServiceClient<Channel>, names: &[String]) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     for name in names {

@@ -5,6 +5,7 @@
 //! files. Usage errors exit 2 (clap); everything else that fails prints one line
 //! `nfctl: <what failed>: <why>` (for a refused call, the gRPC status code, the
 //! server's message and its field violations) and exits 1.
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::io::Write as _;
@@ -14,22 +15,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tonic::transport::{Channel, Endpoint};
 
-// A crate root's modules live beside it; these live in nfctl/, next to this file.
-#[path = "nfctl/chain.rs"]
 mod chain;
-#[path = "nfctl/fail.rs"]
 mod fail;
-#[path = "nfctl/names.rs"]
 mod names;
-#[path = "nfctl/nf.rs"]
 mod nf;
-#[path = "nfctl/pf.rs"]
 mod pf;
-#[path = "nfctl/render.rs"]
 mod render;
-#[path = "nfctl/telemetry.rs"]
 mod telemetry;
-#[path = "nfctl/vf.rs"]
 mod vf;
 
 use fail::Failure;

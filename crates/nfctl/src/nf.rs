@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use nfhost::api::proto::{self, nf_service_client::NfServiceClient};
-use nfhost::chain_file::config_from_toml;
+use nfhost_api::chain_file::config_from_toml;
+use nfhost_api::proto::{self, nf_service_client::NfServiceClient};
 
 use crate::fail::Failure;
 use crate::names::{self, short};

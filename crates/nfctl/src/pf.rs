@@ -1,7 +1,7 @@
 //! `nfctl pf`: the physical function.
 
 use clap::Subcommand;
-use nfhost::api::proto::{self, pf_service_client::PfServiceClient};
+use nfhost_api::proto::{self, pf_service_client::PfServiceClient};
 
 use crate::fail::Failure;
 use crate::names::PF;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use nfhost::api::proto;
+use nfhost_api::proto;
 
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

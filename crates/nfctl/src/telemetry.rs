@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal as _;
 
 use clap::Args;
-use nfhost::api::proto::{self, telemetry_service_client::TelemetryServiceClient};
+use nfhost_api::proto::{self, telemetry_service_client::TelemetryServiceClient};
 
 use crate::fail::Failure;
 use crate::names::short;

@@ -1,8 +1,8 @@
 //! `nfctl vf`: the virtual functions and their admin settings.
 
 use clap::{Args, Subcommand, ValueEnum};
-use nfhost::api::proto::{self, vf_service_client::VfServiceClient};
-use nfhost::chain_file::parse_mac;
+use nfhost_api::MacAddr;
+use nfhost_api::proto::{self, vf_service_client::VfServiceClient};
 
 use crate::fail::Failure;
 use crate::names::{self, PF, short};
@@ -90,8 +90,9 @@ impl From<LinkStateArg> for proto::LinkState {
 }
 
 fn mac(arg: &str) -> Result<String, String> {
-    parse_mac(arg)
-        .ok_or_else(|| "not a MAC address; write six hex pairs, like 02:00:00:00:00:03".into())
+    arg.parse::<MacAddr>()
+        .map(|mac| mac.to_string())
+        .map_err(|_| "not a MAC address; write six hex pairs, like 02:00:00:00:00:03".into())
 }
 
 impl SetArgs {
