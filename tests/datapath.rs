@@ -17,11 +17,12 @@ use nf_sdk::runtime::UMEM_IOVA;
 use nf_sdk::{ClientError, EventFd, SharedMemory, VfClient};
 use nfhost::dataplane::counters::{Drop as Reason, VfStats};
 use nfhost::dataplane::engine::{
-    COMPLETION_ERROR, ChainEgress, EngineConfig, EngineEvent, EngineHandle, Isolation, WireConfig,
+    ChainEgress, EngineConfig, EngineEvent, EngineHandle, Isolation, WireConfig,
 };
 use nfhost::dataplane::r#gen::{DEFAULT_DST_MAC, GenConfig, SinkStats};
 use nfhost::dataplane::runner::{NfSpec, Runner};
 use nfhost::nic::{Access, DmaFault, FaultReason, Link, Owner, VfId, WireMatch};
+use vf_abi::COMPLETION_ERROR;
 
 /// VFs enabled on the PF in every test.
 const NUM_VFS: u16 = 4;

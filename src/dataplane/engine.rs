@@ -37,13 +37,10 @@ use crate::nic::{
     Access, Decision, DmaFault, InterruptSink, Iova, Link, Micros, Nic, NicError, Owner, Perms,
     PfConfig, Raise, Region, RegionId, TargetId, Vector, VfId, VlanTag,
 };
+use vf_abi::{COMPLETION_ERROR, TX_REFLECT};
 
 /// Descriptors handled per ring per poll.
 pub const BATCH: u32 = 64;
-/// tx descriptor flag: send back where the traffic came from ([`nf_sdk::Verdict::Reflect`]).
-pub const TX_REFLECT: u16 = 1;
-/// completion descriptor flag: the NIC refused the descriptor (bad IOVA or length).
-pub const COMPLETION_ERROR: u16 = 1;
 /// Polls without work before the engine goes to sleep.
 const IDLE_SPINS: u32 = 64;
 /// The header bytes the NIC reads of a transmitted frame sampled for latency.

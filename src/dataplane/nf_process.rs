@@ -15,10 +15,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 use rustix::process::{Pid, Signal, kill_process};
 use thiserror::Error;
 
-/// Environment variable naming the child's VF socket fd.
-pub const ENV_VF_FD: &str = "NFHOST_VF_FD";
-/// Environment variable carrying the attach token.
-pub const ENV_VF_TOKEN: &str = "NFHOST_VF_TOKEN";
+pub use vf_abi::attach::{ENV_VF_FD, ENV_VF_TOKEN};
 /// Environment variable carrying the parent's pid, so the child can tell whether its
 /// parent already died before it asked to die with it.
 pub const ENV_PARENT_PID: &str = "NFHOST_PARENT_PID";

@@ -9,8 +9,7 @@ use nf_sdk::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemor
 use crate::nic::irq::VECTORS_PER_VF;
 use crate::nic::{Owner, VfId};
 
-/// Size of one UMEM frame: every descriptor's frame lives in one 2 KiB slot.
-pub const FRAME_SIZE: u32 = 2048;
+pub use vf_abi::FRAME_SIZE;
 
 /// Where the attach handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

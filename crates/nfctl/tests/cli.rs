@@ -588,9 +588,7 @@ impl Service<HttpRequest> for Routes {
             <VfServiceServer<Double> as NamedService>::NAME => self.vf.call(request),
             <NfServiceServer<Double> as NamedService>::NAME => self.nf.call(request),
             <ChainServiceServer<Double> as NamedService>::NAME => self.chain.call(request),
-            <TelemetryServiceServer<Double> as NamedService>::NAME => {
-                self.telemetry.call(request)
-            }
+            <TelemetryServiceServer<Double> as NamedService>::NAME => self.telemetry.call(request),
             _ => Box::pin(async { Ok(Status::unimplemented("no such service").into_http()) }),
         }
     }

@@ -1,5 +1,6 @@
 //! The VF's BAR: one memfd created by the NIC holding the register page and
-//! the four rings of queue pair 0 (DESIGN.md §2).
+//! the four rings of queue pair 0 (DESIGN.md §2). The layout is `vf_abi::bar`;
+//! this is the code that maps and drives it.
 //!
 //! ```text
 //! 0x0000  register page (4 KiB, see `reg`)
@@ -25,59 +26,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::ring::{Consumer, Producer, RingError, RingLayout};
 use crate::shm::{SharedMemory, ShmError};
-
-/// `"NFBA"`, at offset 0 of the register page.
-pub const BAR_MAGIC: u32 = 0x4E46_4241;
-/// Version of this layout.
-pub const ABI_VERSION: u32 = 1;
-/// Length of the register block; rings start after it.
-pub const REGS_LEN: usize = 4096;
-/// Ring alignment inside the BAR (fixed by the ABI, not the host page size).
-pub const BAR_PAGE: usize = 4096;
-/// Smallest ring size.
-pub const MIN_RING_SIZE: u32 = 64;
-/// Largest ring size.
-pub const MAX_RING_SIZE: u32 = 32768;
-
-/// Register offsets in the first page. Static registers are native-endian.
-pub mod reg {
-    /// `u32`, [`BAR_MAGIC`](super::BAR_MAGIC).
-    pub const MAGIC: usize = 0x00;
-    /// `u32`, [`ABI_VERSION`](super::ABI_VERSION).
-    pub const ABI_VERSION: usize = 0x04;
-    /// `u16` VF index (2 reserved bytes follow).
-    pub const VF_INDEX: usize = 0x08;
-    /// `[u8; 6]` MAC address (2 reserved bytes follow).
-    pub const MAC: usize = 0x0C;
-    /// `u32`, slots of the fill and rx rings.
-    pub const RX_RING_SIZE: usize = 0x14;
-    /// `u32`, slots of the tx and completion rings.
-    pub const TX_RING_SIZE: usize = 0x18;
-    /// `u64`, byte offset of the fill ring.
-    pub const FILL_OFFSET: usize = 0x20;
-    /// `u64`, byte offset of the rx ring.
-    pub const RX_OFFSET: usize = 0x28;
-    /// `u64`, byte offset of the tx ring.
-    pub const TX_OFFSET: usize = 0x30;
-    /// `u64`, byte offset of the completion ring.
-    pub const COMPLETION_OFFSET: usize = 0x38;
-    /// `u64`, total BAR length.
-    pub const BAR_LEN: usize = 0x40;
-    /// End of the static registers.
-    pub const STATIC_END: usize = 0x48;
-    /// `AtomicU32`, MTU; written by the NIC.
-    pub const MTU: usize = 0x80;
-    /// `AtomicU32`, 1 = link up; written by the NIC.
-    pub const LINK_UP: usize = 0x84;
-    /// `AtomicU32`, bit n set = vector n masked; written by the NF, read by
-    /// the NIC. Resets to all-masked, like MSI-X vector control.
-    pub const IRQ_MASK: usize = 0xC0;
-    /// `AtomicU32`, the host's mailbox doorbell (the PF-to-VF mailbox of SR-IOV
-    /// NICs): the generation of the newest message the host posted, 0 = none. The
-    /// NF compares it with the last one it fetched (`FetchConfig`). Written by the
-    /// NIC, read by the NF.
-    pub const MAILBOX: usize = 0x100;
-}
+pub use vf_abi::bar::{
+    ABI_VERSION, BAR_MAGIC, BAR_PAGE, IrqVector, MAX_RING_SIZE, MIN_RING_SIZE, REGS_LEN, reg,
+};
 
 /// Errors from creating or opening a BAR.
 #[derive(Debug, thiserror::Error)]
@@ -207,31 +158,6 @@ impl BarLayout {
     /// Always false.
     pub fn is_empty(&self) -> bool {
         false
-    }
-}
-
-/// An MSI-X vector of a VF, `0..32` (one bit of the mask register).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IrqVector(u8);
-
-impl IrqVector {
-    /// Vector 0: rx.
-    pub const RX: Self = Self(0);
-    /// Vector 1: tx completion.
-    pub const TX: Self = Self(1);
-
-    /// Vector `n`, if below 32.
-    pub fn new(n: u8) -> Option<Self> {
-        (n < 32).then_some(Self(n))
-    }
-
-    /// The vector number.
-    pub fn index(self) -> u8 {
-        self.0
-    }
-
-    fn bit(self) -> u32 {
-        1 << self.0
     }
 }
 

@@ -38,3 +38,4 @@ pub use fd::{EventFd, FdError, async_fd, recv_with_fds, send_with_fds};
 pub use nf::{Batch, EthernetFrame, MAX_BATCH, NetworkFunction, Packet, Verdict};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
 pub use shm::{SharedMemory, ShmError};
+pub use vf_abi::{FRAME_SIZE, MacAddr};

@@ -31,60 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::shm::SharedMemory;
-
-/// Offset of the producer index from the ring base.
-pub const PRODUCER_OFFSET: usize = 0;
-/// Offset of the consumer index from the ring base.
-pub const CONSUMER_OFFSET: usize = 64;
-/// Offset of the flags word from the ring base.
-pub const FLAGS_OFFSET: usize = 128;
-/// Offset of the first descriptor from the ring base.
-pub const DESCS_OFFSET: usize = 192;
-/// Size of one descriptor.
-pub const DESC_LEN: usize = 16;
-/// Required alignment of a ring base (one cache line).
-pub const RING_ALIGN: usize = 64;
-/// Flags bit 0: the consumer sleeps; the producer must kick its doorbell.
-pub const NEED_WAKEUP: u32 = 1;
-/// Largest ring: indices are `u32`, and a full ring must stay distinguishable
-/// from an index jump.
-pub const MAX_RING_SIZE: u32 = 1 << 31;
-
-/// One ring descriptor, as laid out in shared memory (16 bytes, native
-/// endian).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Desc {
-    /// I/O virtual address of the frame in the NF's UMEM.
-    pub iova: u64,
-    /// Frame length in bytes.
-    pub len: u32,
-    /// Per-descriptor flags.
-    pub flags: u16,
-    /// VLAN tag (TCI), 0 if none.
-    pub vlan: u16,
-}
-
-const _: () = assert!(size_of::<Desc>() == DESC_LEN);
-// `Desc` is moved as two u64 words; the second word packs len/flags/vlan in
-// the `#[repr(C)]` byte order of a little-endian host.
-const _: () = assert!(cfg!(target_endian = "little"));
-
-impl Desc {
-    fn second_word(&self) -> u64 {
-        u64::from(self.len) | (u64::from(self.flags) << 32) | (u64::from(self.vlan) << 48)
-    }
-
-    fn from_words(iova: u64, word: u64) -> Self {
-        // Truncating casts pick out the packed fields.
-        Self {
-            iova,
-            len: word as u32,
-            flags: (word >> 32) as u16,
-            vlan: (word >> 48) as u16,
-        }
-    }
-}
+pub use vf_abi::ring::{
+    CONSUMER_OFFSET, DESC_LEN, DESCS_OFFSET, Desc, FLAGS_OFFSET, MAX_RING_SIZE, NEED_WAKEUP,
+    PRODUCER_OFFSET, RING_ALIGN,
+};
 
 /// Errors from ring setup and operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,7 +93,7 @@ impl RingLayout {
 
     /// Bytes taken by a ring of `size` slots.
     pub const fn bytes_for(size: u32) -> usize {
-        DESCS_OFFSET + size as usize * DESC_LEN
+        vf_abi::ring::ring_bytes(size)
     }
 
     /// Base offset.

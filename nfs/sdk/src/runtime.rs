@@ -23,8 +23,6 @@ use crate::shm::{SharedMemory, ShmError};
 
 /// Where an NF maps its own UMEM in its VF's IOVA space.
 pub const UMEM_IOVA: u64 = 0x10_0000_0000;
-/// tx descriptor flag: reflect (send back where the traffic came from).
-pub const TX_REFLECT: u16 = 1;
 /// The page size DMA mappings are aligned to.
 const PAGE: usize = 4096;
 
@@ -348,7 +346,7 @@ impl VfLoop {
             let flags = match p.verdict() {
                 Verdict::Drop => None,
                 Verdict::Forward => Some(0),
-                Verdict::Reflect => Some(TX_REFLECT),
+                Verdict::Reflect => Some(vf_abi::TX_REFLECT),
             };
             match flags {
                 Some(flags) if slot < granted => {

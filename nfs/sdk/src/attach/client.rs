@@ -10,12 +10,13 @@ use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::net::SocketType;
 
+use super::ENV_VF_FD;
 use super::codec::{InvalidMessage, ProtoError, recv_response, response_kind, send_request};
 use super::pb::{self, Request, request, response};
-use super::{ABI_VERSION, ENV_VF_FD};
 use crate::bar::{Bar, BarError, Nf};
 use crate::fd::{EventFd, FdError};
 use crate::shm::{SharedMemory, ShmError};
+use vf_abi::ABI_VERSION;
 
 /// Set once [`VfClient::from_env`] has taken ownership of the inherited fd,
 /// so that a second call cannot make two owners of one fd.

@@ -29,11 +29,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
-/// Types generated from `proto/nfhost/vf/v1/attach.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod pb {
-    include!(concat!(env!("OUT_DIR"), "/nfhost.vf.v1.rs"));
-}
+pub use vf_abi::attach::{ENV_VF_FD, MAX_PACKET, pb};
 
 pub use client::{Attached, ClientError, VfClient};
 pub use codec::{
@@ -41,16 +37,6 @@ pub use codec::{
 };
 pub use pb::error::Code;
 pub use server::{Command, read_command, reply_error, reply_hello, reply_ok};
-
-/// Version of the attach protocol this SDK speaks, sent in `Hello`.
-pub const ABI_VERSION: u32 = 1;
-
-/// Largest packet, length prefix included, either side may send.
-pub const MAX_PACKET: usize = 64 * 1024;
-
-/// Environment variable holding the number of the attach socket a child NF
-/// process inherits (see [`VfClient::from_env`]).
-pub const ENV_VF_FD: &str = "NFHOST_VF_FD";
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socketpair: one end for
 /// the engine, one for the NF. A child process that is to inherit its end

@@ -21,7 +21,7 @@ pub enum Command {
     Hello {
         /// Request id, to echo.
         id: u64,
-        /// Protocol version the NF speaks ([`super::ABI_VERSION`] is ours).
+        /// Protocol version the NF speaks ([`vf_abi::ABI_VERSION`] is ours).
         abi_version: u32,
         /// The attach token the NF presents. Not shown by `Debug`.
         token: String,
