@@ -10,9 +10,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nf_sdk::attach::{Code, socketpair};
-use nf_sdk::bar::{Bar, IrqVector, Nf};
-use nf_sdk::ring::{Consumer, Desc, PRODUCER_OFFSET, Producer};
 use nf_sdk::runtime::UMEM_IOVA;
 use nf_sdk::{ClientError, EventFd, SharedMemory, VfClient};
 use nfhost::dataplane::counters::{Drop as Reason, VfStats};
@@ -22,6 +19,9 @@ use nfhost::dataplane::engine::{
 use nfhost::dataplane::r#gen::{DEFAULT_DST_MAC, GenConfig, SinkStats};
 use nfhost::dataplane::runner::{NfSpec, Runner};
 use nfhost::nic::{Access, DmaFault, FaultReason, Link, Owner, VfId, WireMatch};
+use nfhost_sys::attach::{Code, socketpair};
+use nfhost_sys::bar::{Bar, IrqVector, Nf};
+use nfhost_sys::ring::{Consumer, Desc, PRODUCER_OFFSET, Producer};
 use vf_abi::COMPLETION_ERROR;
 
 /// VFs enabled on the PF in every test.
@@ -864,7 +864,7 @@ fn ring_errors_bad_length_and_jumping_index() {
     });
     // Put back a sane index with one valid descriptor behind it: the NIC no longer
     // obeys this ring (the queue is halted until the NF resets the function).
-    let slot = rogue.bar.layout().tx().offset() + nf_sdk::ring::DESCS_OFFSET + 4 * 16;
+    let slot = rogue.bar.layout().tx().offset() + nfhost_sys::ring::DESCS_OFFSET + 4 * 16;
     let mut desc = Vec::new();
     desc.extend_from_slice(&(ROGUE_IOVA + 4 * FRAME).to_ne_bytes());
     desc.extend_from_slice(&(GEN_LEN as u32).to_ne_bytes());

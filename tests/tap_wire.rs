@@ -15,8 +15,8 @@ mod server;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nf_sdk::wire::{Link, Received, WireRing};
 use nfhost_api::proto;
+use nfhost_sys::wire::{Link, Received, WireRing};
 use server::{Clients, Server, TempDir, runtime, wait_until};
 
 fn ip(args: &[&str]) {

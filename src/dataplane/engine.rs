@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nf_sdk::attach::pb::HelloReply;
-use nf_sdk::attach::{Code, Command, ProtoError, server};
-use nf_sdk::{BarLayout, Desc, EventFd, IrqVector, SharedMemory, VfConfig};
+use nfhost_sys::attach::pb::HelloReply;
+use nfhost_sys::attach::{Code, Command, ProtoError, server};
+use nfhost_sys::{BarLayout, Desc, EventFd, IrqVector, SharedMemory, VfConfig};
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -119,7 +119,7 @@ pub enum EngineError {
     Gone,
     /// Shared memory for a shared chain could not be created.
     #[error("creating shared chain memory failed")]
-    Shm(#[from] nf_sdk::ShmError),
+    Shm(#[from] nfhost_sys::ShmError),
     /// A socket could not be set up.
     #[error("attach socket setup failed")]
     Socket(#[source] std::io::Error),
@@ -128,7 +128,7 @@ pub enum EngineError {
     WireLink(#[from] OpenError),
     /// The wire's io_uring could not be set up.
     #[error("starting the wire failed")]
-    Wire(#[source] nf_sdk::wire::WireError),
+    Wire(#[source] nfhost_sys::wire::WireError),
     /// A two-way chain whose classifier is not a VLAN id alone, different from the
     /// return VLAN.
     #[error(
@@ -1022,7 +1022,7 @@ impl Engine {
                         "already attached: send Reset or reconnect".into(),
                     ));
                 }
-                if abi_version != nf_sdk::bar::ABI_VERSION {
+                if abi_version != vf_abi::ABI_VERSION {
                     return Err((
                         Code::FailedPrecondition,
                         format!("ABI version {abi_version} is not supported (this NIC speaks 1)"),
@@ -1698,7 +1698,7 @@ async fn read_socket(
     events: mpsc::UnboundedSender<PortEvent>,
     wake: Rc<Notify>,
 ) {
-    let Ok(afd) = nf_sdk::async_fd(sock) else {
+    let Ok(afd) = nfhost_sys::async_fd(sock) else {
         let _ = events.send(PortEvent::Closed { vf, epoch });
         return;
     };

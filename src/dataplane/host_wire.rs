@@ -1,5 +1,5 @@
 //! The `tap:` and `afpacket:` wires (DESIGN §6): the PF's uplink made of real
-//! host interfaces, driven by an io_uring ([`nf_sdk::wire::WireRing`]) on the
+//! host interfaces, driven by an io_uring ([`nfhost_sys::wire::WireRing`]) on the
 //! engine thread.
 //!
 //! A wire is one or more links. A link without a VLAN is a **trunk**: frames
@@ -20,8 +20,8 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
 
-use nf_sdk::SharedMemory;
-use nf_sdk::wire::{Link, LinkKind, Received, SendError, WireError, WireRing};
+use nfhost_sys::SharedMemory;
+use nfhost_sys::wire::{Link, LinkKind, Received, SendError, WireError, WireRing};
 use thiserror::Error;
 
 use super::counters::{Counters, Drop};
@@ -85,7 +85,7 @@ pub enum WireSpecError {
     #[error("{0} is listed twice")]
     DuplicateName(String),
     /// Too many links.
-    #[error("a wire has 1 to {max} links, not {0}", max = nf_sdk::wire::MAX_LINKS)]
+    #[error("a wire has 1 to {max} links, not {0}", max = nfhost_sys::wire::MAX_LINKS)]
     Count(usize),
     /// MTU out of range.
     #[error("MTU {0} is out of range {MIN_MTU}-{MAX_MTU} (a tagged frame must fit a 2 KiB buffer)")]
@@ -148,7 +148,7 @@ impl HostWireConfig {
     }
 
     fn validate(&self) -> Result<(), WireSpecError> {
-        if self.links.is_empty() || self.links.len() > nf_sdk::wire::MAX_LINKS {
+        if self.links.is_empty() || self.links.len() > nfhost_sys::wire::MAX_LINKS {
             return Err(WireSpecError::Count(self.links.len()));
         }
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
@@ -319,7 +319,7 @@ impl HostWire {
     /// The ring's wakeup eventfd, registered with the current reactor to sleep on.
     pub fn wakeup(&self) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, WireError> {
         let fd = self.ring.wakeup_fd()?;
-        nf_sdk::async_fd(fd)
+        nfhost_sys::async_fd(fd)
             .map_err(|e| WireError::Uring("registering the wire's eventfd with the reactor", e))
     }
 

@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use nf_sdk::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemory, VfConfig};
+use nfhost_sys::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemory, VfConfig};
 
 use crate::nic::irq::VECTORS_PER_VF;
 use crate::nic::{Owner, VfId};
@@ -37,7 +37,7 @@ pub struct Rings {
 
 impl Rings {
     /// The NIC ends of every ring of `bar`.
-    pub fn open(bar: &Bar<nf_sdk::Nic>) -> Result<Self, RingError> {
+    pub fn open(bar: &Bar<nfhost_sys::Nic>) -> Result<Self, RingError> {
         Ok(Rings {
             fill: bar.fill_consumer()?,
             rx: bar.rx_producer()?,
@@ -61,7 +61,7 @@ pub struct Port {
     /// Handshake state.
     pub state: PortState,
     /// The BAR, once `Hello` was answered.
-    pub bar: Option<Bar<nf_sdk::Nic>>,
+    pub bar: Option<Bar<nfhost_sys::Nic>>,
     /// The NIC ends of the rings, once attached.
     pub rings: Option<Rings>,
     /// The NF writes this when it produced tx and the NIC asked for a wakeup.
@@ -106,9 +106,9 @@ impl Port {
         &mut self,
         layout: BarLayout,
         config: &VfConfig,
-    ) -> Result<(), nf_sdk::BarError> {
+    ) -> Result<(), nfhost_sys::BarError> {
         let bar = Bar::create(layout, config)?;
-        let rings = Rings::open(&bar).map_err(nf_sdk::BarError::Ring)?;
+        let rings = Rings::open(&bar).map_err(nfhost_sys::BarError::Ring)?;
         self.bar = Some(bar);
         self.rings = Some(rings);
         self.state = PortState::Attached;

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use nf_sdk::{SharedMemory, ShmError};
+use nfhost_sys::{SharedMemory, ShmError};
 
 use crate::nic::{Iova, VfId};
 

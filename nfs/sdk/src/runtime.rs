@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 
+use nfhost_sys::bar::{Bar, IrqVector, Nf};
+use nfhost_sys::fd::{EventFd, FdError};
+use nfhost_sys::ring::{Consumer, Desc, Producer, RingError};
+use nfhost_sys::shm::{SharedMemory, ShmError};
+use nfhost_sys::umem::{FrameLender, LendError};
+
 use crate::attach::client::{Attached, ClientError, VfClient};
-use crate::bar::{Bar, IrqVector, Nf};
-use crate::fd::{EventFd, FdError};
 use crate::nf::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
-use crate::ring::{Consumer, Desc, Producer, RingError};
-use crate::shm::{SharedMemory, ShmError};
 
 /// Where an NF maps its own UMEM in its VF's IOVA space.
 pub const UMEM_IOVA: u64 = 0x10_0000_0000;
@@ -130,14 +132,11 @@ struct VfLoop {
     client: VfClient,
     bar: Bar<Nf>,
     rings: Rings,
-    umem: Arc<SharedMemory>,
-    umem_iova: u64,
-    frame_size: usize,
+    /// The UMEM's frames, lent to `process` as the rx ring hands them over.
+    frames: FrameLender,
     irq: EventFd,
     doorbell: EventFd,
     stats: LoopStats,
-    /// Frames currently inside one batch, to refuse a frame handed out twice.
-    in_batch: Vec<u64>,
     /// The mailbox generation last fetched (or present at attach).
     mailbox_seen: u32,
 }
@@ -171,20 +170,16 @@ impl VfLoop {
                 (Arc::new(memory), UMEM_IOVA, frames)
             }
         };
-        let frames_total = umem.len() / frame_size;
         // A message posted for an earlier instance on this VF is not ours.
         let mailbox_seen = bar.mailbox();
         let mut vf = VfLoop {
             client,
             bar,
             rings,
-            umem,
-            umem_iova,
-            frame_size,
+            frames: FrameLender::new(umem, umem_iova, frame_size),
             irq: EventFd::new()?,
             doorbell,
             stats: LoopStats::default(),
-            in_batch: vec![0; frames_total.div_ceil(64)],
             mailbox_seen,
         };
         for i in 0..own_frames {
@@ -298,34 +293,25 @@ impl VfLoop {
     /// Returns free frames to fill and handles one rx batch. Returns the work done.
     fn poll<N: NetworkFunction>(&mut self, nf: &mut N) -> Result<u32, RuntimeError> {
         let freed = self.recycle_completions()?;
-        let n = self.rings.rx.peek(MAX_BATCH as u32)?;
-        if n == 0 {
+        let mut descs: ArrayVec<Desc, MAX_BATCH> = ArrayVec::new();
+        let buffers = self
+            .frames
+            .lend(&mut self.rings.rx, &mut descs)
+            .map_err(|e| match e {
+                LendError::Ring(e) => RuntimeError::Ring(e),
+                LendError::NotAFrame { iova, len } | LendError::Twice { iova, len } => {
+                    RuntimeError::BadDescriptor { iova, len }
+                }
+            })?;
+        if descs.is_empty() {
             return Ok(freed);
         }
-        // Declared first so that it outlives the packet views borrowed from it.
-        let umem = Arc::clone(&self.umem);
-        let mut iovas = [0u64; MAX_BATCH];
-        let mut packets: ArrayVec<Packet<'_>, MAX_BATCH> = ArrayVec::new();
-        for i in 0..n {
-            let d = self.rings.rx.read(i);
-            let frame = self.frame_index(d.iova, d.len)?;
-            let (word, bit) = (frame / 64, 1u64 << (frame % 64));
-            if self.in_batch[word] & bit != 0 {
-                return Err(RuntimeError::BadDescriptor {
-                    iova: d.iova,
-                    len: d.len,
-                });
-            }
-            self.in_batch[word] |= bit;
-            iovas[packets.len()] = d.iova;
-            // SAFETY: the frame was handed to this NF by the rx ring, so the NIC does
-            // not touch it until the NF gives it back through tx or fill; it lies
-            // inside `umem` (checked by `frame_index`), and no other live slice covers
-            // it: the `in_batch` bitmap refuses a frame handed out twice in one batch,
-            // and every slice of a batch is dropped before the next batch is built.
-            let buf = unsafe { umem.slice_mut(frame * self.frame_size, self.frame_size)? };
-            packets.push(Packet::new(buf, d.len as usize, d.vlan));
-        }
+        let n = descs.len() as u32;
+        let packets: ArrayVec<Packet<'_>, MAX_BATCH> = buffers
+            .into_iter()
+            .zip(&descs)
+            .map(|(buf, d)| Packet::new(buf, d.len as usize, d.vlan))
+            .collect();
         self.rings.rx.release(n);
         let started = Instant::now();
         let mut batch = Batch::from_packets(packets);
@@ -340,9 +326,7 @@ impl VfLoop {
             .count() as u32;
         let granted = self.rings.tx.reserve(sending)?;
         let mut slot = 0;
-        for (p, &iova) in batch.iter().zip(&iovas) {
-            let frame = ((iova - self.umem_iova) as usize) / self.frame_size;
-            self.in_batch[frame / 64] &= !(1 << (frame % 64));
+        for (p, &Desc { iova, .. }) in batch.iter().zip(&descs) {
             let flags = match p.verdict() {
                 Verdict::Drop => None,
                 Verdict::Forward => Some(0),
@@ -406,18 +390,5 @@ impl VfLoop {
         self.rings.fill.submit(granted);
         self.rings.completion.release(granted);
         Ok(granted)
-    }
-
-    fn frame_index(&self, iova: u64, len: u32) -> Result<usize, RuntimeError> {
-        let bad = RuntimeError::BadDescriptor { iova, len };
-        let off = iova.checked_sub(self.umem_iova).ok_or(bad)? as usize;
-        let frame = off / self.frame_size;
-        if off % self.frame_size != 0
-            || len as usize > self.frame_size
-            || (frame + 1) * self.frame_size > self.umem.len()
-        {
-            return Err(RuntimeError::BadDescriptor { iova, len });
-        }
-        Ok(frame)
     }
 }

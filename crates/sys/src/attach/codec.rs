@@ -157,7 +157,7 @@ pub enum InvalidMessage {
 }
 
 /// Name and fd count of a request body.
-pub(crate) fn request_kind(body: &request::Body) -> (&'static str, usize) {
+pub fn request_kind(body: &request::Body) -> (&'static str, usize) {
     match body {
         request::Body::Hello(_) => ("Hello", 0),
         request::Body::MapDma(_) => ("MapDma", 1),
@@ -172,7 +172,7 @@ pub(crate) fn request_kind(body: &request::Body) -> (&'static str, usize) {
 }
 
 /// Name and fd count of a response body.
-pub(crate) fn response_kind(body: &response::Body) -> (&'static str, usize) {
+pub fn response_kind(body: &response::Body) -> (&'static str, usize) {
     match body {
         response::Body::Error(_) => ("Error", 0),
         // BAR and doorbell, plus the chain's UMEM for a shared chain.

@@ -1,21 +1,21 @@
 //! The NF's end of the attach protocol: a blocking client that sends one
 //! request at a time and waits for its answer.
 
-use std::num::ParseIntError;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
 
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::net::SocketType;
 
-use super::ENV_VF_FD;
-use super::codec::{InvalidMessage, ProtoError, recv_response, response_kind, send_request};
-use super::pb::{self, Request, request, response};
-use crate::bar::{Bar, BarError, Nf};
-use crate::fd::{EventFd, FdError};
-use crate::shm::{SharedMemory, ShmError};
+use nfhost_sys::attach::pb::{self, Request, request, response};
+use nfhost_sys::attach::{
+    ENV_VF_FD, InheritedFdError, InvalidMessage, ProtoError, claim_inherited_socket, recv_response,
+    response_kind, send_request,
+};
+use nfhost_sys::bar::{Bar, BarError, Nf};
+use nfhost_sys::fd::{EventFd, FdError};
+use nfhost_sys::shm::{SharedMemory, ShmError};
 use vf_abi::ABI_VERSION;
 
 /// Set once [`VfClient::from_env`] has taken ownership of the inherited fd,
@@ -87,36 +87,9 @@ pub enum ClientError {
     /// `NFHOST_VF_FD` is not set: the process was not started by nfhost.
     #[error("NFHOST_VF_FD is not set: start this NF through nfhost, or use VfClient::new")]
     EnvFdMissing(#[source] std::env::VarError),
-    /// `NFHOST_VF_FD` is not a number.
-    #[error("NFHOST_VF_FD={value:?} is not a file descriptor number")]
-    EnvFdInvalid {
-        /// The variable's value.
-        value: String,
-        /// Why it does not parse.
-        #[source]
-        source: ParseIntError,
-    },
-    /// The fd in `NFHOST_VF_FD` is not open in this process (the parent
-    /// probably left `FD_CLOEXEC` set on it).
-    #[error("fd {fd} from NFHOST_VF_FD is not open in this process (inherited with FD_CLOEXEC?)")]
-    EnvFdNotOpen {
-        /// The fd number.
-        fd: RawFd,
-        /// Reading its `/proc/self/fd` link failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The fd in `NFHOST_VF_FD` is open but not a socket.
-    #[error("fd {fd} from NFHOST_VF_FD is {target:?}, not a socket")]
-    EnvFdNotSocket {
-        /// The fd number.
-        fd: RawFd,
-        /// Its `/proc/self/fd` link.
-        target: PathBuf,
-    },
-    /// An earlier [`VfClient::from_env`] already took the inherited socket.
-    #[error("the NFHOST_VF_FD socket (fd {0}) was already taken by an earlier VfClient::from_env")]
-    EnvFdTaken(RawFd),
+    /// The socket named by `NFHOST_VF_FD` could not be claimed.
+    #[error(transparent)]
+    EnvFd(#[from] InheritedFdError),
 }
 
 impl From<ProtoError> for ClientError {
@@ -181,7 +154,7 @@ impl VfClient {
     /// Needs `/proc` to check the fd before taking ownership of it.
     pub fn from_env() -> Result<Self, ClientError> {
         let value = std::env::var(ENV_VF_FD).map_err(ClientError::EnvFdMissing)?;
-        Self::new(claim_fd(&value, &ENV_FD_TAKEN)?)
+        Self::new(claim_inherited_socket(&value, &ENV_FD_TAKEN)?)
     }
 
     /// The socket, for polling.
@@ -355,7 +328,7 @@ impl VfClient {
     }
 
     fn call_ok(&mut self, body: request::Body, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
-        let kind = super::codec::request_kind(&body).0;
+        let kind = nfhost_sys::attach::request_kind(&body).0;
         match self.call(body, fds)? {
             (_, response::Body::Ok(pb::Ok {}), _) => Ok(()),
             (_, other, _) => Err(unexpected(kind, &other)),
@@ -403,35 +376,4 @@ fn unexpected(request: &'static str, reply: &response::Body) -> ClientError {
         request,
         reply: response_kind(reply).0,
     }
-}
-
-/// Takes ownership of the socket whose number is `value`, once per `taken`
-/// flag, after checking through `/proc/self/fd` that it is an open socket.
-pub(super) fn claim_fd(value: &str, taken: &AtomicBool) -> Result<OwnedFd, ClientError> {
-    let fd: RawFd = value
-        .trim()
-        .parse()
-        .map_err(|source| ClientError::EnvFdInvalid {
-            value: value.to_owned(),
-            source,
-        })?;
-    // A negative number has no /proc entry and fails here too.
-    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map_err(|source| ClientError::EnvFdNotOpen { fd, source })?;
-    if !target
-        .as_os_str()
-        .as_encoded_bytes()
-        .starts_with(b"socket:")
-    {
-        return Err(ClientError::EnvFdNotSocket { fd, target });
-    }
-    if taken.swap(true, Ordering::AcqRel) {
-        return Err(ClientError::EnvFdTaken(fd));
-    }
-    // SAFETY: `fd` is open (its /proc/self/fd entry exists) and is a socket.
-    // Ownership: by the NFHOST_VF_FD contract the parent hands this fd to the
-    // process's attach client and nothing else in the process uses it, and
-    // `taken` lets only one caller claim it, so this OwnedFd is its only
-    // owner and closing it on drop is sound.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

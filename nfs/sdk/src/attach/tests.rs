@@ -12,12 +12,15 @@ use prost::Message;
 use rustix::fs::MemfdFlags;
 use rustix::net::SendFlags;
 
-use super::client::claim_fd;
 use super::pb::{self, Request, request};
 use super::*;
-use crate::bar::{Bar, BarLayout, Nic, VfConfig};
-use crate::fd::{EventFd, send_with_fds};
-use crate::shm::{SharedMemory, ShmError};
+use nfhost_sys::attach::{
+    Command, InheritedFdError, InvalidMessage, MAX_PACKET, claim_inherited_socket as claim_fd,
+    read_command, reply_error, reply_hello, reply_ok, send_request,
+};
+use nfhost_sys::bar::{Bar, BarLayout, Nic, VfConfig};
+use nfhost_sys::fd::{EventFd, send_with_fds};
+use nfhost_sys::shm::{SharedMemory, ShmError};
 
 const CONFIG: VfConfig = VfConfig {
     vf_index: 5,
@@ -523,20 +526,20 @@ fn claim_inherited_fd() {
     let taken = AtomicBool::new(false);
     assert!(matches!(
         claim_fd("seven", &taken),
-        Err(ClientError::EnvFdInvalid { .. })
+        Err(InheritedFdError::Invalid { .. })
     ));
     assert!(matches!(
         claim_fd("-1", &taken),
-        Err(ClientError::EnvFdNotOpen { fd: -1, .. })
+        Err(InheritedFdError::NotOpen { fd: -1, .. })
     ));
     assert!(matches!(
         claim_fd("1000000", &taken),
-        Err(ClientError::EnvFdNotOpen { .. })
+        Err(InheritedFdError::NotOpen { .. })
     ));
     let umem = SharedMemory::create("x", 4096).expect("umem");
     assert!(matches!(
         claim_fd(&umem.fd().as_raw_fd().to_string(), &taken),
-        Err(ClientError::EnvFdNotSocket { .. })
+        Err(InheritedFdError::NotSocket { .. })
     ));
 
     let (nic_end, nf_end) = socketpair().expect("socketpair");
@@ -544,7 +547,7 @@ fn claim_inherited_fd() {
     let fd = claim_fd(&raw, &taken).expect("claim");
     assert!(matches!(
         claim_fd(&raw, &taken),
-        Err(ClientError::EnvFdTaken(_))
+        Err(InheritedFdError::Taken(_))
     ));
     let mut client = VfClient::new(fd).expect("client");
     let server = thread::spawn(move || {
