@@ -54,11 +54,21 @@ pub enum ControlError {
     Store(#[from] StoreError),
     /// The NIC engine refused or is gone.
     #[error("NIC engine")]
-    Engine(#[from] EngineError),
+    Engine(#[source] EngineError),
     /// The device model refused a write that passed validation (a race with the data
     /// path, such as a VF that became assigned).
     #[error("NIC refused")]
     Nic(#[from] crate::nic::NicError),
+}
+
+impl From<EngineError> for ControlError {
+    /// The device model's refusals stay [`ControlError::Nic`], wherever they were made.
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Nic(nic) => ControlError::Nic(nic),
+            other => ControlError::Engine(other),
+        }
+    }
 }
 
 fn describe(v: &Violations) -> String {
@@ -148,7 +158,7 @@ impl Controller {
     ) -> Result<Self, ControlError> {
         let desired = store.load()?;
         let counters = engine.counters().clone();
-        let total_vfs = engine.call(|e| e.nic().pf().total_vfs())?;
+        let total_vfs = engine.pf()?.total_vfs;
         let (events, _) = broadcast::channel(1024);
         Ok(Controller {
             inner: Mutex::new(Inner {
@@ -205,19 +215,17 @@ impl Controller {
         let wire = inner.wire.clone();
         let wire_mtu = inner.wire_mtu;
         let assigned = inner.owned_vfs().len() as u32;
-        Ok(inner.engine.call(move |e| {
-            let pf = e.nic().pf();
-            proto::Pf {
-                name: "pfs/0".into(),
-                mac: pf.mac().to_string(),
-                link_up: pf.link() == crate::nic::Link::Up,
-                total_vfs: u32::from(pf.total_vfs()),
-                num_vfs: u32::from(pf.num_vfs()),
-                assigned_vfs: assigned,
-                wire,
-                wire_mtu,
-            }
-        })?)
+        let pf = inner.engine.pf()?;
+        Ok(proto::Pf {
+            name: "pfs/0".into(),
+            mac: pf.mac.to_string(),
+            link_up: pf.link == crate::nic::Link::Up,
+            total_vfs: u32::from(pf.total_vfs),
+            num_vfs: u32::from(pf.num_vfs),
+            assigned_vfs: assigned,
+            wire,
+            wire_mtu,
+        })
     }
 
     /// Sets the VF count.
@@ -244,7 +252,7 @@ impl Controller {
                 ));
             }
             let n = num_vfs as u16;
-            let current = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+            let current = inner.engine.pf()?.num_vfs;
             if n != current {
                 if current != 0 && n != 0 {
                     return Err(ControlError::FailedPrecondition(format!(
@@ -276,7 +284,7 @@ impl Controller {
                         format!("VF count {current} -> {n}"),
                     );
                     self.commit(&mut inner, changes, vec![ev])?;
-                    inner.engine.call(move |e| e.nic_mut().set_num_vfs(n))??;
+                    inner.engine.set_vf_count(n)?;
                 }
             }
         }
@@ -288,7 +296,7 @@ impl Controller {
     /// Every VF.
     pub fn list_vfs(&self) -> Result<Vec<proto::Vf>, ControlError> {
         let inner = self.lock();
-        let n = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let n = inner.engine.pf()?.num_vfs;
         (0..n).map(|i| inner.vf_message(VfId(i))).collect()
     }
 
@@ -310,21 +318,14 @@ impl Controller {
         let id = inner.vf_by_name(&vf.name)?;
         let update = update_from_mask(vf, mask)?;
         // Dry-run on a copy of the device model: the same rules as the real write.
-        let check = update.clone();
-        inner
-            .engine
-            .call(move |e| e.nic().clone().update_vf(id, &check))?
-            .map_err(|err| invalid("vf", err.to_string()))?;
+        match inner.engine.update_vf(id, update.clone(), true) {
+            Err(EngineError::Nic(err)) => return Err(invalid("vf", err.to_string())),
+            other => other?,
+        };
         if validate_only {
             return inner.vf_message(id);
         }
-        let apply = update.clone();
-        let admin = inner
-            .engine
-            .call(move |e| -> Result<_, crate::nic::NicError> {
-                e.nic_mut().update_vf(id, &apply)?;
-                Ok(e.nic().vf(id)?.admin().clone())
-            })??;
+        let admin = inner.engine.update_vf(id, update, false)?;
         let record = admin_record(id, &admin);
         let ev = event(
             proto::EventKind::ConfigChanged,
@@ -341,10 +342,7 @@ impl Controller {
         let mut inner = self.lock();
         let id = inner.vf_by_name(name)?;
         let owner = inner.owner_of(id);
-        inner.engine.call(move |e| {
-            e.detach(id);
-            let _ = e.nic_mut().flr(id);
-        })?;
+        inner.engine.reset_vf(id)?;
         if let Some(nf) = owner {
             if let Some(run) = inner.runs.get_mut(&nf) {
                 run.expect_exit = true;
@@ -382,7 +380,7 @@ impl Controller {
                 "nfs/{id} already exists"
             )));
         }
-        let num_vfs = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let num_vfs = inner.engine.pf()?.num_vfs;
         let owned = inner.owned_vfs();
         let vf = if nf.vf.is_empty() {
             inner.free_vfs(num_vfs, 1)?[0]
@@ -502,7 +500,7 @@ impl Controller {
             }
         }
         inner.check_intake(chain)?;
-        let num_vfs = inner.engine.call(|e| e.nic().pf().num_vfs())?;
+        let num_vfs = inner.engine.pf()?.num_vfs;
         let vfs = inner.free_vfs(num_vfs, chain.nfs.len())?;
         let mut record = chain.clone();
         record.name = format!("chains/{id}");
@@ -639,8 +637,8 @@ impl Controller {
                 continue;
             }
             let (vf, config) = (run.vf, nf.config.clone());
-            match inner.engine.call(move |e| e.post_config(vf, config)) {
-                Ok(Some(generation)) => posted.push((name.clone(), vf, generation)),
+            match inner.engine.post_config(vf, config) {
+                Ok(Some(p)) => posted.push((name.clone(), vf, p.answer)),
                 _ => {
                     events.push(event(
                         proto::EventKind::ConfigChanged,
@@ -652,22 +650,18 @@ impl Controller {
                 }
             }
         }
-        let mut answers: Vec<Option<Result<(), String>>> = vec![None; posted.len()];
+        let mut answers = Vec::with_capacity(posted.len());
         if !posted.is_empty() {
-            let view = Arc::clone(inner.engine.view());
             drop(inner);
             let deadline = Instant::now() + IN_PLACE_WAIT;
-            while answers.iter().any(Option::is_none) && Instant::now() < deadline {
-                for (answer, (_, vf, generation)) in answers.iter_mut().zip(&posted) {
-                    if answer.is_none() {
-                        *answer = view.config_result(*vf, *generation);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
+            for (name, vf, answer) in posted {
+                // No answer in time, or none coming (the NF detached): restart it.
+                let wait = deadline.saturating_duration_since(Instant::now());
+                answers.push((name, vf, answer.recv_timeout(wait).ok()));
             }
             inner = self.lock();
         }
-        for ((name, vf, _), answer) in posted.into_iter().zip(answers) {
+        for (name, vf, answer) in answers {
             let message = match answer {
                 Some(Ok(())) => format!("nf {name} took its new config in place (same process)"),
                 Some(Err(why)) => {
@@ -721,9 +715,7 @@ impl Controller {
             run.expect_exit = false;
             // DMA stopped and the VF scrubbed before the old process goes, so nothing
             // it left in flight reaches the VF its successor attaches to.
-            let _ = inner.engine.call(move |e| {
-                e.detach(vf);
-            });
+            let _ = inner.engine.detach(vf);
             if let Some(mut process) = old {
                 let _ = process.signal(rustix::process::Signal::KILL);
                 let ended = process.wait().map(Exit::from_status);
@@ -794,12 +786,8 @@ impl Controller {
     /// Per-VF counters.
     pub fn stats(&self, active_only: bool) -> Result<proto::Stats, ControlError> {
         let inner = self.lock();
-        let n = inner.engine.call(|e| e.nic().pf().num_vfs())?;
-        let faults: Vec<crate::nic::iommu::FaultCounts> = inner.engine.call(move |e| {
-            (0..n)
-                .map(|i| e.nic().iommu().fault_counts(VfId(i)))
-                .collect()
-        })?;
+        let n = inner.engine.pf()?.num_vfs;
+        let faults = inner.engine.fault_counts()?;
         let owners = inner.owned_vfs();
         let c = &self.counters;
         let mut vfs = Vec::new();
@@ -909,19 +897,12 @@ impl Controller {
         // PF VF count.
         if let Some(pf) = inner.desired.pf.clone() {
             let n = pf.num_vfs as u16;
-            let _ = inner.engine.call(move |e| {
-                if e.nic().pf().num_vfs() != n {
-                    let _ = e.nic_mut().set_num_vfs(0);
-                    let _ = e.nic_mut().set_num_vfs(n);
-                }
-            });
+            let _ = inner.engine.set_vf_count(n);
         }
         // VF admin config.
         for (index, record) in inner.desired.vfs.clone() {
             let update = update_from_record(&record);
-            let _ = inner
-                .engine
-                .call(move |e| e.nic_mut().update_vf(VfId(index), &update));
+            let _ = inner.engine.update_vf(VfId(index), update, false);
         }
         // NFs that should no longer run.
         let gone: Vec<String> = inner
@@ -937,7 +918,7 @@ impl Controller {
                     let _ = p.signal(rustix::process::Signal::KILL);
                     let _ = p.wait();
                 }
-                let _ = inner.engine.call(move |e| e.release(vf));
+                let _ = inner.engine.release(vf);
                 events.push(event(
                     proto::EventKind::NfExited,
                     Some(vf),
@@ -955,21 +936,7 @@ impl Controller {
             .collect();
         for name in old {
             if let Some(vfs) = inner.installed_chains.remove(&name) {
-                let _ = inner.engine.call(move |e| {
-                    for vf in vfs {
-                        let _ = e.release(vf);
-                        e.nic_mut().unsteer(vf);
-                        // Back to power-on switching config for the next owner.
-                        let _ = e.nic_mut().update_vf(
-                            vf,
-                            &VfUpdate {
-                                vlan: Some(0),
-                                spoof_check: Some(true),
-                                ..Default::default()
-                            },
-                        );
-                    }
-                });
+                let _ = inner.engine.remove_chain(&vfs);
             }
         }
         // Chains to steer.
@@ -999,15 +966,14 @@ impl Controller {
             } else {
                 Isolation::Strict
             };
-            let installed = hops.clone();
-            let result = inner
+            match inner
                 .engine
-                .call(move |e| e.install_chain(&installed, isolation, wire_match, egress));
-            match result {
-                Ok(Ok(())) => {
+                .install_chain(&hops, isolation, wire_match, egress)
+            {
+                Ok(()) => {
                     inner.installed_chains.insert(id, hops);
                 }
-                Ok(Err(err)) | Err(err) => events.push(event(
+                Err(err) => events.push(event(
                     proto::EventKind::ConfigChanged,
                     None,
                     "",
@@ -1266,7 +1232,7 @@ impl Inner {
                 format!("{name:?} is not a VF name such as pfs/0/vfs/3"),
             )
         })?;
-        let n = self.engine.call(|e| e.nic().pf().num_vfs())?;
+        let n = self.engine.pf()?.num_vfs;
         if index >= n {
             return Err(ControlError::NotFound(format!(
                 "{} does not exist: this PF has {n} VFs enabled",
@@ -1284,36 +1250,27 @@ impl Inner {
             .get(&owner)
             .map(|n| n.chain.clone())
             .unwrap_or_default();
-        let msg = self
-            .engine
-            .call(move |e| -> Result<proto::Vf, crate::nic::NicError> {
-                let v = e.nic().vf(vf)?;
-                let a = v.admin();
-                Ok(proto::Vf {
-                    name: vf_name(vf.0),
-                    index: u32::from(vf.0),
-                    mac: v.mac().to_string(),
-                    vlan: u32::from(a.vlan),
-                    qos: u32::from(a.qos),
-                    spoof_check: a.spoof_check,
-                    trust: a.trust,
-                    link_state: link_state_to_proto(a.link_state) as i32,
-                    min_tx_rate: a.min_tx_rate,
-                    max_tx_rate: a.max_tx_rate,
-                    mtu: a.mtu,
-                    owner: String::new(),
-                    chain: String::new(),
-                    link_up: v.link(e.nic().pf().link()) == crate::nic::Link::Up,
-                })
-            })??;
+        let v = self.engine.vf(vf)?;
+        let a = &v.admin;
         Ok(proto::Vf {
+            name: vf_name(vf.0),
+            index: u32::from(vf.0),
+            mac: v.mac.to_string(),
+            vlan: u32::from(a.vlan),
+            qos: u32::from(a.qos),
+            spoof_check: a.spoof_check,
+            trust: a.trust,
+            link_state: link_state_to_proto(a.link_state) as i32,
+            min_tx_rate: a.min_tx_rate,
+            max_tx_rate: a.max_tx_rate,
+            mtu: a.mtu,
             owner: if owner.is_empty() {
                 owner
             } else {
                 format!("nfs/{owner}")
             },
             chain,
-            ..msg
+            link_up: v.link_up,
         })
     }
 

@@ -11,6 +11,7 @@ use nf_sdk::{BarLayout, Desc, EventFd, SharedMemory, VfConfig};
 use tokio::sync::{Notify, mpsc};
 
 use super::event_loop::read_doorbell;
+use super::request::{Posted, Reply as AnswerTo};
 use super::{Engine, EngineEvent};
 use crate::dataplane::port::{FRAME_SIZE, PortState};
 use crate::nic::{Iova, Link, NicError, Owner, Perms, Region, TargetId, Vector, VfId};
@@ -263,8 +264,10 @@ impl Engine {
                     ));
                 }
                 port.mailbox = None;
-                if let Ok(mut results) = self.shared.config_results.lock() {
-                    results.insert(vf.0, (generation, error));
+                if let Some((g, waiter)) = self.answers.remove(&vf) {
+                    if g == generation {
+                        waiter.send(if error.is_empty() { Ok(()) } else { Err(error) });
+                    }
                 }
                 Ok(Reply::Ok)
             }
@@ -334,9 +337,10 @@ impl Engine {
     /// Posts a new configuration in the mailbox of the NF on `vf` and rings its
     /// doorbell: the BAR's MAILBOX register gets a new generation, and the rx vector
     /// is raised through interrupt remapping (a masked NF is polling and sees the
-    /// register itself). The NF fetches it, applies it in place or not, and says
-    /// so ([`SharedView::config_result`]). `None` if no NF is attached and enabled.
-    pub fn post_config(&mut self, vf: VfId, config: String) -> Option<u32> {
+    /// register itself). The NF fetches it, applies it in place or not, and says so
+    /// with `ConfigApplied`: the answer goes to [`Posted::answer`]. `None` if no NF
+    /// is attached and enabled.
+    pub(super) fn post_config(&mut self, vf: VfId, config: String) -> Option<Posted> {
         if !self.is_active(vf) {
             return None;
         }
@@ -349,9 +353,12 @@ impl Engine {
         bar.post_mailbox(generation);
         port.mailbox = Some((generation, config));
         port.rx_since_irq += 1;
+        let (waiter, answer) = AnswerTo::channel();
+        // A waiter for an older generation gets no answer: that one was superseded.
+        self.answers.insert(vf, (generation, waiter));
         let now = self.now();
         self.raise_interrupts(now);
-        Some(generation)
+        Some(Posted { generation, answer })
     }
 }
 

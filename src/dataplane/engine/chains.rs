@@ -142,4 +142,21 @@ impl Engine {
         self.umems.insert(domain, umem);
         Ok(domain)
     }
+
+    /// Takes the chain over `hops` down: each hop released (its NF detached, the VF
+    /// unassigned), unsteered, and back to power-on switching config (VLAN 0, spoof
+    /// check on) for its next owner.
+    pub fn remove_chain(&mut self, hops: &[VfId]) {
+        for vf in hops {
+            // A hop whose NF never started is not assigned: nothing to release.
+            let _ = self.release(*vf);
+            self.nic.unsteer(*vf);
+            let power_on = crate::nic::VfUpdate {
+                vlan: Some(0),
+                spoof_check: Some(true),
+                ..Default::default()
+            };
+            let _ = self.nic.update_vf(*vf, &power_on);
+        }
+    }
 }

@@ -52,7 +52,7 @@ impl Engine {
         loop {
             loop {
                 match control.try_recv() {
-                    Ok(Msg::Call(f)) => f(&mut self),
+                    Ok(Msg::Request(request)) => self.handle(request),
                     Ok(Msg::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.shut_down();
                         return;
@@ -101,7 +101,7 @@ impl Engine {
             tokio::select! {
                 _ = wake.notified() => {}
                 msg = control.recv() => match msg {
-                    Some(Msg::Call(f)) => f(&mut self),
+                    Some(Msg::Request(request)) => self.handle(request),
                     Some(Msg::Shutdown) | None => {
                         self.shut_down();
                         return;

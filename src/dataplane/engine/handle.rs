@@ -2,22 +2,27 @@
 //! threads to read.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
-use super::{Engine, EngineConfig, EngineError, EngineEvent, GenWire, WireConfig};
+use super::request::{
+    CountersSnapshot, EngineRequest, PfStatus, Posted, Reply, Snapshot, VfStatus,
+};
+use super::{
+    ChainEgress, Engine, EngineConfig, EngineError, EngineEvent, GenWire, Isolation, WireConfig,
+};
 use crate::dataplane::counters::Counters;
 use crate::dataplane::r#gen::SinkStats;
 use crate::dataplane::host_wire::HostWire;
-use crate::nic::{Nic, VfId};
-
-type Call = Box<dyn FnOnce(&mut Engine) + Send>;
+use crate::nic::iommu::FaultCounts;
+use crate::nic::{Link, Nic, Owner, VfAdmin, VfId, VfUpdate, WireMatch};
 
 pub(super) enum Msg {
-    Call(Call),
+    Request(EngineRequest),
     Shutdown,
 }
 
@@ -36,7 +41,6 @@ pub struct SharedView {
     pub(super) sink: Mutex<SinkStats>,
     events: Mutex<Vec<EngineEvent>>,
     pub(super) reports: Mutex<HashMap<u16, String>>,
-    pub(super) config_results: Mutex<HashMap<u16, (u32, String)>>,
 }
 
 impl SharedView {
@@ -56,21 +60,6 @@ impl SharedView {
     /// The latest report of the NF on `vf`.
     pub fn report(&self, vf: VfId) -> Option<String> {
         self.reports.lock().ok()?.get(&vf.0).cloned()
-    }
-
-    /// How the NF on `vf` took the configuration of `generation` posted with
-    /// [`Engine::post_config`]: `Some(Ok)` applied in place, `Some(Err(why))` not,
-    /// `None` no answer yet.
-    pub fn config_result(&self, vf: VfId, generation: u32) -> Option<Result<(), String>> {
-        let results = self.config_results.lock().ok()?;
-        match results.get(&vf.0) {
-            Some((g, error)) if *g == generation => Some(if error.is_empty() {
-                Ok(())
-            } else {
-                Err(error.clone())
-            }),
-            _ => None,
-        }
     }
 
     pub(super) fn push_event(&self, event: EngineEvent) {
@@ -143,6 +132,7 @@ impl EngineHandle {
                         scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
                         epoch: 0,
                         active: Vec::new(),
+                        answers: HashMap::new(),
                     };
                     engine.run(rx, ev_rx).await;
                 });
@@ -157,34 +147,136 @@ impl EngineHandle {
         })
     }
 
-    /// Runs `f` on the engine thread, between two polls, and returns its result.
-    pub fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
-    ) -> Result<R, EngineError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let call: Call = Box::new(move |engine| {
-            let _ = reply_tx.send(f(engine));
-        });
+    /// Sends `request` to the engine thread; it is carried out between two polls and
+    /// answered on the reply channel it carries.
+    pub fn send(&self, request: EngineRequest) -> Result<(), EngineError> {
         self.tx
-            .send(Msg::Call(call))
-            .map_err(|_| EngineError::Gone)?;
-        reply_rx.blocking_recv().map_err(|_| EngineError::Gone)
+            .send(Msg::Request(request))
+            .map_err(|_| EngineError::Gone)
     }
 
-    /// Like [`EngineHandle::call`], for async callers.
-    pub async fn call_async<R: Send + 'static>(
+    /// Sends the request `make` builds around a reply channel and waits for the answer.
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> EngineRequest) -> Result<T, EngineError> {
+        let (reply, answer) = Reply::channel();
+        self.send(make(reply))?;
+        answer.recv().map_err(|_| EngineError::Gone)
+    }
+
+    /// See [`EngineRequest::Pf`].
+    pub fn pf(&self) -> Result<PfStatus, EngineError> {
+        self.ask(|reply| EngineRequest::Pf { reply })
+    }
+
+    /// See [`EngineRequest::SetVfCount`].
+    pub fn set_vf_count(&self, num_vfs: u16) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::SetVfCount { num_vfs, reply })?
+    }
+
+    /// See [`EngineRequest::SetLink`].
+    pub fn set_link(&self, link: Link) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::SetLink { link, reply })
+    }
+
+    /// See [`EngineRequest::Vf`].
+    pub fn vf(&self, vf: VfId) -> Result<VfStatus, EngineError> {
+        self.ask(|reply| EngineRequest::Vf { vf, reply })?
+    }
+
+    /// See [`EngineRequest::UpdateVf`].
+    pub fn update_vf(
         &self,
-        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
-    ) -> Result<R, EngineError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let call: Call = Box::new(move |engine| {
-            let _ = reply_tx.send(f(engine));
-        });
-        self.tx
-            .send(Msg::Call(call))
-            .map_err(|_| EngineError::Gone)?;
-        reply_rx.await.map_err(|_| EngineError::Gone)
+        vf: VfId,
+        update: VfUpdate,
+        dry_run: bool,
+    ) -> Result<VfAdmin, EngineError> {
+        self.ask(|reply| EngineRequest::UpdateVf {
+            vf,
+            update,
+            dry_run,
+            reply,
+        })?
+    }
+
+    /// See [`EngineRequest::ResetVf`].
+    pub fn reset_vf(&self, vf: VfId) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::ResetVf { vf, reply })
+    }
+
+    /// See [`EngineRequest::Attach`].
+    pub fn attach(
+        &self,
+        vf: VfId,
+        owner: Owner,
+        token: String,
+        sock: OwnedFd,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::Attach {
+            vf,
+            owner,
+            token,
+            sock,
+            reply,
+        })?
+    }
+
+    /// See [`EngineRequest::Detach`].
+    pub fn detach(&self, vf: VfId) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::Detach { vf, reply })
+    }
+
+    /// See [`EngineRequest::Release`].
+    pub fn release(&self, vf: VfId) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::Release { vf, reply })?
+    }
+
+    /// See [`EngineRequest::InstallChain`].
+    pub fn install_chain(
+        &self,
+        hops: &[VfId],
+        isolation: Isolation,
+        classifier: WireMatch,
+        egress: ChainEgress,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::InstallChain {
+            hops: hops.to_vec(),
+            isolation,
+            classifier,
+            egress,
+            reply,
+        })?
+    }
+
+    /// See [`EngineRequest::RemoveChain`].
+    pub fn remove_chain(&self, hops: &[VfId]) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::RemoveChain {
+            hops: hops.to_vec(),
+            reply,
+        })
+    }
+
+    /// See [`EngineRequest::PostConfig`].
+    pub fn post_config(&self, vf: VfId, config: String) -> Result<Option<Posted>, EngineError> {
+        self.ask(|reply| EngineRequest::PostConfig { vf, config, reply })
+    }
+
+    /// See [`EngineRequest::IsActive`].
+    pub fn is_active(&self, vf: VfId) -> Result<bool, EngineError> {
+        self.ask(|reply| EngineRequest::IsActive { vf, reply })
+    }
+
+    /// See [`EngineRequest::FaultCounts`].
+    pub fn fault_counts(&self) -> Result<Vec<FaultCounts>, EngineError> {
+        self.ask(|reply| EngineRequest::FaultCounts { reply })
+    }
+
+    /// See [`EngineRequest::Counters`].
+    pub fn read_counters(&self) -> Result<CountersSnapshot, EngineError> {
+        self.ask(|reply| EngineRequest::Counters { reply })
+    }
+
+    /// See [`EngineRequest::Snapshot`].
+    pub fn snapshot(&self) -> Result<Snapshot, EngineError> {
+        self.ask(|reply| EngineRequest::Snapshot { reply })
     }
 
     /// The hot-path counters.

@@ -28,6 +28,7 @@ mod dma;
 mod event_loop;
 pub mod handle;
 mod regions;
+pub mod request;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -48,6 +49,7 @@ use crate::nic::{DmaFault, Micros, Nic, NicError, Owner, PfConfig, VfId, VlanTag
 use attach::PortEvent;
 
 pub use handle::{EngineHandle, SharedView};
+pub use request::EngineRequest;
 
 /// Descriptors handled per ring per poll.
 pub const BATCH: u32 = 64;
@@ -192,8 +194,8 @@ impl GenWire {
 }
 
 /// The engine's state, owned by its thread. Control-plane code reaches it through
-/// [`EngineHandle::call`].
-pub struct Engine {
+/// [`EngineRequest`]s.
+struct Engine {
     nic: Nic,
     ports: Vec<Option<Port>>,
     regions: Vec<Option<RegionSlot>>,
@@ -211,6 +213,9 @@ pub struct Engine {
     epoch: u64,
     /// VFs with an attached, enabled NF: the ones the loop polls.
     active: Vec<VfId>,
+    /// Who waits for the answer of the NF on a VF to the configuration generation
+    /// posted in its mailbox.
+    answers: HashMap<VfId, (u32, request::Reply<request::ConfigAnswer>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -223,16 +228,6 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// The device model.
-    pub fn nic(&self) -> &Nic {
-        &self.nic
-    }
-
-    /// The device model, to configure (VF knobs, steering, VF count).
-    pub fn nic_mut(&mut self) -> &mut Nic {
-        &mut self.nic
-    }
-
     fn now(&self) -> Micros {
         Micros(self.started.elapsed().as_micros() as u64)
     }
@@ -246,12 +241,12 @@ impl Engine {
     }
 
     /// Whether an NF is attached to `vf` with DMA enabled (the loop polls it).
-    pub fn is_active(&self, vf: VfId) -> bool {
+    fn is_active(&self, vf: VfId) -> bool {
         self.active.contains(&vf)
     }
 
     /// Counters of the wire sink.
-    pub fn sink_stats(&self) -> Option<SinkStats> {
+    fn sink_stats(&self) -> Option<SinkStats> {
         self.wire.as_ref().map(|w| w.sink.stats())
     }
 }
