@@ -216,7 +216,10 @@ pub enum EngineRequest {
         reply: Reply<Result<(), EngineError>>,
     },
     /// Programs the switch (and, for `shared`, one IOMMU domain) for a chain over
-    /// `hops`; see [`Engine::install_chain`].
+    /// `hops`: wire frames matching `classifier` → hop 1 → … → last hop → wire, as
+    /// `egress` says. Hops get spoof check off and the classifier's VLAN as their
+    /// port VLAN. Send before the hops' NFs attach. On an error nothing is left
+    /// half-installed.
     InstallChain {
         /// The chain's VFs, in order.
         hops: Vec<VfId>,
