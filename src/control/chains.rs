@@ -1,9 +1,10 @@
 //! Chains: created whole, updated in place, deleted whole.
 
 use super::convert::policy_name;
+use super::reconfigure::Taken;
 use super::validate::{self, parse_vf, short_id, vf_name};
 use super::{Change, ControlError, Controller, Inner, chain_update, event};
-use crate::api::proto;
+use crate::api::proto::{self, NfUpdateOutcome};
 use crate::nic::VfId;
 
 impl Controller {
@@ -72,21 +73,27 @@ impl Controller {
     }
 
     /// Updates a chain in place (see [`chain_update`]): the NFs whose config changed
-    /// restart on their own VFs, the others keep running. A missing chain is created
-    /// when `allow_missing` says so.
+    /// take it in place or restart on their own VFs, the others keep running. A
+    /// missing chain is created when `allow_missing` says so. The reply says which
+    /// way each NF went (with `validate_only`, which way it would).
     pub fn update_chain(
         &self,
         chain: &proto::Chain,
         mask: &[String],
         validate_only: bool,
         allow_missing: bool,
-    ) -> Result<proto::Chain, ControlError> {
+    ) -> Result<proto::UpdateChainResponse, ControlError> {
         let mut inner = self.lock();
         let id = short_id("chains", &chain.name).to_owned();
         let Some(stored) = inner.desired.chains.get(&id).cloned() else {
             if allow_missing {
                 drop(inner);
-                return self.create_chain(chain, validate_only);
+                let created = self.create_chain(chain, validate_only)?;
+                let nfs = outcomes(&created, |_| (NfUpdateOutcome::Created, String::new()));
+                return Ok(proto::UpdateChainResponse {
+                    chain: Some(created),
+                    nfs,
+                });
             }
             return Err(ControlError::NotFound(format!(
                 "chains/{id} not found; create it first (or set allow_missing)"
@@ -99,7 +106,18 @@ impl Controller {
             }
         })?;
         if validate_only || plan.is_noop() {
-            return Ok(plan.chain);
+            let nfs = outcomes(&plan.chain, |i| {
+                let outcome = if plan.reconfigured.contains(&i) {
+                    NfUpdateOutcome::Reconfigure
+                } else {
+                    NfUpdateOutcome::Unchanged
+                };
+                (outcome, String::new())
+            });
+            return Ok(proto::UpdateChainResponse {
+                chain: Some(plan.chain),
+                nfs,
+            });
         }
         let mut changes = vec![Change::PutChain(plan.chain.clone())];
         let mut events = Vec::new();
@@ -142,9 +160,25 @@ impl Controller {
             .filter_map(|i| plan.chain.nfs.get(*i))
             .map(|hop| hop.name.clone())
             .collect();
-        let (mut inner, restart, events) = self.reconfigure_in_place(inner, &reconfigured);
+        let (mut inner, taken, events) = self.reconfigure_in_place(inner, &reconfigured);
+        let restart: Vec<String> = taken
+            .iter()
+            .filter(|(_, how)| matches!(how, Taken::Restart(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
         self.restart_reconfigured(&mut inner, &restart, events);
-        Ok(plan.chain)
+        let nfs = outcomes(&plan.chain, |i| {
+            let how = plan.chain.nfs.get(i).and_then(|hop| taken.get(&hop.name));
+            match how {
+                None => (NfUpdateOutcome::Unchanged, String::new()),
+                Some(Taken::InPlace) => (NfUpdateOutcome::InPlace, String::new()),
+                Some(Taken::Restart(why)) => (NfUpdateOutcome::Restarted, why.clone()),
+            }
+        });
+        Ok(proto::UpdateChainResponse {
+            chain: Some(plan.chain),
+            nfs,
+        })
     }
 
     /// One chain.
@@ -226,4 +260,24 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// One outcome per hop of `chain`, in order, as `of` (given the hop's index) says.
+fn outcomes(
+    chain: &proto::Chain,
+    of: impl Fn(usize) -> (NfUpdateOutcome, String),
+) -> Vec<proto::NfUpdate> {
+    chain
+        .nfs
+        .iter()
+        .enumerate()
+        .map(|(i, hop)| {
+            let (outcome, reason) = of(i);
+            proto::NfUpdate {
+                nf: format!("nfs/{}", hop.name),
+                outcome: outcome as i32,
+                reason,
+            }
+        })
+        .collect()
 }

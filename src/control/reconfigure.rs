@@ -2,6 +2,7 @@
 //! its VF's mailbox and answers whether it took it in place; the others, and those
 //! that cannot, restart on their own VFs.
 
+use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
@@ -9,27 +10,41 @@ use super::supervisor::Exit;
 use super::{Controller, IN_PLACE_WAIT, Inner, event};
 use crate::api::proto;
 
+/// How an NF of an updated chain takes its new config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// In place: the same process.
+    InPlace,
+    /// By a restart on its own VF, for this reason.
+    Restart(String),
+}
+
 impl Controller {
     /// Offers each running NF of `names` its new (stored) config through its VF's
     /// mailbox, and waits up to [`IN_PLACE_WAIT`] for the answers, without holding
-    /// the controller. Returns the controller again, the NFs that must restart
-    /// instead (not running, not attached, refused because their kind cannot take
-    /// that change in place, or silent) and the events saying which way each went.
+    /// the controller. Returns the controller again, how each NF takes its config
+    /// (a restart if it is not running, not attached, refused because its kind
+    /// cannot take that change in place, or silent) and the events saying so.
     pub(super) fn reconfigure_in_place<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
         names: &[String],
-    ) -> (MutexGuard<'a, Inner>, Vec<String>, Vec<proto::Event>) {
-        let mut restart = Vec::new();
+    ) -> (
+        MutexGuard<'a, Inner>,
+        BTreeMap<String, Taken>,
+        Vec<proto::Event>,
+    ) {
+        let mut taken = BTreeMap::new();
         let mut posted = Vec::new();
         let mut events = Vec::new();
+        let not_running = || Taken::Restart("it was not running".into());
         for name in names {
             let (Some(run), Some(nf)) = (inner.runs.get(name), inner.desired.nfs.get(name)) else {
-                restart.push(name.clone());
+                taken.insert(name.clone(), not_running());
                 continue;
             };
             if run.process.is_none() {
-                restart.push(name.clone());
+                taken.insert(name.clone(), not_running());
                 continue;
             }
             let (vf, config) = (run.vf, nf.config.clone());
@@ -42,7 +57,8 @@ impl Controller {
                         name,
                         format!("nf {name} is not attached to its VF yet: restarting it"),
                     ));
-                    restart.push(name.clone());
+                    let why = "it was not attached to its VF yet".into();
+                    taken.insert(name.clone(), Taken::Restart(why));
                 }
             }
         }
@@ -58,20 +74,26 @@ impl Controller {
             inner = self.lock();
         }
         for (name, vf, answer) in answers {
-            let message = match answer {
-                Some(Ok(())) => format!("nf {name} took its new config in place (same process)"),
-                Some(Err(why)) => {
-                    restart.push(name.clone());
-                    format!("nf {name} cannot take its new config in place ({why}): restarting it")
-                }
+            let (message, how) = match answer {
+                Some(Ok(())) => (
+                    format!("nf {name} took its new config in place (same process)"),
+                    Taken::InPlace,
+                ),
+                Some(Err(why)) => (
+                    format!("nf {name} cannot take its new config in place ({why}): restarting it"),
+                    Taken::Restart(why),
+                ),
                 None => {
-                    restart.push(name.clone());
-                    format!(
-                        "nf {name} did not answer its new config within {} ms: restarting it",
-                        IN_PLACE_WAIT.as_millis()
+                    let ms = IN_PLACE_WAIT.as_millis();
+                    (
+                        format!(
+                            "nf {name} did not answer its new config within {ms} ms: restarting it"
+                        ),
+                        Taken::Restart(format!("it did not answer within {ms} ms")),
                     )
                 }
             };
+            taken.insert(name.clone(), how);
             events.push(event(
                 proto::EventKind::ConfigChanged,
                 Some(vf),
@@ -79,7 +101,7 @@ impl Controller {
                 message,
             ));
         }
-        (inner, restart, events)
+        (inner, taken, events)
     }
 
     /// Restarts NFs on their own VFs with their stored (new) config: the VF is
