@@ -2,7 +2,7 @@
 //! `gen` wire, real NF child processes (`nfhost nf run`, self-exec) and, for the
 //! isolation tests, hostile NFs written right here on top of `nf_sdk`'s VF client.
 //!
-//! Counter snapshots are taken on the engine thread ([`EngineHandle::call`]), between
+//! Counter snapshots are taken on the engine thread ([`EngineHandle::read_counters`]), between
 //! two polls, so that relations between counters hold exactly: the engine is their
 //! only writer. Nothing here sleeps to assert timing; every wait polls with a deadline.
 

@@ -3,7 +3,7 @@
 //! the tests; the control plane's reconciler drives the same steps.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -117,12 +117,8 @@ impl Runner {
     }
 
     fn wait_active(&self, vf: VfId, name: &str) -> Result<(), RunnerError> {
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.engine.is_active(vf)? {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if self.engine.wait_active(vf, ATTACH_TIMEOUT)? {
+            return Ok(());
         }
         Err(RunnerError::AttachTimeout {
             name: name.to_owned(),

@@ -215,6 +215,7 @@ impl Engine {
                 if !self.active.contains(&vf) {
                     self.active.push(vf);
                 }
+                self.activated(vf);
                 Ok(Reply::Ok)
             }
             Command::Reset { .. } => {

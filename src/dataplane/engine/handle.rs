@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -133,6 +133,7 @@ impl EngineHandle {
                         epoch: 0,
                         active: Vec::new(),
                         answers: HashMap::new(),
+                        activation: Vec::new(),
                     };
                     engine.run(rx, ev_rx).await;
                 });
@@ -262,6 +263,15 @@ impl EngineHandle {
     /// See [`EngineRequest::IsActive`].
     pub fn is_active(&self, vf: VfId) -> Result<bool, EngineError> {
         self.ask(|reply| EngineRequest::IsActive { vf, reply })
+    }
+
+    /// Waits up to `timeout` until an NF is attached to `vf` with DMA enabled: true
+    /// if it is, false if it did not get there in time or detached first. See
+    /// [`EngineRequest::WhenActive`].
+    pub fn wait_active(&self, vf: VfId, timeout: Duration) -> Result<bool, EngineError> {
+        let (reply, answer) = Reply::channel();
+        self.send(EngineRequest::WhenActive { vf, reply })?;
+        Ok(answer.recv_timeout(timeout).is_ok())
     }
 
     /// See [`EngineRequest::FaultCounts`].

@@ -216,6 +216,8 @@ struct Engine {
     /// Who waits for the answer of the NF on a VF to the configuration generation
     /// posted in its mailbox.
     answers: HashMap<VfId, (u32, request::Reply<request::ConfigAnswer>)>,
+    /// Who waits for an NF to enable DMA on a VF.
+    activation: Vec<(VfId, request::Reply<()>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -243,6 +245,17 @@ impl Engine {
     /// Whether an NF is attached to `vf` with DMA enabled (the loop polls it).
     fn is_active(&self, vf: VfId) -> bool {
         self.active.contains(&vf)
+    }
+
+    /// The NF on `vf` enabled DMA: tells whoever waits for that.
+    fn activated(&mut self, vf: VfId) {
+        let (now, later) = std::mem::take(&mut self.activation)
+            .into_iter()
+            .partition(|(v, _)| *v == vf);
+        self.activation = later;
+        for (_, waiter) in now {
+            waiter.send(());
+        }
     }
 
     /// Counters of the wire sink.

@@ -47,8 +47,10 @@ impl Engine {
     pub fn detach(&mut self, vf: VfId) -> Option<(Owner, Vec<Mapping>)> {
         let port = self.ports.get_mut(vf.index())?.take()?;
         self.active.retain(|v| *v != vf);
-        // Whoever waits for this NF's answer to a configuration gets none.
+        // Whoever waits for this NF's answer to a configuration, or for it to enable
+        // DMA, gets none.
         self.answers.remove(&vf);
+        self.activation.retain(|(v, _)| *v != vf);
         // Wake the doorbell reader so it sees the port is gone and exits.
         if let Some(doorbell) = &port.doorbell {
             let _ = doorbell.notify();

@@ -257,6 +257,14 @@ pub enum EngineRequest {
         /// The answer.
         reply: Reply<bool>,
     },
+    /// Answers once an NF is attached to `vf` with DMA enabled, at once if one is;
+    /// dropped unanswered if the NF on `vf` detaches first.
+    WhenActive {
+        /// The VF.
+        vf: VfId,
+        /// Answered when the NF enables DMA.
+        reply: Reply<()>,
+    },
     /// DMA faults of each enabled VF, by reason.
     FaultCounts {
         /// One entry per enabled VF, by index.
@@ -341,6 +349,13 @@ impl Engine {
                 reply.send(self.post_config(vf, config));
             }
             EngineRequest::IsActive { vf, reply } => reply.send(self.is_active(vf)),
+            EngineRequest::WhenActive { vf, reply } => {
+                if self.is_active(vf) {
+                    reply.send(());
+                } else {
+                    self.activation.push((vf, reply));
+                }
+            }
             EngineRequest::FaultCounts { reply } => {
                 let iommu = self.nic.iommu();
                 let counts = (0..self.nic.pf().num_vfs())
