@@ -47,13 +47,34 @@ fn update(
     chain: proto::Chain,
     mask: &[&str],
 ) -> Result<proto::Chain, tonic::Status> {
-    rt.block_on(c.chain.update_chain(proto::UpdateChainRequest {
-        chain: Some(chain),
-        update_mask: mask.iter().map(|m| (*m).to_owned()).collect(),
-        validate_only: false,
-        allow_missing: false,
-    }))
-    .map(tonic::Response::into_inner)
+    update_with_outcomes(rt, c, chain, mask).map(|(chain, _)| chain)
+}
+
+/// What an update did to one NF: `(nf, outcome, reason)`.
+type Outcome = (String, proto::NfUpdateOutcome, String);
+
+/// The chain as stored after the update, and what happened to each NF.
+fn update_with_outcomes(
+    rt: &Runtime,
+    c: &mut Clients,
+    chain: proto::Chain,
+    mask: &[&str],
+) -> Result<(proto::Chain, Vec<Outcome>), tonic::Status> {
+    let r = rt
+        .block_on(c.chain.update_chain(proto::UpdateChainRequest {
+            chain: Some(chain),
+            update_mask: mask.iter().map(|m| (*m).to_owned()).collect(),
+            validate_only: false,
+            allow_missing: false,
+        }))?
+        .into_inner();
+    let outcomes = r
+        .nfs
+        .into_iter()
+        .map(|nf| (nf.outcome(), nf))
+        .map(|(outcome, nf)| (nf.nf, outcome, nf.reason))
+        .collect();
+    Ok((r.chain.unwrap_or_default(), outcomes))
 }
 
 fn get_chain(rt: &Runtime, c: &mut Clients) -> proto::Chain {
@@ -135,6 +156,7 @@ fn reapplying_a_chain_reconfigures_only_the_changed_nf_in_its_own_process() {
         }))
         .expect("valid")
         .into_inner();
+    let dry = dry.chain.expect("the chain");
     assert_eq!(dry.nfs[0].config, r#"{"top":2}"#);
     assert_eq!(get_chain(&rt, &mut c).nfs[0].config, r#"{"top":5}"#);
     assert_eq!(status(&get_nf(&rt, &mut c, "mon")).pid, status(&mon).pid);
@@ -147,7 +169,24 @@ fn reapplying_a_chain_reconfigures_only_the_changed_nf_in_its_own_process() {
     assert_eq!(status(&get_nf(&rt, &mut c, "mon")).pid, status(&mon).pid);
 
     // The monitor's config changed: it takes it in place, same process, same VF.
-    let updated = update(&rt, &mut c, edge(2), &[]).expect("reconfigured");
+    let (updated, outcomes) =
+        update_with_outcomes(&rt, &mut c, edge(2), &[]).expect("reconfigured");
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "nfs/mon".into(),
+                proto::NfUpdateOutcome::InPlace,
+                String::new()
+            ),
+            (
+                "nfs/fwd".into(),
+                proto::NfUpdateOutcome::Unchanged,
+                String::new()
+            ),
+        ],
+        "the reply says which NF took its config in place"
+    );
     assert_eq!(updated.vfs, created.vfs, "every hop keeps its VF");
     assert_eq!(updated.nfs[0].config, r#"{"top":2}"#);
     let (mon2, fwd2) = (get_nf(&rt, &mut c, "mon"), get_nf(&rt, &mut c, "fwd"));
@@ -250,8 +289,14 @@ fn a_change_an_nf_cannot_take_in_place_restarts_it_on_its_own_vf() {
         http::get(http, "/api/v1/nfs/nat/report").0 == 200
     });
     let before = get_nf(&rt, &mut c, "nat");
-    let updated = update(&rt, &mut c, nat_chain("203.0.113.2"), &[]).expect("accepted");
+    let (updated, outcomes) =
+        update_with_outcomes(&rt, &mut c, nat_chain("203.0.113.2"), &[]).expect("accepted");
     assert_eq!(updated.vfs, created.vfs, "the hop keeps its VF");
+    assert!(
+        matches!(&outcomes[..], [(nf, proto::NfUpdateOutcome::Restarted, why)]
+            if nf == "nfs/nat" && !why.is_empty()),
+        "the reply says the NAT restarted, and why: {outcomes:?}"
+    );
     wait_until("the NAT running again", 10, || running(&rt, &mut c, "nat"));
     let after = get_nf(&rt, &mut c, "nat");
     assert_eq!(after.vf, before.vf, "same VF");
@@ -508,6 +553,15 @@ fn what_cannot_change_in_place_is_refused_and_nothing_changes() {
         }))
         .expect("created")
         .into_inner();
+    assert_eq!(
+        created
+            .nfs
+            .iter()
+            .map(|nf| nf.outcome())
+            .collect::<Vec<_>>(),
+        [proto::NfUpdateOutcome::Created]
+    );
+    let created = created.chain.expect("the chain");
     assert_eq!(created.vfs.len(), 1);
     server.stop();
 }

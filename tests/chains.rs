@@ -84,11 +84,7 @@ fn a_vlan_classified_chain_carries_traffic_and_retags_it() {
             );
         }
         // The NF saw untagged frames: the port VLAN was stripped on the way in.
-        let vlan = r
-            .engine()
-            .call(|e| e.nic().vf(VfId(0)).map(|v| v.admin().vlan))
-            .expect("engine")
-            .expect("vf0");
+        let vlan = r.engine().vf(VfId(0)).map(|v| v.admin.vlan).expect("vf0");
         assert_eq!(vlan, 100);
         r.stop();
     }
@@ -161,18 +157,9 @@ fn a_two_way_chain_carries_both_directions_through_the_same_nfs() {
         // Frames generated before the chain was installed had nowhere to go.
         let unrouted = c.wire.drops(Drop::NoRoute);
         // Read on the engine thread, between two polls: one consistent moment.
-        let counters = c.clone();
-        let (out, to_servers, to_clients) = r
-            .engine()
-            .call(move |_| {
-                let w = &counters.wire;
-                (
-                    w.tx_packets.get(),
-                    w.tx_vlan_packets(200),
-                    w.tx_vlan_packets(100),
-                )
-            })
-            .expect("engine");
+        let w = r.engine().read_counters().expect("engine").wire;
+        let (out, to_servers, to_clients) =
+            (w.tx_packets, w.tx_vlan_packets(200), w.tx_vlan_packets(100));
         assert_eq!(
             out,
             to_servers + to_clients,
@@ -235,9 +222,9 @@ fn a_two_way_chain_drops_and_counts_frames_from_unlearned_sources() {
 #[test]
 fn a_two_way_chain_is_refused_without_a_plain_vlan_classifier_and_leaves_nothing() {
     let r = two_sides();
-    let refused = r
-        .engine()
-        .call(|e| {
+    let refused = {
+        let engine = r.engine();
+        {
             let with_mac = WireMatch {
                 vlan: Some(100),
                 dst: Some(nfhost::nic::MacAddr([0x02, 0, 0, 0, 0xff, 0x01])),
@@ -256,84 +243,89 @@ fn a_two_way_chain_is_refused_without_a_plain_vlan_classifier_and_leaves_nothing
             let refused = bad
                 .iter()
                 .filter(|(m, back)| {
-                    e.install_chain(
-                        &[VfId(0)],
-                        Isolation::Strict,
-                        *m,
-                        ChainEgress::TwoWay(*back),
-                    )
-                    .is_err()
+                    engine
+                        .install_chain(
+                            &[VfId(0)],
+                            Isolation::Strict,
+                            *m,
+                            ChainEgress::TwoWay(*back),
+                        )
+                        .is_err()
                 })
                 .count();
+            let nic = engine.snapshot().expect("engine").nic;
             (
                 refused,
-                e.nic().veb().wire_rules().to_vec(),
-                e.nic().veb().tx_rule(VfId(0)),
+                nic.veb().wire_rules().to_vec(),
+                nic.veb().tx_rule(VfId(0)),
             )
-        })
-        .expect("engine");
+        }
+    };
     assert_eq!(refused, (3, vec![], None));
+    r.engine()
+        .install_chain(
+            &[VfId(0), VfId(1)],
+            Isolation::Strict,
+            CLIENT_SIDE,
+            ChainEgress::TwoWay(tag(200)),
+        )
+        .expect("installs");
     let installed = r
         .engine()
-        .call(|e| {
-            e.install_chain(
-                &[VfId(0), VfId(1)],
-                Isolation::Strict,
-                CLIENT_SIDE,
-                ChainEgress::TwoWay(tag(200)),
-            )
-            .map(|()| e.nic().veb().wire_rules().len())
-        })
+        .snapshot()
         .expect("engine")
-        .expect("installs");
+        .nic
+        .veb()
+        .wire_rules()
+        .len();
     assert_eq!(installed, 2, "both sides steered");
     // The return VLAN is taken like a classifier: a chain on VLAN 200 is refused, and
     // its hop is left as it was.
-    let clash = r
-        .engine()
-        .call(|e| {
-            let server_side = WireMatch {
-                vlan: Some(200),
-                dst: None,
-            };
-            let refused = e
-                .install_chain(
-                    &[VfId(2)],
-                    Isolation::Strict,
-                    server_side,
-                    ChainEgress::OneWay(None),
-                )
-                .is_err();
-            let vf2 = e
-                .nic()
-                .vf(VfId(2))
-                .map(|v| (v.admin().vlan, v.admin().spoof_check));
-            (refused, e.nic().veb().tx_rule(VfId(2)), vf2.ok())
-        })
-        .expect("engine");
+    let clash = {
+        let server_side = WireMatch {
+            vlan: Some(200),
+            dst: None,
+        };
+        let refused = r
+            .engine()
+            .install_chain(
+                &[VfId(2)],
+                Isolation::Strict,
+                server_side,
+                ChainEgress::OneWay(None),
+            )
+            .is_err();
+        let nic = r.engine().snapshot().expect("engine").nic;
+        let vf2 = nic
+            .vf(VfId(2))
+            .map(|v| (v.admin().vlan, v.admin().spoof_check));
+        (refused, nic.veb().tx_rule(VfId(2)), vf2.ok())
+    };
     assert_eq!(clash, (true, None, Some((0, true))));
     // No NF is attached, so the frames steered in go no further; their sources are
     // learned all the same: the client's on VLAN 100, the server's on 200.
     wait_until("both sides learned", 10, || {
         r.engine()
-            .call(|e| e.nic().veb().learn_stats().entries)
+            .snapshot()
             .expect("engine")
+            .nic
+            .veb()
+            .learn_stats()
+            .entries
             == 2
     });
-    let torn_down = r
-        .engine()
-        .call(|e| {
-            for vf in [VfId(0), VfId(1)] {
-                e.nic_mut().unsteer(vf);
-            }
-            let veb = e.nic().veb();
-            (
-                veb.wire_rules().len(),
-                veb.tx_rule(VfId(1)),
-                veb.learn_stats().entries,
-            )
-        })
+    r.engine()
+        .remove_chain(&[VfId(0), VfId(1)])
         .expect("engine");
+    let torn_down = {
+        let nic = r.engine().snapshot().expect("engine").nic;
+        let veb = nic.veb();
+        (
+            veb.wire_rules().len(),
+            veb.tx_rule(VfId(1)),
+            veb.learn_stats().entries,
+        )
+    };
     assert_eq!(torn_down, (0, None, 0));
     r.stop();
 }

@@ -2,7 +2,7 @@
 //! `gen` wire, real NF child processes (`nfhost nf run`, self-exec) and, for the
 //! isolation tests, hostile NFs written right here on top of `nf_sdk`'s VF client.
 //!
-//! Counter snapshots are taken on the engine thread ([`EngineHandle::call`]), between
+//! Counter snapshots are taken on the engine thread ([`EngineHandle::read_counters`]), between
 //! two polls, so that relations between counters hold exactly: the engine is their
 //! only writer. Nothing here sleeps to assert timing; every wait polls with a deadline.
 
@@ -115,20 +115,18 @@ impl Snap {
 }
 
 fn snap(engine: &EngineHandle) -> Snap {
-    let c = engine.counters().clone();
-    engine
-        .call(move |e| Snap {
-            wire: WireStats {
-                rx_packets: c.wire.rx_packets.get(),
-                rx_bytes: c.wire.rx_bytes.get(),
-                tx_packets: c.wire.tx_packets.get(),
-                tx_bytes: c.wire.tx_bytes.get(),
-                drops: Reason::ALL.map(|r| c.wire.drops(r)),
-            },
-            vfs: (0..NUM_VFS).map(|v| c.vf(VfId(v)).snapshot()).collect(),
-            sink: e.sink_stats().unwrap_or_default(),
-        })
-        .expect("engine running")
+    let c = engine.read_counters().expect("engine running");
+    Snap {
+        wire: WireStats {
+            rx_packets: c.wire.rx_packets,
+            rx_bytes: c.wire.rx_bytes,
+            tx_packets: c.wire.tx_packets,
+            tx_bytes: c.wire.tx_bytes,
+            drops: c.wire.drops,
+        },
+        vfs: c.vfs[..usize::from(NUM_VFS)].to_vec(),
+        sink: c.sink.unwrap_or_default(),
+    }
 }
 
 /// Drop reasons that mean a bug or an attack here, never load. (`NoBuffer` and
@@ -186,10 +184,7 @@ impl TestNf {
         let (host, nf) = socketpair().expect("socketpair");
         let token = format!("{name}-token");
         let (owner, t) = (Owner::new(name), token.clone());
-        engine
-            .call(move |e| e.attach(vf, owner, t, host))
-            .expect("engine running")
-            .expect("attach");
+        engine.attach(vf, owner, t, host).expect("attach");
         let mut client = VfClient::new(nf).expect("client");
         let attached = client.hello(&token).expect("hello");
         assert_eq!(attached.vf_index, vf.0);
@@ -234,7 +229,7 @@ impl TestNf {
     fn enable(&mut self, engine: &EngineHandle) {
         self.client.enable().expect("enable");
         let vf = self.vf;
-        assert!(engine.call(move |e| e.is_active(vf)).unwrap());
+        assert!(engine.is_active(vf).unwrap());
     }
 
     fn post_fill(&mut self, iovas: impl IntoIterator<Item = u64>) {
@@ -327,19 +322,17 @@ fn counts_match_end_to_end() {
     // `run_chain` in two steps, so that the frames generated before the wire is
     // steered (dropped as no_route) are known exactly: read in the same engine call.
     let c = runner.engine().counters().clone();
-    let no_route_before = runner
+    runner
         .engine()
-        .call(move |e| {
-            e.install_chain(
-                &[VfId(0)],
-                Isolation::Strict,
-                EVERY_FRAME,
-                ChainEgress::OneWay(None),
-            )
-            .map(|()| c.wire.drops(Reason::NoRoute))
-        })
-        .unwrap()
+        .install_chain(
+            &[VfId(0)],
+            Isolation::Strict,
+            EVERY_FRAME,
+            ChainEgress::OneWay(None),
+        )
         .expect("chain installed");
+    // Once steered, no generated frame is dropped as no_route again.
+    let no_route_before = c.wire.drops(Reason::NoRoute);
     runner
         .run_nf(VfId(0), &NfSpec::new("fwd", "l2fwd"))
         .expect("l2fwd up");
@@ -364,9 +357,7 @@ fn counts_match_end_to_end() {
     // No engine API pauses the gen wire, so stop it at the PF: with the uplink down the
     // switch drops every generated frame (counted on the wire as link_down), and the
     // frames still inside the NF drain out (to the wire, or dropped as link_down).
-    engine
-        .call(|e| e.nic_mut().set_link(Link::Down))
-        .expect("engine running");
+    engine.set_link(Link::Down).expect("engine running");
     let end = wait_for("in-flight frames to drain", DEADLINE, || {
         let s = snap(engine);
         if in_flight_1hop(&s) == 0 {
@@ -514,15 +505,12 @@ fn dma_isolation_a_rogue_vf_cannot_touch_other_memory() {
     // Wire traffic goes to VF 0 (and back out), before anyone attaches there.
     runner
         .engine()
-        .call(|e| {
-            e.install_chain(
-                &[VfId(0)],
-                Isolation::Strict,
-                EVERY_FRAME,
-                ChainEgress::OneWay(None),
-            )
-        })
-        .unwrap()
+        .install_chain(
+            &[VfId(0)],
+            Isolation::Strict,
+            EVERY_FRAME,
+            ChainEgress::OneWay(None),
+        )
         .expect("steer the wire to VF 0");
     // A well-behaved NF on VF 1 (its UMEM sits at UMEM_IOVA in its own domain).
     runner
@@ -566,15 +554,8 @@ fn dma_isolation_a_rogue_vf_cannot_touch_other_memory() {
     let expect_unmapped = stolen.len() as u64 + 1 + 3;
     let expect_total = expect_unmapped + 1 + 1;
     let counts = |engine: &EngineHandle| {
-        engine
-            .call(|e| {
-                (
-                    e.nic().iommu().fault_counts(VfId(0)),
-                    e.nic().iommu().fault_counts(VfId(1)),
-                    e.nic().iommu().fault_counts(VfId(2)),
-                )
-            })
-            .unwrap()
+        let f = engine.fault_counts().unwrap();
+        (f[0], f[1], f[2])
     };
     wait_for("the rogue's faults and honest frames", DEADLINE, || {
         let (f0, ..) = counts(engine);
@@ -682,15 +663,12 @@ fn irq_isolation_vectors_are_per_vf_and_range_checked() {
     let runner = start(gen_wire(Vec::new()));
     let engine = runner.engine();
     engine
-        .call(|e| {
-            e.install_chain(
-                &[VfId(0)],
-                Isolation::Strict,
-                EVERY_FRAME,
-                ChainEgress::OneWay(None),
-            )
-        })
-        .unwrap()
+        .install_chain(
+            &[VfId(0)],
+            Isolation::Strict,
+            EVERY_FRAME,
+            ChainEgress::OneWay(None),
+        )
         .expect("steer the wire to VF 0");
 
     // The victim on VF 2: ready to receive, rx vector bound and unmasked.
@@ -760,9 +738,8 @@ fn irq_isolation_vectors_are_per_vf_and_range_checked() {
         }
     });
     woken += irq.try_read().unwrap().unwrap_or(0);
-    let model = engine
-        .call(|e| (e.nic().irq().counts(VfId(0)), e.nic().irq().counts(VfId(2))))
-        .unwrap();
+    let nic = engine.snapshot().unwrap().nic;
+    let model = (nic.irq().counts(VfId(0)), nic.irq().counts(VfId(2)));
     println!("woken {woken}, model {model:?}, {s:?}");
     assert_eq!(s.vf(0).rx_packets, 64, "{s:?}");
     assert!(s.vf(0).irq_delivered > 0, "{s:?}");
@@ -837,9 +814,7 @@ fn ring_errors_bad_length_and_jumping_index() {
     assert_eq!(s.vf(0).ring_errors, 3, "{s:?}");
     assert_eq!(s.vf(0).tx_packets, 1, "{s:?}");
     assert_eq!(s.vf(0).total_drops(), 0, "{s:?}");
-    let faults = engine
-        .call(|e| e.nic().iommu().fault_counts(VfId(0)))
-        .unwrap();
+    let faults = engine.fault_counts().unwrap()[0];
     assert_eq!(faults.total(), 0, "length is checked before translation");
     assert_eq!(s.wire.tx_packets, s.vf(0).tx_packets + s.vf(1).tx_packets);
 
@@ -984,19 +959,19 @@ fn sigkill_mid_traffic_scrubs_the_vf_and_spares_the_other_chain() {
         }]
     );
     // The device model: VF 0 scrubbed (no DMA, no mappings), still assigned for a restart.
-    let (active, bus_master, mappings, owner, vf1_mappings) = engine
-        .call(|e| {
-            let iommu = e.nic().iommu();
-            let count = |vf| iommu.mappings(iommu.domain_of(vf).unwrap()).count();
-            (
-                e.is_active(VfId(0)),
-                e.nic().vf(VfId(0)).unwrap().bus_master(),
-                count(VfId(0)),
-                e.nic().vf(VfId(0)).unwrap().owner().cloned(),
-                count(VfId(1)),
-            )
-        })
-        .unwrap();
+    let (active, bus_master, mappings, owner, vf1_mappings) = {
+        let snapshot = engine.snapshot().unwrap();
+        let nic = &snapshot.nic;
+        let iommu = nic.iommu();
+        let count = |vf| iommu.mappings(iommu.domain_of(vf).unwrap()).count();
+        (
+            snapshot.active.contains(&VfId(0)),
+            nic.vf(VfId(0)).unwrap().bus_master(),
+            count(VfId(0)),
+            nic.vf(VfId(0)).unwrap().owner().cloned(),
+            count(VfId(1)),
+        )
+    };
     assert!(!active);
     assert!(!bus_master, "bus master still on after the NF died");
     assert_eq!(mappings, 0, "VF 0's domain still has mappings");

@@ -233,7 +233,7 @@ impl ChainService for Api {
     async fn update_chain(
         &self,
         request: Request<proto::UpdateChainRequest>,
-    ) -> Result<Response<proto::Chain>, Status> {
+    ) -> Result<Response<proto::UpdateChainResponse>, Status> {
         let r = request.into_inner();
         let chain = r
             .chain

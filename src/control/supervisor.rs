@@ -1,10 +1,14 @@
 //! What happens when an NF process exits: restart (after a backoff that doubles with
-//! each quick failure), or give up. Pure policy, time passed in; the controller
-//! applies it.
+//! each quick failure), or give up. The policy is pure, time passed in
+//! ([`decide`]); the supervisor tick ([`Controller::tick`]) applies it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nfhost_api::proto::RestartPolicy;
+use super::{Controller, Inner, event};
+use crate::dataplane::nf_process::NfProcess;
+use crate::nic::VfId;
+use nfhost_api::names::parse_vf;
+use nfhost_api::proto::{self, RestartPolicy};
 
 /// First restart delay.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -111,6 +115,118 @@ pub fn policy_word(policy: RestartPolicy) -> &'static str {
         RestartPolicy::Never => "never",
         RestartPolicy::OnFailure => "on-failure",
         RestartPolicy::Always | RestartPolicy::Unspecified => "always",
+    }
+}
+
+impl Controller {
+    /// One supervisor pass: reap exited NFs, restart those whose backoff ended, and
+    /// store what the engine reported (DMA faults, detaches).
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let names: Vec<String> = inner.runs.keys().cloned().collect();
+        let mut events = Vec::new();
+        for name in names {
+            events.extend(inner.supervise(&name, now));
+        }
+        events.extend(inner.engine_events());
+        if !events.is_empty() {
+            let _ = self.commit(&mut inner, vec![], events);
+        }
+    }
+
+    /// Stops every NF (service shutdown).
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        let runs = std::mem::take(&mut inner.runs);
+        for (_, mut run) in runs {
+            if let Some(p) = run.process.take() {
+                let _ = p.signal(rustix::process::Signal::TERM);
+                drop(p);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Applies the policy to the NF `name`: reaps its exit, restarts it when its
+    /// backoff ended. Returns the events to store.
+    fn supervise(&mut self, name: &str, now: Instant) -> Vec<proto::Event> {
+        let mut events = Vec::new();
+        let Some(nf) = self.desired.nfs.get(name).cloned() else {
+            return events;
+        };
+        let policy = proto::RestartPolicy::try_from(nf.restart_policy)
+            .unwrap_or(proto::RestartPolicy::Always);
+        let Some(run) = self.runs.get_mut(name) else {
+            return events;
+        };
+        let exited = match run.process.as_mut().map(NfProcess::try_wait) {
+            Some(Ok(Some(status))) => Some(status),
+            _ => None,
+        };
+        if let Some(status) = exited {
+            run.process = None;
+            let exit = Exit::from_status(status);
+            run.status.pid = 0;
+            run.status.last_exit = exit.description.clone();
+            if std::mem::take(&mut run.expect_exit) {
+                run.restart_at = Some(now);
+                run.status.state = proto::NfState::Restarting as i32;
+                return events;
+            }
+            let (decision, failures) = decide(policy, &exit, now - run.started_at, run.failures);
+            run.failures = failures;
+            events.push(event(
+                proto::EventKind::NfExited,
+                Some(run.vf),
+                name,
+                format!("nfs/{name} exited: {}", exit.description),
+            ));
+            match decision {
+                Decision::Restart { after } => {
+                    run.status.state = proto::NfState::Restarting as i32;
+                    run.status.reason = format!(
+                        "restarting in {} ms after {}",
+                        after.as_millis(),
+                        exit.description
+                    );
+                    run.restart_at = Some(now + after);
+                }
+                Decision::Fail { reason } => {
+                    run.status.state = proto::NfState::Failed as i32;
+                    run.status.reason = reason.clone();
+                    run.restart_at = None;
+                    events.push(event(
+                        proto::EventKind::NfFailed,
+                        Some(run.vf),
+                        name,
+                        format!("nfs/{name} failed: {reason}"),
+                    ));
+                }
+            }
+        }
+        let due = self
+            .runs
+            .get(name)
+            .and_then(|r| r.restart_at)
+            .is_some_and(|t| t <= now);
+        if due {
+            if let Some(run) = self.runs.get_mut(name) {
+                run.restart_at = None;
+                run.status.restarts += 1;
+            }
+            if let Some(e) = self.start(&nf) {
+                events.push(e);
+            }
+            events.push(event(
+                proto::EventKind::NfRestarted,
+                parse_vf(&nf.vf).map(VfId),
+                name,
+                format!("nfs/{name} restarted"),
+            ));
+        }
+        events
     }
 }
 

@@ -80,7 +80,7 @@ pub struct NfProcess {
 
 impl NfProcess {
     /// Starts the child; returns it and the host's end of its VF socket, to hand to
-    /// the engine with [`super::engine::Engine::attach`].
+    /// the engine with [`super::engine::EngineHandle::attach`].
     pub fn spawn(launch: &NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
         spawner::run(launch.clone())
     }

@@ -3,7 +3,7 @@
 //! the tests; the control plane's reconciler drives the same steps.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -76,7 +76,7 @@ pub fn spawn_attached(
     };
     let (process, sock) = NfProcess::spawn(&launch)?;
     let owner = Owner::new(&spec.name);
-    engine.call(move |e| e.attach(vf, owner, token, sock))??;
+    engine.attach(vf, owner, token, sock)?;
     Ok(process)
 }
 
@@ -117,12 +117,8 @@ impl Runner {
     }
 
     fn wait_active(&self, vf: VfId, name: &str) -> Result<(), RunnerError> {
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.engine.call(move |e| e.is_active(vf))? {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if self.engine.wait_active(vf, ATTACH_TIMEOUT)? {
+            return Ok(());
         }
         Err(RunnerError::AttachTimeout {
             name: name.to_owned(),
@@ -140,9 +136,8 @@ impl Runner {
         classifier: WireMatch,
         egress: ChainEgress,
     ) -> Result<(), RunnerError> {
-        let hops = vfs.to_vec();
         self.engine
-            .call(move |e| e.install_chain(&hops, isolation, classifier, egress))??;
+            .install_chain(vfs, isolation, classifier, egress)?;
         for (vf, spec) in vfs.iter().zip(nfs) {
             self.run_nf(*vf, spec)?;
         }

@@ -1,16 +1,10 @@
 //! `nfctl chain`: chains of NFs, applied from chain files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use nfhost_api::chain_file::load_chain;
-use nfhost_api::chain_update;
-use nfhost_api::proto::{
-    self, chain_service_client::ChainServiceClient, nf_service_client::NfServiceClient,
-};
-use nfhost_api::validate::{KindProblem, NfKinds};
-use tonic::transport::Channel;
+use nfhost_api::proto::{self, NfUpdateOutcome, chain_service_client::ChainServiceClient};
 
 use crate::fail::Failure;
 use crate::names::{self, short};
@@ -94,8 +88,7 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     let chain = load_chain(file)
         .map_err(|e| Failure::Invalid(format!("chain file {}: {e}", file.display())))?;
     let name = chain.name.clone();
-    let channel = ctx.connect().await?;
-    let mut client = ChainServiceClient::new(channel.clone());
+    let mut client = ChainServiceClient::new(ctx.connect().await?);
     let stored = match client
         .get_chain(proto::GetChainRequest { name: name.clone() })
         .await
@@ -132,21 +125,7 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
         };
         return ctx.print(&(head + &view(&created)));
     };
-    let changes = chain_update::plan(&stored, &chain, &[], &ServerJudges).ok();
-    // The PIDs of the NFs to reconfigure, before and after: whether each took its
-    // new config in place (same process) or was restarted.
-    let reconfigured: Vec<String> = changes
-        .iter()
-        .flat_map(|plan| plan.reconfigured.iter())
-        .filter_map(|i| chain.nfs.get(*i).map(|nf| nf.name.clone()))
-        .collect();
-    let mut nfs = NfServiceClient::new(channel);
-    let before = if dry_run {
-        HashMap::new()
-    } else {
-        pids(&mut nfs, &reconfigured).await
-    };
-    let updated = client
+    let response = client
         .update_chain(proto::UpdateChainRequest {
             chain: Some(chain),
             update_mask: Vec::new(),
@@ -172,98 +151,67 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
         })?
         .into_inner();
     if ctx.output == Output::Json {
-        return ctx.json(&updated);
+        return ctx.json(&response);
     }
-    let after = if dry_run {
-        HashMap::new()
-    } else {
-        pids(&mut nfs, &reconfigured).await
-    };
-    let in_place: HashMap<String, bool> = before
-        .iter()
-        .filter_map(|(name, pid)| Some((name.clone(), after.get(name)? == pid)))
-        .collect();
-    let head = match (changes, dry_run) {
-        (Some(plan), _) if plan.is_noop() => format!("{}: unchanged\n", updated.name),
-        (Some(plan), true) => format!(
+    let updated = response.chain.clone().unwrap_or_default();
+    let policy_changed = stored.restart_policy != updated.restart_policy;
+    let changed = policy_changed
+        || response
+            .nfs
+            .iter()
+            .any(|nf| nf.outcome != NfUpdateOutcome::Unchanged as i32);
+    let head = match (changed, dry_run) {
+        (false, _) => format!("{}: unchanged\n", updated.name),
+        (true, true) => format!(
             "{}: valid (dry run, nothing changed): would {}\n",
             updated.name,
-            describe(&plan, &updated, true, &in_place)
+            describe(&response, policy_changed, true)
         ),
-        (Some(plan), false) => format!(
+        (true, false) => format!(
             "{}: updated: {}\n",
             updated.name,
-            describe(&plan, &updated, false, &in_place)
+            describe(&response, policy_changed, false)
         ),
-        (None, true) => format!("{}: valid (dry run, nothing changed)\n", updated.name),
-        (None, false) => format!("{}: updated\n", updated.name),
     };
     ctx.print(&(head + &view(&updated)))
 }
 
-/// The running NFs among `names` and their PIDs (best effort: an NF that cannot
-/// be read is left out).
-/// nfctl knows no NF kinds: the server judges each kind and config, so the plan here
-/// only says which hops change.
-struct ServerJudges;
-
-impl NfKinds for ServerJudges {
-    fn check(&self, _kind: &str, _config: &str) -> Result<(), KindProblem> {
-        Ok(())
-    }
-}
-
-async fn pids(client: &mut NfServiceClient<Channel>, names: &[String]) -> HashMap<String, u32> {
-    let mut out = HashMap::new();
-    for name in names {
-        let got = client
-            .get_nf(proto::GetNfRequest {
-                name: format!("nfs/{name}"),
-            })
-            .await;
-        let pid = got
-            .ok()
-            .and_then(|r| r.into_inner().status)
-            .map_or(0, |s| s.pid);
-        if pid != 0 {
-            out.insert(name.clone(), pid);
-        }
-    }
-    out
-}
-
-/// What an update does, for a person: `mon reconfigured in place (same process);
-/// fwd unchanged`, `nat reconfigured (restarted on pfs/0/vfs/2)`, or ahead of a dry
-/// run `reconfigure mon (in place, or a restart on …); …`. `in_place` tells, per
-/// NF, whether its process stayed the same.
-fn describe(
-    plan: &chain_update::Plan,
-    chain: &proto::Chain,
-    ahead: bool,
-    in_place: &HashMap<String, bool>,
-) -> String {
-    let mut parts: Vec<String> = chain
+/// What an update did to each NF, as the server says, for a person: `mon
+/// reconfigured in place (same process); fwd unchanged`, `nat reconfigured
+/// (restarted on pfs/0/vfs/2: …)`, or ahead of a dry run `reconfigure mon (in place,
+/// or a restart on …); keep fwd`.
+fn describe(response: &proto::UpdateChainResponse, policy_changed: bool, ahead: bool) -> String {
+    let chain = response.chain.clone().unwrap_or_default();
+    let mut parts: Vec<String> = response
         .nfs
         .iter()
-        .enumerate()
-        .map(|(i, nf)| {
-            let vf = chain.vfs.get(i).map_or("its VF", String::as_str);
-            match (plan.reconfigured.contains(&i), ahead) {
-                (true, true) => format!(
-                    "reconfigure {} (in place, or a restart on {vf} if its kind cannot)",
-                    nf.name
+        .map(|nf| {
+            let name = short(&nf.nf);
+            let hop = chain.nfs.iter().position(|hop| hop.name == name);
+            let vf = hop
+                .and_then(|i| chain.vfs.get(i))
+                .map_or("its VF", String::as_str);
+            match (NfUpdateOutcome::try_from(nf.outcome), ahead) {
+                (Ok(NfUpdateOutcome::Reconfigure), _) => format!(
+                    "reconfigure {name} (in place, or a restart on {vf} if its kind cannot)"
                 ),
-                (true, false) => match in_place.get(&nf.name) {
-                    Some(true) => format!("{} reconfigured in place (same process)", nf.name),
-                    Some(false) => format!("{} reconfigured (restarted on {vf})", nf.name),
-                    None => format!("{} reconfigured on {vf}", nf.name),
-                },
-                (false, true) => format!("keep {}", nf.name),
-                (false, false) => format!("{} unchanged", nf.name),
+                (Ok(NfUpdateOutcome::Unchanged), true) => format!("keep {name}"),
+                (Ok(NfUpdateOutcome::Unchanged), false) => format!("{name} unchanged"),
+                (Ok(NfUpdateOutcome::InPlace), _) => {
+                    format!("{name} reconfigured in place (same process)")
+                }
+                (Ok(NfUpdateOutcome::Restarted), _) if nf.reason.is_empty() => {
+                    format!("{name} reconfigured (restarted on {vf})")
+                }
+                (Ok(NfUpdateOutcome::Restarted), _) => {
+                    format!("{name} reconfigured (restarted on {vf}: {})", nf.reason)
+                }
+                (Ok(NfUpdateOutcome::Created), _) => format!("{name} created on {vf}"),
+                (Ok(NfUpdateOutcome::Unspecified) | Err(_), _) => format!("{name} updated"),
             }
         })
         .collect();
-    if plan.restart_policy_changed {
+    if policy_changed {
         let policy = restart_policy(chain.restart_policy);
         parts.push(if ahead {
             format!("set the restart policy to {policy}")

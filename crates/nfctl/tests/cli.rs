@@ -419,18 +419,40 @@ impl ChainService for Double {
     async fn update_chain(
         &self,
         r: Request<proto::UpdateChainRequest>,
-    ) -> Result<Response<proto::Chain>, Status> {
+    ) -> Result<Response<proto::UpdateChainResponse>, Status> {
         let r = r.into_inner();
         self.record(&r);
         let mut chain = r.chain.unwrap_or_default();
+        let stored = stored_edge()?;
         let kinds = |c: &proto::Chain| c.nfs.iter().map(|nf| nf.kind.clone()).collect::<Vec<_>>();
-        if kinds(&chain) != kinds(&stored_edge()?) {
+        if kinds(&chain) != kinds(&stored) {
             return Err(Status::failed_precondition(
                 "chains/edge: the hops differ: delete and re-create the chain to change its hops",
             ));
         }
-        chain.vfs = stored_edge()?.vfs;
-        Ok(Response::new(chain))
+        chain.vfs = stored.vfs.clone();
+        // An NF whose config changed takes it in place (as the monitor does).
+        let nfs = chain
+            .nfs
+            .iter()
+            .zip(&stored.nfs)
+            .map(|(new, old)| {
+                let outcome = match (new.config == old.config, r.validate_only) {
+                    (true, _) => proto::NfUpdateOutcome::Unchanged,
+                    (false, true) => proto::NfUpdateOutcome::Reconfigure,
+                    (false, false) => proto::NfUpdateOutcome::InPlace,
+                };
+                proto::NfUpdate {
+                    nf: format!("nfs/{}", new.name),
+                    outcome: outcome as i32,
+                    reason: String::new(),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::UpdateChainResponse {
+            chain: Some(chain),
+            nfs,
+        }))
     }
 
     async fn list_chains(
@@ -803,13 +825,10 @@ fn applying_an_existing_chain_updates_it_and_says_what_changed() {
             .contains("config: \"{\\\"top\\\":2}\""),
         "the new config was sent"
     );
-    // Same PID before and after (the double's NF list) is what "in place" is read from.
+    // What happened to each NF is the server's answer, not read from PIDs.
     assert!(
-        double
-            .requests()
-            .join("\n")
-            .contains("GetNfRequest { name: \"nfs/mon\" }"),
-        "nfctl asked for the monitor's PID"
+        !double.requests().join("\n").contains("GetNfRequest"),
+        "nfctl reads the outcome from the reply"
     );
 
     // A different hop list: the server refuses, nfctl says what to do.

@@ -1,0 +1,183 @@
+//! Standalone NFs, and starting any NF's process on its VF.
+
+use crate::nf_kinds::Catalog;
+use std::time::Instant;
+
+use super::{Change, ControlError, Controller, Inner, event};
+use crate::dataplane::runner::{NfSpec, spawn_attached};
+use crate::nic::VfId;
+use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::proto;
+use nfhost_api::validate::{self};
+
+impl Controller {
+    /// Creates a standalone NF.
+    pub fn create_nf(
+        &self,
+        nf: &proto::Nf,
+        validate_only: bool,
+    ) -> Result<proto::Nf, ControlError> {
+        let v = validate::check_new_nf(nf, &Catalog);
+        if !v.is_empty() {
+            return Err(ControlError::Invalid(v));
+        }
+        let mut inner = self.lock();
+        let id = Collection::Nfs.short(&nf.name).to_owned();
+        if inner.desired.nfs.contains_key(&id) {
+            return Err(ControlError::AlreadyExists(format!(
+                "nfs/{id} already exists"
+            )));
+        }
+        let num_vfs = inner.engine.pf()?.num_vfs;
+        let owned = inner.owned_vfs();
+        let vf = if nf.vf.is_empty() {
+            inner.free_vfs(num_vfs, 1)?[0]
+        } else {
+            let vf = VfId(parse_vf(&nf.vf).unwrap_or(u16::MAX));
+            if vf.0 >= num_vfs {
+                return Err(ControlError::NotFound(format!(
+                    "{} does not exist: this PF has {num_vfs} VFs enabled",
+                    nf.vf
+                )));
+            }
+            if let Some(owner) = owned.get(&vf) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{} is already owned by nfs/{owner}",
+                    vf_name(vf.0)
+                )));
+            }
+            vf
+        };
+        let record = proto::Nf {
+            name: id.clone(),
+            kind: nf.kind.clone(),
+            config: nf.config.clone(),
+            vf: vf_name(vf.0),
+            restart_policy: nf.restart_policy,
+            chain: String::new(),
+            status: None,
+        };
+        if !validate_only {
+            let ev = event(
+                proto::EventKind::ConfigChanged,
+                Some(vf),
+                &id,
+                format!("NF nfs/{id} ({}) created", nf.kind),
+            );
+            self.commit(&mut inner, vec![Change::PutNf(record.clone())], vec![ev])?;
+            self.reconcile_locked(&mut inner);
+        }
+        Ok(inner.nf_message(&record))
+    }
+
+    /// One NF with its status.
+    pub fn get_nf(&self, name: &str) -> Result<proto::Nf, ControlError> {
+        let inner = self.lock();
+        let id = Collection::Nfs.short(name);
+        let nf = inner
+            .desired
+            .nfs
+            .get(id)
+            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+        Ok(inner.nf_message(nf))
+    }
+
+    /// Every NF.
+    pub fn list_nfs(&self) -> Vec<proto::Nf> {
+        let inner = self.lock();
+        inner
+            .desired
+            .nfs
+            .values()
+            .map(|nf| inner.nf_message(nf))
+            .collect()
+    }
+
+    /// Deletes a standalone NF: stops it, resets and frees its VF.
+    pub fn delete_nf(&self, name: &str) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let id = Collection::Nfs.short(name).to_owned();
+        let nf = inner
+            .desired
+            .nfs
+            .get(&id)
+            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+        if !nf.chain.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "nfs/{id} is a hop of {}; delete the chain instead",
+                nf.chain
+            )));
+        }
+        let vf = parse_vf(&nf.vf).map(VfId);
+        let ev = event(
+            proto::EventKind::ConfigChanged,
+            vf,
+            &id,
+            format!("NF nfs/{id} deleted"),
+        );
+        self.commit(&mut inner, vec![Change::DeleteNf(id)], vec![ev])?;
+        self.reconcile_locked(&mut inner);
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn nf_message(&self, nf: &proto::Nf) -> proto::Nf {
+        let mut status =
+            self.runs
+                .get(&nf.name)
+                .map(|r| r.status.clone())
+                .unwrap_or(proto::NfStatus {
+                    state: proto::NfState::Pending as i32,
+                    ..Default::default()
+                });
+        status.report = parse_vf(&nf.vf)
+            .and_then(|vf| self.engine.view().report(VfId(vf)))
+            .unwrap_or_default();
+        proto::Nf {
+            name: format!("nfs/{}", nf.name),
+            status: Some(status),
+            ..nf.clone()
+        }
+    }
+
+    /// Spawns the NF's process and attaches it to its VF.
+    pub(super) fn start(&mut self, nf: &proto::Nf) -> Option<proto::Event> {
+        let vf = parse_vf(&nf.vf).map(VfId)?;
+        self.tokens += 1;
+        let spec = NfSpec {
+            name: nf.name.clone(),
+            kind: nf.kind.clone(),
+            config: nf.config.clone(),
+        };
+        let spawned = spawn_attached(&self.engine, &self.exe, vf, &spec, self.tokens)
+            .map_err(|e| crate::error_chain(&e));
+        let run = self.runs.get_mut(&nf.name)?;
+        run.started_at = Instant::now();
+        match spawned {
+            Ok(process) => {
+                run.status.state = proto::NfState::Running as i32;
+                run.status.pid = process.pid();
+                run.status.reason.clear();
+                let pid = process.pid();
+                run.process = Some(process);
+                Some(event(
+                    proto::EventKind::NfStarted,
+                    Some(vf),
+                    &nf.name,
+                    format!("nfs/{} started on {} (pid {pid})", nf.name, vf_name(vf.0)),
+                ))
+            }
+            Err(reason) => {
+                run.status.state = proto::NfState::Failed as i32;
+                run.status.reason = reason.clone();
+                Some(event(
+                    proto::EventKind::NfFailed,
+                    Some(vf),
+                    &nf.name,
+                    format!("nfs/{} could not start: {reason}", nf.name),
+                ))
+            }
+        }
+    }
+}

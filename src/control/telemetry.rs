@@ -1,0 +1,160 @@
+//! Telemetry: per-VF counters, NF self-reports, the wire sink, stored events, and
+//! what the engine reported (DMA faults, detaches) turned into events.
+
+use super::{ControlError, Controller, Inner, event, now_ms};
+use crate::dataplane::counters::Drop as DropReason;
+use crate::dataplane::engine::EngineEvent;
+use crate::nic::VfId;
+use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::proto;
+
+impl Controller {
+    /// Per-VF counters.
+    pub fn stats(&self, active_only: bool) -> Result<proto::Stats, ControlError> {
+        let inner = self.lock();
+        let n = inner.engine.pf()?.num_vfs;
+        let faults = inner.engine.fault_counts()?;
+        let owners = inner.owned_vfs();
+        let c = &self.counters;
+        let mut vfs = Vec::new();
+        for i in 0..n {
+            let vf = VfId(i);
+            let s = c.vf(vf).snapshot();
+            let owner = owners.get(&vf).cloned().unwrap_or_default();
+            if active_only && owner.is_empty() && s.rx_packets + s.tx_packets + s.total_drops() == 0
+            {
+                continue;
+            }
+            let chain = inner
+                .desired
+                .nfs
+                .get(&owner)
+                .map(|nf| nf.chain.clone())
+                .unwrap_or_default();
+            vfs.push(proto::VfStats {
+                vf: vf_name(i),
+                nf: if owner.is_empty() {
+                    owner
+                } else {
+                    format!("nfs/{owner}")
+                },
+                chain,
+                rx_packets: s.rx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_packets: s.tx_packets,
+                tx_bytes: s.tx_bytes,
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|d| (d.as_str().to_owned(), s.drop_count(*d)))
+                    .collect(),
+                interrupts_delivered: s.irq_delivered,
+                interrupts_coalesced: s.irq_coalesced,
+                interrupts_blocked: s.irq_blocked,
+                dma_copied_bytes: s.copied_bytes,
+                ring_errors: s.ring_errors,
+                dma_faults: faults.get(usize::from(i)).map_or(0, |f| f.total()),
+                dma_faults_by_reason: crate::nic::FaultReason::ALL
+                    .iter()
+                    .map(|r| {
+                        let count = faults.get(usize::from(i)).map_or(0, |f| f.get(*r));
+                        (r.as_str().to_owned(), count)
+                    })
+                    .collect(),
+            });
+        }
+        let w = &c.wire;
+        Ok(proto::Stats {
+            time_ms: now_ms(),
+            vfs,
+            wire: Some(proto::WireStats {
+                rx_packets: w.rx_packets.get(),
+                rx_bytes: w.rx_bytes.get(),
+                tx_packets: w.tx_packets.get(),
+                tx_bytes: w.tx_bytes.get(),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|d| (d.as_str().to_owned(), w.drops(*d)))
+                    .collect(),
+            }),
+        })
+    }
+
+    /// The latest self-report (JSON) of the NF `name`, such as a monitor's top talkers.
+    pub fn nf_report(&self, name: &str) -> Option<String> {
+        let inner = self.lock();
+        let nf = inner.desired.nfs.get(Collection::Nfs.short(name))?;
+        let vf = VfId(parse_vf(&nf.vf)?);
+        inner.engine.view().report(vf)
+    }
+
+    /// Wire sink figures (gen wire): packets back out and their latency.
+    pub fn sink_stats(&self) -> crate::dataplane::r#gen::SinkStats {
+        self.lock().engine.view().sink()
+    }
+
+    /// The stored recent events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<proto::Event>, ControlError> {
+        Ok(self.lock().store.events(limit)?)
+    }
+
+    /// Records that the service started (boot id in the message).
+    pub fn record_start(&self) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let boot = inner.store.boot_id();
+        let ev = event(
+            proto::EventKind::ServiceStarted,
+            None,
+            "",
+            format!("nfhost started (boot {boot})"),
+        );
+        self.commit(&mut inner, vec![], vec![ev])
+    }
+}
+
+impl Inner {
+    /// What the engine saw since the last call, as events to store: DMA faults (a
+    /// sample of them in a storm) and NFs detached.
+    pub(super) fn engine_events(&self) -> Vec<proto::Event> {
+        let mut events = Vec::new();
+        let engine_events = self.engine.view().take_events();
+        let mut faults = 0usize;
+        for e in engine_events {
+            match e {
+                EngineEvent::DmaFault(f) => {
+                    faults += 1;
+                    if faults > 50 {
+                        continue; // The rest are counted; the log keeps a sample.
+                    }
+                    let owner = self.owner_of(f.vf).unwrap_or_default();
+                    let mut ev = event(proto::EventKind::DmaFault, Some(f.vf), &owner, f.to_string());
+                    ev.dma_fault = Some(proto::DmaFault {
+                        iova: f.iova.0,
+                        len: f.len,
+                        access: match f.access {
+                            crate::nic::Access::Read => "read".into(),
+                            crate::nic::Access::Write => "write".into(),
+                        },
+                        reason: f.reason.as_str().into(),
+                    });
+                    events.push(ev);
+                }
+                EngineEvent::Detached { vf, owner, mappings } => events.push(event(
+                    proto::EventKind::NfExited,
+                    Some(vf),
+                    &owner.0,
+                    format!("{} scrubbed after nfs/{} detached: DMA stopped, {mappings} mapping(s) removed", vf_name(vf.0), owner.0),
+                )),
+                EngineEvent::Attached { .. } => {}
+            }
+        }
+        if faults > 50 {
+            events.push(event(
+                proto::EventKind::DmaFault,
+                None,
+                "",
+                format!("{} more DMA faults not logged individually", faults - 50),
+            ));
+        }
+        events
+    }
+}
