@@ -19,6 +19,7 @@
 pub mod api;
 pub mod control;
 pub mod dataplane;
+pub mod logging;
 pub mod nf_kinds;
 pub mod nic;
 pub mod serve;

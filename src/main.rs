@@ -13,6 +13,16 @@ mod demo_model;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines are written to stderr: text, or one JSON object per line.
+    /// `RUST_LOG` picks what is logged (default `info`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "NFHOST_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: nfhost::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +108,7 @@ enum NfCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    nfhost::logging::init(cli.log_format);
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Model(args) => demo_model::run(&args).map_err(Into::into),

@@ -241,7 +241,7 @@ pub fn serve(settings: ServeSettings, exe: PathBuf) -> Result<(), ServeError> {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
-            eprintln!("nfhost: shutting down");
+            tracing::info!("shutting down");
             Ok::<(), std::io::Error>(())
         };
         run(&settings, &started, shutdown).await
@@ -329,11 +329,13 @@ pub async fn run(
             }
         })
     };
-    eprintln!("nfhost: dashboard on http://{http_bound}/ (metrics at /metrics)");
-    eprintln!(
-        "nfhost: gRPC on {bound}, desired state in {}, {} VFs",
-        started.data_dir.display(),
-        started.num_vfs
+    tracing::info!(
+        grpc = %bound,
+        dashboard = %format_args!("http://{http_bound}/"),
+        metrics = %format_args!("http://{http_bound}/metrics"),
+        data_dir = %started.data_dir.display(),
+        vfs = started.num_vfs,
+        "listening"
     );
 
     // Bring up what was acknowledged before, then report serving.
@@ -347,7 +349,7 @@ pub async fn run(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    eprintln!("nfhost: serving");
+    tracing::info!("ready: serving gRPC and HTTP");
 
     let c = controller.clone();
     let supervisor = tokio::spawn(async move {
@@ -369,13 +371,13 @@ pub async fn run(
     let _ = stop_tx.send(());
     // The live stream never ends by itself: give the dashboard the same grace.
     if tokio::time::timeout(SHUTDOWN_GRACE, http).await.is_err() {
-        eprintln!("nfhost: dashboard clients still connected; closing them");
+        tracing::info!("dashboard clients still connected; closing them");
     }
     // In-flight calls get a grace period; idle or stuck clients do not hold us up.
     let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
         Ok(served) => served,
         Err(_) => {
-            eprintln!("nfhost: clients still connected after {SHUTDOWN_GRACE:?}; closing them");
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "gRPC clients still connected after the grace period; closing them");
             server.abort();
             Ok(Ok(()))
         }

@@ -219,6 +219,10 @@ impl Controller {
         inner.desired = inner.store.load()?;
         if n > 0 {
             for e in inner.store.events(n)? {
+                // Every stored event is also a log line: what happened, to which NF and VF.
+                let kind =
+                    proto::EventKind::try_from(e.kind).map_or("unknown", |k| k.as_str_name());
+                tracing::info!(seq = e.seq, kind, nf = %e.nf, vf = %e.vf, "{}", e.message);
                 let _ = self.events.send(e);
             }
         }

@@ -301,12 +301,12 @@ impl HostWire {
         for link in wire.ring.links() {
             if let Ok(status) = link.status() {
                 if status.mtu > u32::from(config.mtu) {
-                    eprintln!(
-                        "nfhost: wire link {} has MTU {} above the wire's {}: longer frames are dropped \
+                    tracing::warn!(
+                        link = link.name(),
+                        link_mtu = status.mtu,
+                        wire_mtu = config.mtu,
+                        "wire link's MTU is above the wire's: longer frames are dropped \
                          (set --mtu, or `ip link set {} mtu {}`)",
-                        link.name(),
-                        status.mtu,
-                        config.mtu,
                         link.name(),
                         config.mtu
                     );
@@ -345,10 +345,10 @@ impl HostWire {
             }
             let up = link.status().is_ok_and(|s| s.up);
             if up != self.up[i] {
-                eprintln!(
-                    "nfhost: wire link {} is {}",
-                    link.name(),
-                    if up { "up" } else { "down" }
+                tracing::info!(
+                    link = link.name(),
+                    state = if up { "up" } else { "down" },
+                    "wire link state changed"
                 );
                 self.up[i] = up;
                 changed = true;

@@ -182,7 +182,7 @@ mod spawner {
                     }
                 });
             if let Err(e) = started {
-                eprintln!("nfhost: cannot start the NF spawner thread: {e}");
+                tracing::error!(error = %e, "cannot start the NF spawner thread");
             }
             Mutex::new(tx)
         });

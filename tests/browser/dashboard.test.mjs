@@ -73,7 +73,7 @@ async function startService() {
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) assert.fail(`nfhost serve exited early:\n${log}`);
-    if (log.includes('nfhost: serving')) {
+    if (log.includes('ready: serving')) {
       try {
         if ((await fetch(`${service.base}/api/v1/pf`)).ok) break;
       } catch {
