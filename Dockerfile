@@ -21,17 +21,18 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-# Everything the two binaries are built from: the workspace manifests and lock,
-# build.rs (gRPC codegen from proto/), the NF crates under nfs/ (workspace
-# members; nfs/sdk/build.rs also reads proto/), examples/edge.toml (embedded by
+# Everything the two binaries are built from: the workspace manifest and lock,
+# proto/ (read by the build scripts of crates/api and crates/vf-abi), the
+# workspace members under crates/ and nfs/, examples/edge.toml (embedded by
 # include_str! in src/demo.rs) and src/ (the dashboard assets in src/web/assets
 # are embedded by rust-embed). fuzz/ has its own workspace and is not needed.
-COPY Cargo.toml Cargo.lock build.rs ./
+COPY Cargo.toml Cargo.lock ./
 COPY proto/ proto/
+COPY crates/ crates/
 COPY nfs/ nfs/
 COPY examples/ examples/
 COPY src/ src/
-RUN cargo build --release --locked --bin nfhost --bin nfctl \
+RUN cargo build --release --locked -p nfhost -p nfctl \
  && mkdir -p /out \
  && cp target/release/nfhost target/release/nfctl /out/
 

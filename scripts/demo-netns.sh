@@ -33,7 +33,7 @@ done
 
 if [[ -z ${NFHOST_BIN:-} ]]; then
     log "building nfhost (release)"
-    cargo build --release --locked --bin nfhost --bin nfctl
+    cargo build --release --locked -p nfhost -p nfctl
     NFHOST_BIN=${CARGO_TARGET_DIR:-target}/release/nfhost
     NFCTL_BIN=${CARGO_TARGET_DIR:-target}/release/nfctl
 fi

@@ -62,6 +62,11 @@ for target in firewall nat lb ratelimit monitor l2fwd; do
     echo "fuzz $target: $(grep -E '^Done' "$fuzz_log")"
 done
 
+# The README's two commands as written: the demo for a few seconds (it must show
+# traffic), and .ci/run must be the second.
+log "README: scripts/check-readme.sh"
+scripts/check-readme.sh
+
 # The netns demo end to end (real ping and iperf3 through a firewall chain), with
 # the binaries the test step built; it checks it leaves nothing behind.
 log "demo: scripts/demo-netns.sh"
