@@ -106,6 +106,7 @@
 //! field, like `rules[3].dport: port range 2000-1000 is reversed`.
 //!
 //! [`Packet::vlan`]: nf_sdk::Packet::vlan
+#![forbid(unsafe_code)]
 
 mod config;
 mod conntrack;

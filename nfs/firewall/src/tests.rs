@@ -1,20 +1,14 @@
 use std::time::{Duration, Instant};
 
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IpNumber, PacketBuilder,
-    PacketBuilderStep, TcpHeader,
-};
 use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_testkit::{
+    FRAME, TcpStep, arp_request, echo4, echo6, ip4, lldp, run_tagged_with, tagged, tcp4_with,
+    tcp6_with, udp4, udp6,
+};
 use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 const IN: [u8; 4] = [10, 0, 0, 1];
 const OUT: [u8; 4] = [192, 0, 2, 1];
@@ -31,27 +25,11 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// Runs `(frame, stripped TCI)` pairs through `fw` the way the runtime does:
-/// each frame in its own 2 KiB buffer, in batches of at most `MAX_BATCH`,
-/// all as of `now`. Returns the verdicts.
+/// Runs `(frame, stripped TCI)` pairs through `fw` the way the runtime does
+/// (see [`nf_testkit::run`]), all as of `now`. Returns the verdicts.
 fn run_tagged_at(fw: &mut Firewall, frames: &[(Vec<u8>, u16)], now: Instant) -> Vec<Verdict> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, (frame, tci))| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, *tci)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        fw.process_at(&mut batch, now);
-        out.extend(batch.iter().map(Packet::verdict));
-    }
-    out
+    let out = run_tagged_with(frames, |batch| fw.process_at(batch, now));
+    out.into_iter().map(|(verdict, _)| verdict).collect()
 }
 
 fn run_at(fw: &mut Firewall, frames: &[Vec<u8>], now: Instant) -> Vec<Verdict> {
@@ -71,144 +49,19 @@ fn one(fw: &mut Firewall, frame: &[u8]) -> Verdict {
     one_at(fw, frame, Instant::now())
 }
 
+/// A TCP SYN with 16 bytes of data: what opens a tracked connection.
+fn syn4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    tcp4_with(src, dst, sport, dport, &[0; 16], TcpStep::syn)
+}
+
+/// A TCP SYN over IPv6 with 8 bytes of data.
+fn syn6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+    tcp6_with(src, dst, sport, dport, &[0; 8], TcpStep::syn)
+}
+
 /// Every frame counted exactly once.
 fn accounted(c: &Counters) -> u64 {
     c.allowed + c.denied + c.non_ip + c.malformed
-}
-
-type TcpStep = PacketBuilderStep<TcpHeader>;
-
-fn tcp4_with(
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    f: fn(TcpStep) -> TcpStep,
-) -> Vec<u8> {
-    let builder = f(PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 65535));
-    let mut frame = Vec::with_capacity(builder.size(16));
-    builder.write(&mut frame, &[0x66; 16]).expect("build frame");
-    frame
-}
-
-fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    tcp4_with(src, dst, sport, dport, |b| b.syn())
-}
-
-fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .tcp(sport, dport, 1000, 65535)
-        .syn();
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0x67; 8]).expect("build frame");
-    frame
-}
-
-fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(20));
-    builder.write(&mut frame, &[0x55; 20]).expect("build frame");
-    frame
-}
-
-fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(20));
-    builder.write(&mut frame, &[0x88; 20]).expect("build frame");
-    frame
-}
-
-fn vlan_udp4(vlan: u16, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .single_vlan(vlan.try_into().expect("vlan id"))
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(10));
-    builder.write(&mut frame, &[0x77; 10]).expect("build frame");
-    frame
-}
-
-fn qinq_udp4(outer: u16, inner: u16, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .double_vlan(
-            outer.try_into().expect("vlan id"),
-            inner.try_into().expect("vlan id"),
-        )
-        .ipv4(src, dst, 64)
-        .udp(1, 2);
-    let mut frame = Vec::with_capacity(builder.size(10));
-    builder.write(&mut frame, &[0x77; 10]).expect("build frame");
-    frame
-}
-
-fn echo4(src: [u8; 4], dst: [u8; 4], id: u16, request: bool) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
-    let builder = if request {
-        ip.icmpv4_echo_request(id, 1)
-    } else {
-        ip.icmpv4_echo_reply(id, 1)
-    };
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0; 8]).expect("build frame");
-    frame
-}
-
-fn echo6(src: [u8; 16], dst: [u8; 16], id: u16, request: bool) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(src, dst, 64);
-    let builder = if request {
-        ip.icmpv6_echo_request(id, 1)
-    } else {
-        ip.icmpv6_echo_reply(id, 1)
-    };
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0; 8]).expect("build frame");
-    frame
-}
-
-/// An IPv4 packet of protocol `proto` with an opaque payload.
-fn proto4(src: [u8; 4], dst: [u8; 4], proto: u8) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
-    let mut frame = Vec::with_capacity(builder.size(24));
-    builder
-        .write(&mut frame, IpNumber(proto), &[0x42; 24])
-        .expect("build frame");
-    frame
-}
-
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &MAC_A,
-        &IN,
-        &[0; 6],
-        &OUT,
-    )
-    .expect("arp");
-    let builder = PacketBuilder::ethernet2(MAC_A, [0xff; 6]).arp(arp);
-    let mut frame = Vec::with_capacity(builder.size());
-    builder.write(&mut frame).expect("build frame");
-    frame
-}
-
-/// An LLDP frame header (EtherType 0x88cc) with an opaque body.
-fn lldp() -> Vec<u8> {
-    let header = Ethernet2Header {
-        source: MAC_A,
-        destination: [0x01, 0x80, 0xc2, 0, 0, 0x0e],
-        ether_type: EtherType(0x88cc),
-    };
-    let mut frame = header.to_bytes().to_vec();
-    frame.extend_from_slice(&[0; 46]);
-    frame
 }
 
 /// Sets the IPv4 fragment offset (8-byte units) and more-fragments flag of
@@ -228,7 +81,10 @@ fn config_defaults() {
         let mut f = fw(json);
         assert_eq!(f.rule_hits().len(), 0);
         assert_eq!(f.conntrack.slots(), 131_072, "65536 entries, room to spare");
-        let verdicts = run(&mut f, &[tcp4(IN, OUT, 1, 80), arp_request(), vec![0; 10]]);
+        let verdicts = run(
+            &mut f,
+            &[syn4(IN, OUT, 1, 80), arp_request(IN, OUT), vec![0; 10]],
+        );
         assert_eq!(verdicts, [Drop, Forward, Drop], "{json:?}");
         let c = f.counters();
         assert_eq!(
@@ -446,10 +302,10 @@ fn src_prefix_decides() {
     let v = run(
         &mut f,
         &[
-            udp4([10, 0, 0, 1], OUT, 1, 2),
-            udp4([10, 255, 255, 255], OUT, 1, 2),
-            udp4([11, 0, 0, 0], OUT, 1, 2),
-            udp4([9, 255, 255, 255], OUT, 1, 2),
+            udp4([10, 0, 0, 1], OUT, 1, 2, &[0; 20]),
+            udp4([10, 255, 255, 255], OUT, 1, 2, &[0; 20]),
+            udp4([11, 0, 0, 0], OUT, 1, 2, &[0; 20]),
+            udp4([9, 255, 255, 255], OUT, 1, 2, &[0; 20]),
         ],
     );
     assert_eq!(v, [Forward, Forward, Drop, Drop]);
@@ -462,9 +318,9 @@ fn dst_prefix_decides() {
     let v = run(
         &mut f,
         &[
-            tcp4(IN, [192, 0, 2, 0], 1, 2),
-            tcp4(IN, [192, 0, 2, 127], 1, 2),
-            tcp4(IN, [192, 0, 2, 128], 1, 2),
+            syn4(IN, [192, 0, 2, 0], 1, 2),
+            syn4(IN, [192, 0, 2, 127], 1, 2),
+            syn4(IN, [192, 0, 2, 128], 1, 2),
         ],
     );
     assert_eq!(v, [Drop, Drop, Forward]);
@@ -482,11 +338,11 @@ fn proto_decides() {
     let v = run(
         &mut f,
         &[
-            udp4(IN, OUT, 1, 2),
-            tcp4(IN, OUT, 1, 2),
+            udp4(IN, OUT, 1, 2, &[0; 20]),
+            syn4(IN, OUT, 1, 2),
             echo4(IN, OUT, 7, true),
-            proto4(IN, OUT, 47),
-            proto4(IN, OUT, 50),
+            ip4(IN, OUT, 47, &[0; 24]),
+            ip4(IN, OUT, 50, &[0; 24]),
         ],
     );
     assert_eq!(v, [Forward, Drop, Forward, Forward, Drop]);
@@ -501,15 +357,15 @@ fn ports_decide() {
         {"action": "allow", "proto": "tcp", "sport": "53"}
     ]}"#;
     let cases = [
-        (tcp4(IN, OUT, 40_000, 80), Forward),
-        (tcp4(IN, OUT, 40_000, 81), Drop),
-        (udp4(IN, OUT, 1, 80), Drop),
-        (udp4(IN, OUT, 1, 999), Drop),
-        (udp4(IN, OUT, 1, 1000), Forward),
-        (udp4(IN, OUT, 1, 2000), Forward),
-        (udp4(IN, OUT, 1, 2001), Drop),
-        (tcp4(IN, OUT, 53, 9), Forward),
-        (tcp4(IN, OUT, 54, 9), Drop),
+        (syn4(IN, OUT, 40_000, 80), Forward),
+        (syn4(IN, OUT, 40_000, 81), Drop),
+        (udp4(IN, OUT, 1, 80, &[0; 20]), Drop),
+        (udp4(IN, OUT, 1, 999, &[0; 20]), Drop),
+        (udp4(IN, OUT, 1, 1000, &[0; 20]), Forward),
+        (udp4(IN, OUT, 1, 2000, &[0; 20]), Forward),
+        (udp4(IN, OUT, 1, 2001, &[0; 20]), Drop),
+        (syn4(IN, OUT, 53, 9), Forward),
+        (syn4(IN, OUT, 54, 9), Drop),
     ];
     for (i, (frame, want)) in cases.iter().enumerate() {
         // A fresh firewall each time: no earlier flow is tracked.
@@ -523,12 +379,12 @@ fn ports_without_proto_mean_tcp_and_udp() {
     let v = run(
         &mut f,
         &[
-            tcp4(IN, OUT, 1, 53),
-            udp4(IN, OUT, 1, 53),
-            udp6(IN6, OUT6, 1, 53),
-            udp4(IN, OUT, 1, 54),
+            syn4(IN, OUT, 1, 53),
+            udp4(IN, OUT, 1, 53, &[0; 20]),
+            udp6(IN6, OUT6, 1, 53, &[0; 20]),
+            udp4(IN, OUT, 1, 54, &[0; 20]),
             echo4(IN, OUT, 53, true),
-            proto4(IN, OUT, 47),
+            ip4(IN, OUT, 47, &[0; 24]),
         ],
     );
     assert_eq!(v, [Drop, Drop, Drop, Forward, Forward, Forward]);
@@ -536,23 +392,35 @@ fn ports_without_proto_mean_tcp_and_udp() {
 
 #[test]
 fn vlan_decides() {
-    let untagged = udp4(IN, OUT, 1, 2);
+    let untagged = udp4(IN, OUT, 1, 2, &[0; 20]);
     let cases = [
         // The tag the NIC stripped (priority bits set, id 100).
         ((untagged.clone(), 0xa064), Forward),
         ((untagged.clone(), 101), Drop),
         ((untagged.clone(), 0), Drop),
         // A tag left in the frame.
-        ((vlan_udp4(100, IN, OUT, 1, 2), 0), Forward),
-        ((vlan_udp4(200, IN, OUT, 1, 2), 0), Drop),
+        ((tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[100]), 0), Forward),
+        ((tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[200]), 0), Drop),
         // QinQ: the outer tag is the packet's VLAN.
-        ((qinq_udp4(100, 200, IN, OUT), 0), Forward),
-        ((qinq_udp4(200, 100, IN, OUT), 0), Drop),
+        (
+            (tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[100, 200]), 0),
+            Forward,
+        ),
+        (
+            (tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[200, 100]), 0),
+            Drop,
+        ),
         // A stripped tag wins over one in the frame...
-        ((vlan_udp4(100, IN, OUT, 1, 2), 200), Drop),
-        ((vlan_udp4(200, IN, OUT, 1, 2), 100), Forward),
+        ((tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[100]), 200), Drop),
+        (
+            (tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[200]), 100),
+            Forward,
+        ),
         // ...unless it is a priority tag (id 0).
-        ((vlan_udp4(100, IN, OUT, 1, 2), 0x6000), Forward),
+        (
+            (tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[100]), 0x6000),
+            Forward,
+        ),
     ];
     for (i, ((frame, tci), want)) in cases.into_iter().enumerate() {
         let mut f = fw(r#"{"rules": [{"action": "allow", "vlan": 100}]}"#);
@@ -573,8 +441,8 @@ fn first_match_wins() {
         {"action": "deny", "src": "10.0.0.5"}
     ]}"#;
     let frames = [
-        udp4([10, 0, 0, 5], OUT, 1, 2),
-        udp4([10, 0, 0, 6], OUT, 1, 2),
+        udp4([10, 0, 0, 5], OUT, 1, 2, &[0; 20]),
+        udp4([10, 0, 0, 6], OUT, 1, 2, &[0; 20]),
     ];
     let mut f = fw(deny_first);
     assert_eq!(run(&mut f, &frames), [Drop, Forward]);
@@ -591,7 +459,7 @@ fn default_action_applies_when_nothing_matches() {
     let rules = r#"[{"action": "deny", "proto": "tcp", "dport": "22"}]"#;
     let mut allow = fw(&format!(r#"{{"rules": {rules}, "default": "allow"}}"#));
     let mut deny = fw(&format!(r#"{{"rules": {rules}, "default": "deny"}}"#));
-    let frames = [tcp4(IN, OUT, 1, 22), tcp4(IN, OUT, 1, 23)];
+    let frames = [syn4(IN, OUT, 1, 22), syn4(IN, OUT, 1, 23)];
     assert_eq!(run(&mut allow, &frames), [Drop, Forward]);
     assert_eq!(run(&mut deny, &frames), [Drop, Drop]);
     let (a, d) = (allow.counters(), deny.counters());
@@ -610,11 +478,11 @@ fn ipv6_rules() {
     let v = run(
         &mut f,
         &[
-            tcp6(IN6, OUT6, 1, 443),
-            tcp6(IN6, OUT6, 1, 444),
-            tcp6(outside, OUT6, 1, 443),
+            syn6(IN6, OUT6, 1, 443),
+            syn6(IN6, OUT6, 1, 444),
+            syn6(outside, OUT6, 1, 443),
             // An IPv4 packet never matches an IPv6 prefix.
-            tcp4(IN, OUT, 1, 443),
+            syn4(IN, OUT, 1, 443),
             echo6(IN6, OUT6, 1, true),
             echo6(OUT6, IN6, 2, true),
         ],
@@ -628,9 +496,9 @@ fn fragments_keep_the_first_ones_ports() {
         {"action": "deny", "proto": "udp", "dport": "53"},
         {"action": "deny", "src": "10.0.0.9"}
     ], "default": "allow"}"#);
-    let first = fragment4(udp4(IN, OUT, 1, 53), 0, true);
-    let later = fragment4(udp4(IN, OUT, 1, 53), 100, false);
-    let later_other = fragment4(udp4([10, 0, 0, 9], OUT, 1, 53), 100, false);
+    let first = fragment4(udp4(IN, OUT, 1, 53, &[0; 20]), 0, true);
+    let later = fragment4(udp4(IN, OUT, 1, 53, &[0; 20]), 100, false);
+    let later_other = fragment4(udp4([10, 0, 0, 9], OUT, 1, 53, &[0; 20]), 100, false);
     let v = run(&mut f, &[first, later, later_other]);
     // A later fragment has no ports: the port rule cannot match it, a rule
     // without ports can.
@@ -654,12 +522,12 @@ fn tcp_replies_of_an_allowed_flow_pass() {
     let v = run(
         &mut f,
         &[
-            tcp4(IN, OUT, 40_000, 80),
-            tcp4_with(OUT, IN, 80, 40_000, |b| b.syn().ack(1001)),
-            tcp4_with(IN, OUT, 40_000, 80, |b| b.ack(1)),
+            syn4(IN, OUT, 40_000, 80),
+            tcp4_with(OUT, IN, 80, 40_000, &[0; 16], |b| b.syn().ack(1001)),
+            tcp4_with(IN, OUT, 40_000, 80, &[0; 16], |b| b.ack(1)),
             // Not the tracked flow: another port, or UDP.
-            tcp4(OUT, IN, 80, 40_001),
-            udp4(OUT, IN, 80, 40_000),
+            syn4(OUT, IN, 80, 40_001),
+            udp4(OUT, IN, 80, 40_000, &[0; 20]),
         ],
     );
     assert_eq!(v, [Forward, Forward, Forward, Drop, Drop]);
@@ -677,10 +545,10 @@ fn udp_replies_of_an_allowed_flow_pass() {
     let v = run(
         &mut f,
         &[
-            udp4(IN, OUT, 5353, 53),
-            udp4(OUT, IN, 53, 5353),
-            udp4(OUT, IN, 53, 5354),
-            udp4([192, 0, 2, 2], IN, 53, 5353),
+            udp4(IN, OUT, 5353, 53, &[0; 20]),
+            udp4(OUT, IN, 53, 5353, &[0; 20]),
+            udp4(OUT, IN, 53, 5354, &[0; 20]),
+            udp4([192, 0, 2, 2], IN, 53, 5353, &[0; 20]),
         ],
     );
     assert_eq!(v, [Forward, Forward, Drop, Drop]);
@@ -693,9 +561,9 @@ fn ipv6_flows_are_tracked() {
     let v = run(
         &mut f,
         &[
-            udp6(IN6, OUT6, 1000, 53),
-            udp6(OUT6, IN6, 53, 1000),
-            tcp6(OUT6, IN6, 53, 1000),
+            udp6(IN6, OUT6, 1000, 53, &[0; 20]),
+            udp6(OUT6, IN6, 53, 1000, &[0; 20]),
+            syn6(OUT6, IN6, 53, 1000),
         ],
     );
     assert_eq!(v, [Forward, Forward, Drop]);
@@ -737,8 +605,8 @@ fn echo_replies_and_resets_open_no_entry() {
         &mut f,
         &[
             echo4(IN, OUT, 7, false),
-            tcp4_with(IN, OUT, 1, 2, |b| b.rst()),
-            proto4(IN, OUT, 47),
+            tcp4_with(IN, OUT, 1, 2, &[0; 16], |b| b.rst()),
+            ip4(IN, OUT, 47, &[0; 24]),
         ],
     );
     assert_eq!(v, [Forward, Forward, Forward]);
@@ -752,9 +620,9 @@ fn flows_allowed_by_default_are_tracked() {
     let v = run(
         &mut f,
         &[
-            udp4(IN, OUT, 1, 2),
-            udp4(OUT, IN, 2, 1),
-            udp4(OUT, IN, 2, 3),
+            udp4(IN, OUT, 1, 2, &[0; 20]),
+            udp4(OUT, IN, 2, 1, &[0; 20]),
+            udp4(OUT, IN, 2, 3, &[0; 20]),
         ],
     );
     assert_eq!(v, [Forward, Forward, Drop]);
@@ -768,13 +636,13 @@ fn entries_expire_by_protocol() {
     let t0 = Instant::now();
     let mut f = fw(SHORT_TIMEOUTS);
     let opens = [
-        tcp4(IN, OUT, 1000, 80),
-        udp4(IN, OUT, 1000, 53),
+        syn4(IN, OUT, 1000, 80),
+        udp4(IN, OUT, 1000, 53, &[0; 20]),
         echo4(IN, OUT, 1000, true),
     ];
     let replies = [
-        tcp4_with(OUT, IN, 80, 1000, |b| b.ack(1)),
-        udp4(OUT, IN, 53, 1000),
+        tcp4_with(OUT, IN, 80, 1000, &[0; 16], |b| b.ack(1)),
+        udp4(OUT, IN, 53, 1000, &[0; 20]),
         echo4(OUT, IN, 1000, false),
     ];
     assert_eq!(run_at(&mut f, &opens, t0), [Forward; 3]);
@@ -794,12 +662,12 @@ fn entries_expire_by_protocol() {
 fn tcp_reset_and_fin_shorten_the_timeout() {
     let t0 = Instant::now();
     let mut f = fw(SHORT_TIMEOUTS);
-    let open = |port| tcp4(IN, OUT, port, 80);
-    let reply = |port| tcp4_with(OUT, IN, 80, port, |b| b.ack(1));
+    let open = |port| syn4(IN, OUT, port, 80);
+    let reply = |port| tcp4_with(OUT, IN, 80, port, &[0; 16], |b| b.ack(1));
     run_at(&mut f, &[open(1), open(2), open(3)], t0);
     let closing = [
-        tcp4_with(IN, OUT, 1, 80, |b| b.rst()),
-        tcp4_with(OUT, IN, 80, 2, |b| b.fin().ack(1)),
+        tcp4_with(IN, OUT, 1, 80, &[0; 16], |b| b.rst()),
+        tcp4_with(OUT, IN, 80, 2, &[0; 16], |b| b.fin().ack(1)),
     ];
     assert_eq!(run_at(&mut f, &closing, t0), [Forward, Forward]);
     let at = |s| t0 + secs(s);
@@ -815,8 +683,8 @@ fn a_full_table_still_decides_but_does_not_track() {
     let mut f = fw(r#"{"rules": [{"action": "allow", "src": "10.0.0.0/8"}],
                        "conntrack": {"max_entries": 2, "udp_timeout_s": 30}}"#);
     let slots = f.conntrack.slots();
-    let open = |port| udp4(IN, OUT, port, 53);
-    let reply = |port| udp4(OUT, IN, 53, port);
+    let open = |port| udp4(IN, OUT, port, 53, &[0; 20]);
+    let reply = |port| udp4(OUT, IN, 53, port, &[0; 20]);
     let v = run_at(&mut f, &[open(1), open(2), open(3), open(3)], t0);
     assert_eq!(v, [Forward; 4], "the rules still allow");
     let c = f.counters();
@@ -824,7 +692,7 @@ fn a_full_table_still_decides_but_does_not_track() {
     let v = run_at(&mut f, &[reply(1), reply(2), reply(3)], t0);
     assert_eq!(v, [Forward, Forward, Drop], "flow 3 is not tracked");
     // Denied traffic never needs an entry.
-    assert_eq!(one_at(&mut f, &udp4(OUT, IN, 9, 9), t0), Drop);
+    assert_eq!(one_at(&mut f, &udp4(OUT, IN, 9, 9, &[0; 20]), t0), Drop);
     assert_eq!(f.counters().conntrack_full, 2);
 
     // Once the first two expire, new flows take their place.
@@ -845,7 +713,7 @@ fn random_flows_never_grow_the_table() {
     let mut f = fw(r#"{"rules": [{"action": "allow"}], "conntrack": {"max_entries": 100}}"#);
     let slots = f.conntrack.slots();
     let frames: Vec<_> = (0..1000u16)
-        .map(|i| udp4([10, 0, (i >> 8) as u8, i as u8], OUT, i, 53))
+        .map(|i| udp4([10, 0, (i >> 8) as u8, i as u8], OUT, i, 53, &[0; 20]))
         .collect();
     run_at(&mut f, &frames, t0);
     let c = f.counters();
@@ -859,7 +727,9 @@ fn expired_entries_are_swept() {
     let t0 = Instant::now();
     let mut f = fw(r#"{"rules": [{"action": "allow"}],
                        "conntrack": {"max_entries": 1000, "udp_timeout_s": 5}}"#);
-    let frames: Vec<_> = (0..500u16).map(|i| udp4(IN, OUT, i, 53)).collect();
+    let frames: Vec<_> = (0..500u16)
+        .map(|i| udp4(IN, OUT, i, 53, &[0; 20]))
+        .collect();
     run_at(&mut f, &frames, t0);
     assert_eq!(f.counters().conntrack_entries, 500);
     // Empty batches sweep too, 64 slots each.
@@ -883,14 +753,14 @@ fn runts_are_malformed() {
 #[test]
 fn every_truncation_of_an_ip_frame_is_malformed() {
     let whole = [
-        tcp4(IN, OUT, 1234, 80),
-        udp4(IN, OUT, 1234, 53),
-        tcp6(IN6, OUT6, 1, 2),
-        udp6(IN6, OUT6, 1, 2),
+        syn4(IN, OUT, 1234, 80),
+        udp4(IN, OUT, 1234, 53, &[0; 20]),
+        syn6(IN6, OUT6, 1, 2),
+        udp6(IN6, OUT6, 1, 2, &[0; 20]),
         echo4(IN, OUT, 1, true),
         echo6(IN6, OUT6, 1, true),
-        vlan_udp4(5, IN, OUT, 1, 2),
-        qinq_udp4(5, 6, IN, OUT),
+        tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[5]),
+        tagged(&udp4(IN, OUT, 1, 2, &[0; 10]), &[5, 6]),
     ];
     let mut f = fw(r#"{"default": "allow", "malformed": "drop"}"#);
     let mut cuts = 0;
@@ -908,7 +778,7 @@ fn every_truncation_of_an_ip_frame_is_malformed() {
 
 #[test]
 fn inconsistent_headers_are_malformed() {
-    let tcp = tcp4(IN, OUT, 1234, 80);
+    let tcp = syn4(IN, OUT, 1234, 80);
     let ip = 14;
     let mut frames = Vec::new();
     let mut edit = |base: &Vec<u8>, f: &dyn Fn(&mut Vec<u8>)| {
@@ -932,14 +802,14 @@ fn inconsistent_headers_are_malformed() {
     edit(&tcp, &|f| f[ip + 20 + 12] = 0x40);
     edit(&tcp, &|f| f[ip + 20 + 12] = 0xf0);
     // IPv6 payload length past the frame.
-    edit(&udp6(IN6, OUT6, 1, 2), &|f| {
+    edit(&udp6(IN6, OUT6, 1, 2, &[0; 20]), &|f| {
         f[ip + 4..ip + 6].copy_from_slice(&1000u16.to_be_bytes());
     });
     // UDP length past the datagram, and below its header.
-    edit(&udp4(IN, OUT, 1, 2), &|f| {
+    edit(&udp4(IN, OUT, 1, 2, &[0; 20]), &|f| {
         f[ip + 20 + 4..ip + 24 + 2].copy_from_slice(&500u16.to_be_bytes());
     });
-    edit(&udp4(IN, OUT, 1, 2), &|f| {
+    edit(&udp4(IN, OUT, 1, 2, &[0; 20]), &|f| {
         f[ip + 20 + 4..ip + 24 + 2].copy_from_slice(&4u16.to_be_bytes());
     });
     let n = frames.len() as u64;
@@ -953,7 +823,7 @@ fn inconsistent_headers_are_malformed() {
 
 /// A VLAN-tagged frame with `tags` 802.1Q tags.
 fn stacked(tags: usize) -> Vec<u8> {
-    let inner = udp4(IN, OUT, 1, 2);
+    let inner = udp4(IN, OUT, 1, 2, &[0; 20]);
     let mut frame = inner[..12].to_vec();
     for i in 0..tags {
         frame.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -986,20 +856,20 @@ fn more_than_two_vlan_tags_are_malformed() {
 fn tiny_and_overlapping_fragments_are_malformed() {
     let mut f = fw(r#"{"default": "allow"}"#);
     // A first fragment with 4 bytes of TCP header: no flags (RFC 1858 §3).
-    let mut tiny = fragment4(tcp4(IN, OUT, 1, 80), 0, true);
+    let mut tiny = fragment4(syn4(IN, OUT, 1, 80), 0, true);
     tiny.truncate(14 + 20 + 4);
     tiny[16..18].copy_from_slice(&24u16.to_be_bytes());
     // A TCP fragment at offset 8 bytes rewrites the flags (RFC 1858 §4).
-    let overlap = fragment4(tcp4(IN, OUT, 1, 80), 1, false);
+    let overlap = fragment4(syn4(IN, OUT, 1, 80), 1, false);
     // UDP at offset 8 bytes is just a fragment.
-    let udp = fragment4(udp4(IN, OUT, 1, 53), 1, false);
+    let udp = fragment4(udp4(IN, OUT, 1, 53, &[0; 20]), 1, false);
     assert_eq!(run(&mut f, &[tiny, overlap, udp]), [Drop, Drop, Forward]);
     assert_eq!(f.counters().malformed, 2);
 }
 
 #[test]
 fn malformed_and_non_ip_follow_their_policies() {
-    let frames = [vec![0; 5], stacked(3), arp_request(), lldp()];
+    let frames = [vec![0; 5], stacked(3), arp_request(IN, OUT), lldp()];
     let mut f = fw("");
     assert_eq!(run(&mut f, &frames), [Drop, Drop, Forward, Forward]);
     let mut f = fw(r#"{"malformed": "forward", "non_ip": "drop"}"#);
@@ -1014,9 +884,12 @@ fn malformed_and_non_ip_follow_their_policies() {
 fn reconfigure_applies_to_new_flows_and_tracked_ones_keep_passing() {
     let t0 = Instant::now();
     let mut f = fw(r#"{"rules": [{"action": "allow", "proto": "udp"}]}"#);
-    let (open, reply) = (udp4(IN, OUT, 5353, 53), udp4(OUT, IN, 53, 5353));
-    let other = udp4(IN, OUT, 5354, 53);
-    let frames = [vec![0; 5], arp_request()];
+    let (open, reply) = (
+        udp4(IN, OUT, 5353, 53, &[0; 20]),
+        udp4(OUT, IN, 53, 5353, &[0; 20]),
+    );
+    let other = udp4(IN, OUT, 5354, 53, &[0; 20]);
+    let frames = [vec![0; 5], arp_request(IN, OUT)];
     assert_eq!(
         run_at(&mut f, &[open.clone(), reply.clone()], t0),
         [Forward; 2]
@@ -1051,8 +924,11 @@ fn reconfigure_applies_to_new_flows_and_tracked_ones_keep_passing() {
 fn reconfigured_timeouts_apply_from_an_entrys_next_packet() {
     let t0 = Instant::now();
     let mut f = fw(SHORT_TIMEOUTS);
-    let reply = udp4(OUT, IN, 53, 1000);
-    assert_eq!(one_at(&mut f, &udp4(IN, OUT, 1000, 53), t0), Forward);
+    let reply = udp4(OUT, IN, 53, 1000, &[0; 20]);
+    assert_eq!(
+        one_at(&mut f, &udp4(IN, OUT, 1000, 53, &[0; 20]), t0),
+        Forward
+    );
     let shorter = r#"{"rules": [{"action": "allow", "src": "10.0.0.0/8"}],
         "conntrack": {"udp_timeout_s": 5}}"#;
     NetworkFunction::reconfigure(&mut f, shorter).expect("timeouts apply in place");
@@ -1069,7 +945,7 @@ fn reconfigured_timeouts_apply_from_an_entrys_next_packet() {
 #[test]
 fn refused_reconfigure_changes_nothing() {
     let mut f = fw(OUTBOUND_ONLY);
-    let (open, reply) = (tcp4(IN, OUT, 40_000, 80), tcp4(OUT, IN, 80, 40_001));
+    let (open, reply) = (syn4(IN, OUT, 40_000, 80), syn4(OUT, IN, 80, 40_001));
     assert_eq!(run(&mut f, &[open.clone(), reply.clone()]), [Forward, Drop]);
     let (counters, report) = (f.counters(), f.report());
 
@@ -1096,13 +972,16 @@ fn refused_reconfigure_changes_nothing() {
     // Still the old rules and the old table.
     let v = run(
         &mut f,
-        &[reply, tcp4_with(OUT, IN, 80, 40_000, |b| b.ack(1))],
+        &[
+            reply,
+            tcp4_with(OUT, IN, 80, 40_000, &[0; 16], |b| b.ack(1)),
+        ],
     );
     assert_eq!(v, [Drop, Forward]);
     assert_eq!(f.rule_hits(), [1]);
 
     NetworkFunction::reconfigure(&mut f, "").expect("empty means defaults");
-    assert_eq!(one(&mut f, &tcp4(IN, OUT, 40_002, 80)), Drop);
+    assert_eq!(one(&mut f, &syn4(IN, OUT, 40_002, 80)), Drop);
 }
 
 // ---------------------------------------------------------------- report
@@ -1118,15 +997,15 @@ fn report_is_the_documented_json() {
     for port in 0..30u16 {
         // Rule `port` decides `port + 1` packets (new flows each time).
         for n in 0..=port {
-            frames.push(udp4(IN, OUT, 1000 + n, port));
+            frames.push(udp4(IN, OUT, 1000 + n, port, &[0; 20]));
         }
     }
     frames.extend([
-        tcp4(IN, OUT, 1, 2),
-        tcp4(IN, OUT, 1, 2),
-        udp4(IN, OUT, 1, 999),
-        udp4(OUT, IN, 0, 1000),
-        arp_request(),
+        syn4(IN, OUT, 1, 2),
+        syn4(IN, OUT, 1, 2),
+        udp4(IN, OUT, 1, 999, &[0; 20]),
+        udp4(OUT, IN, 0, 1000, &[0; 20]),
+        arp_request(IN, OUT),
         vec![1, 2, 3],
     ]);
     run(&mut f, &frames);
@@ -1167,15 +1046,16 @@ fn report_is_the_documented_json() {
 
 fn valid_frames() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>(), any::<u16>()).prop_map(|(s, p, q)| udp4(s, OUT, p, q)),
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, p)| tcp4(s, OUT, p, 80)),
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, p)| tcp4(OUT, s, 80, p)),
-        (1..4095u16, any::<u16>()).prop_map(|(v, p)| vlan_udp4(v, IN, OUT, p, 53)),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, p)| udp6(s, OUT6, p, 53)),
+        (any::<[u8; 4]>(), any::<u16>(), any::<u16>())
+            .prop_map(|(s, p, q)| udp4(s, OUT, p, q, &[0; 20])),
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, p)| syn4(s, OUT, p, 80)),
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, p)| syn4(OUT, s, 80, p)),
+        (1..4095u16, any::<u16>()).prop_map(|(v, p)| tagged(&udp4(IN, OUT, p, 53, &[0; 10]), &[v])),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, p)| udp6(s, OUT6, p, 53, &[0; 20])),
         (any::<u16>(), any::<bool>()).prop_map(|(id, r)| echo4(IN, OUT, id, r)),
         (any::<u16>(), any::<bool>()).prop_map(|(id, r)| echo6(OUT6, IN6, id, r)),
         (0..4usize).prop_map(stacked),
-        Just(arp_request()),
+        Just(arp_request(IN, OUT)),
     ]
 }
 
@@ -1271,11 +1151,11 @@ fn bench_1000_rules() {
     // New flows each time: first packets of flows the default denies (no
     // entry is made), so every packet takes the full rule lookup.
     let denied: Vec<Vec<u8>> = (0..MAX_BATCH as u16)
-        .map(|i| tcp4([192, 0, 2, i as u8], OUT, 40_000 + i, 1000 + 2 * i + 1))
+        .map(|i| syn4([192, 0, 2, i as u8], OUT, 40_000 + i, 1000 + 2 * i + 1))
         .collect();
     // Packets of established flows: conntrack hits.
     let established: Vec<Vec<u8>> = (0..MAX_BATCH as u16)
-        .map(|i| udp4([172, 16, 0, i as u8], OUT, 40_000 + i, 53))
+        .map(|i| udp4([172, 16, 0, i as u8], OUT, 40_000 + i, 53, &[0; 20]))
         .collect();
     // One batch first to open the flows.
     run(&mut f, &established);

@@ -13,6 +13,7 @@
 //! ```
 //!
 //! `"mac_rewrite"` is `"swap"` (default) or `"none"` (forward unchanged).
+#![forbid(unsafe_code)]
 
 use nf_sdk::{Batch, EthernetFrame, NetworkFunction, Verdict};
 use serde::{Deserialize, Serialize};

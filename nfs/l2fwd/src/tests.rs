@@ -1,60 +1,20 @@
-use etherparse::PacketBuilder;
-use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_sdk::Verdict;
+use nf_testkit::{MAC_A, MAC_B, run, tagged, tcp6, udp4};
 use proptest::prelude::*;
 
 use super::*;
 
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-
-/// Runs `frames` through `nf` the way the runtime does: each frame copied
-/// into its own 2 KiB buffer, in batches of at most `MAX_BATCH`. Returns each
-/// frame's verdict and its bytes afterwards.
-fn run(nf: &mut impl NetworkFunction, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, frame)| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, 0)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        nf.process(&mut batch);
-        out.extend(batch.iter().map(|p| (p.verdict(), p.data().to_vec())));
-    }
-    out
-}
-
+/// A UDP/IPv4 frame carrying `payload`: what the forwarder sees most.
 fn udp_frame(payload: &[u8]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1234, 5678);
-    let mut frame = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut frame, payload).expect("build frame");
-    frame
-}
-
-fn vlan_tcp_frame() -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .single_vlan(100.try_into().expect("vlan id"))
-        .ipv6([1; 16], [2; 16], 64)
-        .tcp(40000, 443, 1, 65535);
-    let mut frame = Vec::with_capacity(builder.size(4));
-    builder.write(&mut frame, b"data").expect("build frame");
-    frame
+    udp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 5678, payload)
 }
 
 #[test]
 fn swaps_macs_and_keeps_the_rest() {
-    let frames = [udp_frame(b"hello"), vlan_tcp_frame()];
+    let frames = [
+        udp_frame(b"hello"),
+        tagged(&tcp6([1; 16], [2; 16], 40000, 443, b"data"), &[100]),
+    ];
     let mut nf = L2Fwd::from_config("").expect("defaults");
     let out = run(&mut nf, &frames);
     for ((verdict, after), before) in out.iter().zip(&frames) {

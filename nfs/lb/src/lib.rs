@@ -64,6 +64,7 @@
 //! - `max_flows`: flow table size, `1..=1_000_000`, default 65536.
 //! - `non_vip`: `"forward"` (default) or `"drop"`; `malformed`: `"drop"`
 //!   (default) or `"forward"`.
+#![forbid(unsafe_code)]
 
 mod flows;
 mod maglev;

@@ -4,20 +4,15 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header, NetSlice,
-    PacketBuilder, SlicedPacket, TcpHeader, TransportSlice, UdpHeader,
+    IpHeaders, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TcpHeader,
+    TransportSlice, UdpHeader,
 };
-use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_sdk::{Batch, MAX_BATCH, Packet, Verdict};
+use nf_testkit::{FRAME, MAC_A, MAC_B, arp_request, run_with, tagged, tcp4, udp4, udp6};
 use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 10), 80);
 
@@ -59,42 +54,26 @@ fn clients(n: u32) -> Vec<SocketAddrV4> {
         .collect()
 }
 
+/// TCP from `src` to `dst` carrying `payload`, under `vlans` (outermost first).
 fn tcp_vlans(vlans: &[u16], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
     let (s, d) = (src.ip().octets(), dst.ip().octets());
-    let vlan = |v: u16| v.try_into().expect("vlan id");
-    let builder = match vlans {
-        [] => eth.ipv4(s, d, 64),
-        [v] => eth.single_vlan(vlan(*v)).ipv4(s, d, 64),
-        [outer, inner, ..] => eth.double_vlan(vlan(*outer), vlan(*inner)).ipv4(s, d, 64),
-    }
-    .tcp(src.port(), dst.port(), 1000, 65535);
-    let mut frame = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut frame, payload).expect("build frame");
-    frame
+    tagged(&tcp4(s, d, src.port(), dst.port(), payload), vlans)
 }
 
+/// UDP from `src` to `dst` carrying `payload`, under `vlans` (outermost first).
 fn udp_vlans(vlans: &[u16], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
     let (s, d) = (src.ip().octets(), dst.ip().octets());
-    let vlan = |v: u16| v.try_into().expect("vlan id");
-    let builder = match vlans {
-        [] => eth.ipv4(s, d, 64),
-        [v] => eth.single_vlan(vlan(*v)).ipv4(s, d, 64),
-        [outer, inner, ..] => eth.double_vlan(vlan(*outer), vlan(*inner)).ipv4(s, d, 64),
-    }
-    .udp(src.port(), dst.port());
-    let mut frame = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut frame, payload).expect("build frame");
-    frame
+    tagged(&udp4(s, d, src.port(), dst.port(), payload), vlans)
 }
 
+/// Untagged TCP from `src` to `dst` with `payload_len` bytes of data.
 fn tcp(src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize) -> Vec<u8> {
-    tcp_vlans(&[], src, dst, &vec![0x66; payload_len])
+    tcp_vlans(&[], src, dst, &vec![0; payload_len])
 }
 
+/// Untagged UDP from `src` to `dst` with `payload_len` bytes of data.
 fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize) -> Vec<u8> {
-    udp_vlans(&[], src, dst, &vec![0x55; payload_len])
+    udp_vlans(&[], src, dst, &vec![0; payload_len])
 }
 
 /// TCP with IPv4 options (IHL 7).
@@ -111,52 +90,10 @@ fn tcp_with_ip_options(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
     frame
 }
 
-fn udp6() -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6([1; 16], [2; 16], 64)
-        .udp(1, 80);
-    let mut frame = Vec::with_capacity(builder.size(4));
-    builder.write(&mut frame, &[0; 4]).expect("build frame");
-    frame
-}
-
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &MAC_A,
-        &[10, 0, 0, 1],
-        &[0; 6],
-        &VIP.ip().octets(),
-    )
-    .expect("arp");
-    let builder = PacketBuilder::ethernet2(MAC_A, [0xff; 6]).arp(arp);
-    let mut frame = Vec::with_capacity(builder.size());
-    builder.write(&mut frame).expect("build frame");
-    frame
-}
-
-/// Runs `frames` through `lb` at time `now` the way the runtime does: each
-/// frame in its own 2 KiB buffer, in batches of at most `MAX_BATCH`.
+/// Runs `frames` through `lb` at time `now` the way the runtime does (see
+/// [`nf_testkit::run`]).
 fn run_at(lb: &mut Lb, frames: &[Vec<u8>], now: Duration) -> Vec<(Verdict, Vec<u8>)> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, frame)| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, 0)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        lb.process_at(&mut batch, now);
-        out.extend(batch.iter().map(|p| (p.verdict(), p.data().to_vec())));
-    }
-    out
+    run_with(frames, |batch| lb.process_at(batch, now))
 }
 
 fn run(lb: &mut Lb, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
@@ -700,8 +637,8 @@ fn checksum_corner_cases_match_a_full_recomputation() {
 fn other_traffic_follows_non_vip() {
     let client = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 7), 40_000);
     let frames = vec![
-        arp_request(),
-        udp6(),
+        arp_request([10, 0, 0, 1], VIP.ip().octets()),
+        udp6([1; 16], [2; 16], 1, 80, &[0; 4]),
         // Another port of the VIP's address.
         tcp(client, SocketAddrV4::new(*VIP.ip(), 443), 10),
         // Another host.
@@ -1054,7 +991,7 @@ fn report_is_the_documented_json() {
     let frames = vec![
         tcp(client, VIP, 10),
         tcp(client, VIP, 10),
-        arp_request(),
+        arp_request([10, 0, 0, 1], VIP.ip().octets()),
         vec![0; 5],
     ];
     let out = run(&mut lb, &frames);
@@ -1103,14 +1040,9 @@ fn report_is_the_documented_json() {
 fn process_reads_the_clock() {
     let mut lb = Lb::with_backends(VIP, &backends(2)).expect("lb");
     let client = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 7), 40_000);
-    let mut buf = [0u8; FRAME];
-    let frame = tcp(client, VIP, 0);
-    buf[..frame.len()].copy_from_slice(&frame);
-    let mut packets = [Packet::new(&mut buf, frame.len(), 0)];
-    let mut batch = Batch::new(&mut packets);
-    lb.process(&mut batch);
+    let out = nf_testkit::run(&mut lb, &[tcp(client, VIP, 0)]);
     assert_eq!(
-        batch.iter().next().map(Packet::verdict),
+        out.first().map(|(verdict, _)| *verdict),
         Some(Verdict::Forward)
     );
     assert_eq!(lb.totals().new_flows, 1);
@@ -1132,8 +1064,8 @@ fn valid_frames() -> impl Strategy<Value = Vec<u8>> {
             &[1]
         )),
         client.prop_map(|c| tcp_with_ip_options(c, VIP)),
-        Just(arp_request()),
-        Just(udp6()),
+        Just(arp_request([10, 0, 0, 1], VIP.ip().octets())),
+        Just(udp6([1; 16], [2; 16], 1, 80, &[0; 4])),
     ]
 }
 

@@ -27,6 +27,7 @@
 //!
 //! `max_flows` is in `1..=1_000_000`, `top` (flows listed in the report) in
 //! `1..=100`.
+#![forbid(unsafe_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -1,42 +1,11 @@
 use std::net::IpAddr;
 
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, PacketBuilder,
-};
-use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_sdk::Verdict;
+use nf_testkit::{arp_request, echo6, lldp, run, tagged, tcp4, udp4, udp6};
 use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-
-/// Runs `frames` through `nf` the way the runtime does: each frame copied
-/// into its own 2 KiB buffer, in batches of at most `MAX_BATCH`. Returns each
-/// frame's verdict and its bytes afterwards.
-fn run(nf: &mut impl NetworkFunction, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, frame)| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, 0)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        nf.process(&mut batch);
-        out.extend(batch.iter().map(|p| (p.verdict(), p.data().to_vec())));
-    }
-    out
-}
 
 /// Runs `frames` and checks the monitor's passive contract: every frame
 /// forwarded, byte-identical.
@@ -45,87 +14,6 @@ fn run_passive(nf: &mut Monitor, frames: &[Vec<u8>]) {
         assert_eq!(*verdict, Verdict::Forward);
         assert_eq!(after, before);
     }
-}
-
-fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(payload_len));
-    builder
-        .write(&mut frame, &vec![0x55; payload_len])
-        .expect("build frame");
-    frame
-}
-
-fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 65535);
-    let mut frame = Vec::with_capacity(builder.size(payload_len));
-    builder
-        .write(&mut frame, &vec![0x66; payload_len])
-        .expect("build frame");
-    frame
-}
-
-fn vlan_tcp4(vlan: u16, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .single_vlan(vlan.try_into().expect("vlan id"))
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 65535);
-    let mut frame = Vec::with_capacity(builder.size(10));
-    builder.write(&mut frame, &[0x77; 10]).expect("build frame");
-    frame
-}
-
-fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(payload_len));
-    builder
-        .write(&mut frame, &vec![0x88; payload_len])
-        .expect("build frame");
-    frame
-}
-
-fn icmp6_echo(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .icmpv6_echo_request(1, 1);
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0; 8]).expect("build frame");
-    frame
-}
-
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &MAC_A,
-        &[10, 0, 0, 1],
-        &[0; 6],
-        &[10, 0, 0, 2],
-    )
-    .expect("arp");
-    let builder = PacketBuilder::ethernet2(MAC_A, [0xff; 6]).arp(arp);
-    let mut frame = Vec::with_capacity(builder.size());
-    builder.write(&mut frame).expect("build frame");
-    frame
-}
-
-/// An LLDP frame header (EtherType 0x88cc) with an opaque body.
-fn lldp() -> Vec<u8> {
-    let header = Ethernet2Header {
-        source: MAC_A,
-        destination: [0x01, 0x80, 0xc2, 0, 0, 0x0e],
-        ether_type: EtherType(0x88cc),
-    };
-    let mut frame = header.to_bytes().to_vec();
-    frame.extend_from_slice(&[0; 46]);
-    frame
 }
 
 fn key(
@@ -170,16 +58,16 @@ fn counts_udp_tcp_ipv6_and_vlan_flows() {
         [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
     );
     let frames = vec![
-        udp4(a4, b4, 1000, 53, 20),
-        tcp4(a4, b4, 40000, 80, 100),
-        udp4(a4, b4, 1000, 53, 30),
-        udp6(a6, b6, 5000, 443, 50),
-        vlan_tcp4(42, c4, b4, 40001, 22),
+        udp4(a4, b4, 1000, 53, &[0; 20]),
+        tcp4(a4, b4, 40000, 80, &[0; 100]),
+        udp4(a4, b4, 1000, 53, &[0; 30]),
+        udp6(a6, b6, 5000, 443, &[0; 50]),
+        tagged(&tcp4(c4, b4, 40001, 22, &[0; 10]), &[42]),
         // Same 5-tuple as the first TCP flow, but tagged: still that flow.
-        vlan_tcp4(7, a4, b4, 40000, 80),
+        tagged(&tcp4(a4, b4, 40000, 80, &[0; 10]), &[7]),
         // Reverse direction is its own flow.
-        udp4(b4, a4, 53, 1000, 40),
-        icmp6_echo(a6, b6),
+        udp4(b4, a4, 53, 1000, &[0; 40]),
+        echo6(a6, b6, 1, true),
     ];
     let lens: Vec<u64> = frames.iter().map(|f| f.len() as u64).collect();
     let mut nf = Monitor::default();
@@ -221,13 +109,13 @@ fn counts_udp_tcp_ipv6_and_vlan_flows() {
 fn top_flows_by_bytes_then_packets() {
     let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
     let frames = vec![
-        udp4(a, b, 1, 1, 100),
-        udp4(a, b, 2, 2, 500),
-        udp4(a, b, 3, 3, 300),
+        udp4(a, b, 1, 1, &[0; 100]),
+        udp4(a, b, 2, 2, &[0; 500]),
+        udp4(a, b, 3, 3, &[0; 300]),
         // Flow 4: two packets with the same total bytes as flow 3's one.
-        udp4(a, b, 4, 4, 129),
-        udp4(a, b, 4, 4, 129),
-        udp4(a, b, 5, 5, 10),
+        udp4(a, b, 4, 4, &[0; 129]),
+        udp4(a, b, 4, 4, &[0; 129]),
+        udp4(a, b, 5, 5, &[0; 10]),
     ];
     // 42 header bytes + 300 == 2 * (42 + 129): the tie on bytes is real.
     assert_eq!(frames[2].len(), frames[3].len() + frames[4].len());
@@ -246,10 +134,10 @@ fn top_flows_by_bytes_then_packets() {
 #[test]
 fn counts_non_ip_frames() {
     let frames = vec![
-        arp_request(),
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
         lldp(),
-        udp4([1, 1, 1, 1], [2, 2, 2, 2], 1, 2, 3),
-        arp_request(),
+        udp4([1, 1, 1, 1], [2, 2, 2, 2], 1, 2, &[0; 3]),
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
     ];
     let mut nf = Monitor::default();
     run_passive(&mut nf, &frames);
@@ -264,7 +152,7 @@ fn flow_table_is_capped_and_never_reallocates() {
     let capacity = nf.flows.capacity();
     assert!(capacity >= 3);
     let frames: Vec<Vec<u8>> = (1..=5u16)
-        .map(|port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 10))
+        .map(|port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, &[0; 10]))
         .collect();
     run_passive(&mut nf, &frames);
     // Known flows still count once the table is full; new ones do not enter.
@@ -285,7 +173,7 @@ fn full_default_table_does_not_reallocate() {
     let mut nf = Monitor::default();
     let capacity = nf.flows.capacity();
     assert!(capacity >= DEFAULT_MAX_FLOWS as usize);
-    let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 0, 0, 0);
+    let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 0, 0, &[]);
     // 65536 + 100 distinct flows, by rewriting the ports of one frame in place
     // (UDP header at 14 + 20; the monitor does not check UDP checksums).
     let frames: Vec<Vec<u8>> = (0..DEFAULT_MAX_FLOWS as u32 + 100)
@@ -305,9 +193,12 @@ fn full_default_table_does_not_reallocate() {
 #[test]
 fn survives_every_truncation_of_ip_frames() {
     let whole = [
-        tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 16),
-        vlan_tcp4(5, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 80),
-        udp6([1; 16], [2; 16], 7, 8, 4),
+        tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, &[0; 16]),
+        tagged(
+            &tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, &[0; 10]),
+            &[5],
+        ),
+        udp6([1; 16], [2; 16], 7, 8, &[0; 4]),
     ];
     let mut nf = Monitor::default();
     let mut prefixes = 0;
@@ -327,7 +218,7 @@ fn survives_every_truncation_of_ip_frames() {
 
 #[test]
 fn inconsistent_headers_are_malformed() {
-    let good = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 16);
+    let good = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, &[0; 16]);
     let mut frames = Vec::new();
     // IPv4 IHL of 15 words: the header runs past the packet.
     let mut f = good.clone();
@@ -359,10 +250,10 @@ fn inconsistent_headers_are_malformed() {
 fn report_is_the_documented_json() {
     let mut nf = Monitor::from_config(r#"{"top": 2}"#).expect("config");
     let frames = vec![
-        udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, 200),
-        tcp4([10, 0, 0, 1], [10, 0, 0, 3], 2000, 80, 100),
-        udp4([10, 0, 0, 4], [10, 0, 0, 2], 3000, 53, 10),
-        arp_request(),
+        udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, &[0; 200]),
+        tcp4([10, 0, 0, 1], [10, 0, 0, 3], 2000, 80, &[0; 100]),
+        udp4([10, 0, 0, 4], [10, 0, 0, 2], 3000, 53, &[0; 10]),
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
         vec![0; 5],
     ];
     run_passive(&mut nf, &frames);
@@ -465,7 +356,7 @@ fn bad_configs_are_rejected_readably() {
 fn three_flows() -> Vec<Vec<u8>> {
     [1u16, 2, 2, 3, 3, 3]
         .iter()
-        .map(|&port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 10))
+        .map(|&port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, &[0; 10]))
         .collect()
 }
 
@@ -530,7 +421,7 @@ fn reconfigure_grows_the_table_without_losing_flows() {
     let capacity = nf.flows.capacity();
     assert!(capacity >= 4);
     let more: Vec<Vec<u8>> = (10..20u16)
-        .map(|port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 10))
+        .map(|port| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, &[0; 10]))
         .collect();
     run_passive(&mut nf, &more);
     assert_eq!(nf.totals().flows, 4);
@@ -578,23 +469,18 @@ fn valid_frames() -> impl Strategy<Value = Vec<u8>> {
             any::<u16>(),
             0..300usize
         )
-            .prop_map(|(s, d, p, n)| udp4(s, d, p, 80, n)),
+            .prop_map(|(s, d, p, n)| udp4(s, d, p, 80, &vec![0; n])),
         (any::<[u8; 4]>(), any::<u16>(), 0..300usize).prop_map(|(s, p, n)| tcp4(
             s,
             [1, 2, 3, 4],
             p,
             443,
-            n
+            &vec![0; n]
         )),
-        (1..4095u16, any::<u16>()).prop_map(|(v, p)| vlan_tcp4(
-            v,
-            [10, 0, 0, 1],
-            [10, 0, 0, 2],
-            p,
-            22
-        )),
-        (any::<[u8; 16]>(), 0..300usize).prop_map(|(s, n)| udp6(s, [2; 16], 9, 9, n)),
-        Just(arp_request()),
+        (1..4095u16, any::<u16>())
+            .prop_map(|(v, p)| tagged(&tcp4([10, 0, 0, 1], [10, 0, 0, 2], p, 22, &[0; 10]), &[v])),
+        (any::<[u8; 16]>(), 0..300usize).prop_map(|(s, n)| udp6(s, [2; 16], 9, 9, &vec![0; n])),
+        Just(arp_request([10, 0, 0, 1], [10, 0, 0, 2])),
     ]
 }
 

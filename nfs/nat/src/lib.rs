@@ -70,6 +70,7 @@
 //!
 //! `pool` may also be a prefix (`"203.0.113.0/30"`, all of its addresses);
 //! see [`NatConfig`] for every field's default and range.
+#![forbid(unsafe_code)]
 
 pub mod config;
 mod packet;

@@ -2,21 +2,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Header, Icmpv4Type, Ipv4Header,
-    NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, UdpHeader,
+    Icmpv4Header, Icmpv4Type, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders,
+    TransportHeader, UdpHeader,
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
 };
 use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_testkit::{MAC_A, MAC_B, arp_request, tagged, tcp4_with, udp4, udp6};
 use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const HOST2: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
@@ -66,40 +61,23 @@ impl Kind {
 /// An Ethernet frame carrying `kind` from `src` to `dst`, built (checksums
 /// included) by etherparse.
 fn build(kind: Kind, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src.ip().octets(), dst.ip().octets(), 64);
-    let mut frame = Vec::new();
+    let (s, d) = (src.ip().octets(), dst.ip().octets());
+    let (sport, dport) = (src.port(), dst.port());
     match kind {
-        Kind::Tcp => ip
-            .tcp(src.port(), dst.port(), 1000, 65535)
-            .ack(77)
-            .write(&mut frame, payload),
-        Kind::Udp => ip.udp(src.port(), dst.port()).write(&mut frame, payload),
-        Kind::EchoRequest => ip
-            .icmpv4_echo_request(src.port(), 9)
-            .write(&mut frame, payload),
-        Kind::EchoReply => ip
-            .icmpv4_echo_reply(dst.port(), 9)
-            .write(&mut frame, payload),
+        Kind::Tcp => tcp4_with(s, d, sport, dport, payload, |b| b.ack(77)),
+        Kind::Udp => udp4(s, d, sport, dport, payload),
+        Kind::EchoRequest | Kind::EchoReply => {
+            let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(s, d, 64);
+            let mut frame = Vec::new();
+            if kind == Kind::EchoRequest {
+                ip.icmpv4_echo_request(sport, 9).write(&mut frame, payload)
+            } else {
+                ip.icmpv4_echo_reply(dport, 9).write(&mut frame, payload)
+            }
+            .expect("build frame");
+            frame
+        }
     }
-    .expect("build frame");
-    frame
-}
-
-/// `frame` with VLAN tags inserted after the MACs, outermost first: an
-/// 802.1ad S-tag then 802.1Q C-tags for a pair, 802.1Q for one.
-fn tagged(frame: &[u8], vlans: &[u16]) -> Vec<u8> {
-    let mut out = frame[..12].to_vec();
-    for (i, vid) in vlans.iter().enumerate() {
-        let tpid: u16 = if i == 0 && vlans.len() > 1 {
-            0x88a8
-        } else {
-            0x8100
-        };
-        out.extend_from_slice(&tpid.to_be_bytes());
-        out.extend_from_slice(&vid.to_be_bytes());
-    }
-    out.extend_from_slice(&frame[12..]);
-    out
 }
 
 /// A UDP frame with checksum 0 ("none", RFC 768).
@@ -116,33 +94,6 @@ fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, icmp: Icmpv4Type, quoted: &[u8]) -> 
         .ipv4(from.octets(), to.octets(), 64)
         .icmpv4(icmp)
         .write(&mut frame, quoted)
-        .expect("build frame");
-    frame
-}
-
-fn arp() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &MAC_A,
-        &[10, 0, 0, 1],
-        &[0; 6],
-        &[10, 0, 0, 2],
-    )
-    .expect("arp");
-    let builder = PacketBuilder::ethernet2(MAC_A, [0xff; 6]).arp(arp);
-    let mut frame = Vec::with_capacity(builder.size());
-    builder.write(&mut frame).expect("build frame");
-    frame
-}
-
-fn udp6() -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6([0x20; 16], [0x30; 16], 64)
-        .udp(1, 2)
-        .write(&mut frame, &[1, 2, 3])
         .expect("build frame");
     frame
 }
@@ -167,29 +118,6 @@ fn dropped(nf: &mut Nat, frame: &[u8], now: Instant) {
     let (verdict, after) = run(nf, frame, now);
     assert_eq!(verdict, Verdict::Drop, "{:?}", nf.stats());
     assert_eq!(after, frame);
-}
-
-/// Runs `frames` the way the runtime does: each frame copied into its own
-/// 2 KiB buffer, in batches of at most `MAX_BATCH`, through
-/// [`NetworkFunction::process`]. Returns each verdict and the bytes after.
-fn run_batches(nf: &mut impl NetworkFunction, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, frame)| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, 0)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        nf.process(&mut batch);
-        out.extend(batch.iter().map(|p| (p.verdict(), p.data().to_vec())));
-    }
-    out
 }
 
 /// The parsed headers of an IPv4 frame.
@@ -917,7 +845,11 @@ fn other_protocols_from_inside_are_unsupported() {
 #[test]
 fn non_ip_is_forwarded_or_dropped_as_configured() {
     let now = Instant::now();
-    let frames = [arp(), udp6(), tagged(&arp(), &[5])];
+    let frames = [
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
+        udp6([0x20; 16], [0x30; 16], 1, 2, &[1, 2, 3]),
+        tagged(&arp_request([10, 0, 0, 1], [10, 0, 0, 2]), &[5]),
+    ];
     let mut nf = nat("");
     for frame in &frames {
         assert_eq!(run(&mut nf, frame, now), (Verdict::Forward, frame.clone()));
@@ -1054,15 +986,18 @@ fn batches_go_through_the_network_function() {
     let mut frames: Vec<Vec<u8>> = (0..100)
         .map(|i| build(Kind::Udp, sa(HOST, 10_000 + i), sa(REMOTE, 53), b"batch"))
         .collect();
-    frames.push(arp());
+    frames.push(arp_request([10, 0, 0, 1], [10, 0, 0, 2]));
     frames.push(vec![0; 5]);
-    let out = run_batches(&mut nf, &frames);
+    let out = nf_testkit::run(&mut nf, &frames);
     for (verdict, after) in &out[..100] {
         assert_eq!(*verdict, Verdict::Forward);
         verify_checksums(after);
         assert_eq!(*endpoints(after).0.ip(), POOL1);
     }
-    assert_eq!(out[100], (Verdict::Forward, arp()));
+    assert_eq!(
+        out[100],
+        (Verdict::Forward, arp_request([10, 0, 0, 1], [10, 0, 0, 2]))
+    );
     assert_eq!(out[101].0, Verdict::Drop);
     let s = nf.stats();
     assert_eq!((s.packets, s.translated_out, s.mappings), (102, 100, 100));
@@ -1078,13 +1013,16 @@ fn reconfigure_changes_timeouts_and_policies_and_keeps_mappings() {
     let at = |s| t0 + Duration::from_secs(s);
     let outside = round_trip(&mut nf, Kind::Udp, sa(HOST, 7000), sa(REMOTE, 53), t0);
     let reply = build(Kind::Udp, sa(REMOTE, 53), outside, b"late");
-    assert_eq!(run(&mut nf, &arp(), t0).0, Verdict::Forward);
+    assert_eq!(
+        run(&mut nf, &arp_request([10, 0, 0, 1], [10, 0, 0, 2]), t0).0,
+        Verdict::Forward
+    );
 
     NetworkFunction::reconfigure(&mut nf, r#"{"timeouts": {"udp_s": 300}, "non_ip": "drop"}"#)
         .expect("timeouts and policies apply in place");
     // Idle 60 s: past the old 30 s, within the new 300 s.
     pass(&mut nf, &reply, at(60));
-    dropped(&mut nf, &arp(), at(60));
+    dropped(&mut nf, &arp_request([10, 0, 0, 1], [10, 0, 0, 2]), at(60));
     let same = round_trip(&mut nf, Kind::Udp, sa(HOST, 7000), sa(REMOTE, 53), at(60));
     assert_eq!(same, outside, "the mapping stayed");
 
@@ -1101,7 +1039,10 @@ fn reconfigure_changes_timeouts_and_policies_and_keeps_mappings() {
     assert_accounted(&s);
 
     NetworkFunction::reconfigure(&mut nf, "").expect("empty means defaults");
-    assert_eq!(run(&mut nf, &arp(), at(66)).0, Verdict::Forward);
+    assert_eq!(
+        run(&mut nf, &arp_request([10, 0, 0, 1], [10, 0, 0, 2]), at(66)).0,
+        Verdict::Forward
+    );
 }
 
 #[test]
@@ -1168,7 +1109,7 @@ fn refused_reconfigure_keeps_mappings_and_counters() {
     // The same forwards in another order are no change.
     let reordered = with(r#", "non_ip": "drop""#, &format!("{udp_fwd}, {tcp_fwd}"));
     NetworkFunction::reconfigure(&mut nf, &reordered).expect("same forwards");
-    dropped(&mut nf, &arp(), t0);
+    dropped(&mut nf, &arp_request([10, 0, 0, 1], [10, 0, 0, 2]), t0);
     let inbound = build(Kind::Tcp, sa(REMOTE, 50000), sa(POOL1, 8080), b"hi");
     pass(&mut nf, &inbound, t0);
     assert_eq!(nf.stats().dnat_in, 1);
@@ -1520,7 +1461,7 @@ proptest! {
         frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 1..80)
     ) {
         let mut nf = nat(r#"{"max_mappings": 16, "port_range": "1024-1040"}"#);
-        let out = run_batches(&mut nf, &frames);
+        let out = nf_testkit::run(&mut nf, &frames);
         prop_assert_eq!(out.len(), frames.len());
         let s = nf.stats();
         prop_assert_eq!(s.packets, frames.len() as u64);

@@ -60,6 +60,7 @@
 //! specific reason. The policer reads no clock: [`Ratelimit::police`] and
 //! [`Ratelimit::process_at`] take `now`; the [`NetworkFunction`] impl reads the
 //! monotonic clock once per batch.
+#![forbid(unsafe_code)]
 
 mod bucket;
 mod flow;

@@ -1,43 +1,23 @@
 use etherparse::err::packet::SliceError;
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, LinkExtSlice, NetSlice,
-    PacketBuilder, SlicedPacket, TransportSlice,
-};
+use etherparse::{LinkExtSlice, NetSlice, SlicedPacket, TransportSlice};
 use nf_sdk::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
+use nf_testkit::{FRAME, arp_request, echo4, echo6, lldp, run, run_with, tagged, tcp4, udp4, udp6};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
 
-/// UMEM frame size of the runtime (DESIGN.md §2).
-const FRAME: usize = 2048;
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-
 /// Header bytes of an untagged UDP/IPv4 frame: Ethernet 14, IPv4 20, UDP 8.
 const UDP4_HEADERS: usize = 42;
 
-/// Runs `frames` through `nf` at `now` the way the runtime does: each frame
-/// copied into its own 2 KiB buffer, in batches of at most `MAX_BATCH`.
+/// The destination of the suite's UDP/IPv6 frames: 2001:db8::2.
+const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// Runs `frames` through `nf` at `now` the way the runtime does (see
+/// [`nf_testkit::run`]). Returns the verdicts.
 fn run_at(nf: &mut Ratelimit, frames: &[Vec<u8>], now: Nanos) -> Vec<Verdict> {
-    let mut out = Vec::new();
-    for chunk in frames.chunks(MAX_BATCH) {
-        let mut umem = vec![[0u8; FRAME]; chunk.len()];
-        let mut packets: Vec<Packet<'_>> = umem
-            .iter_mut()
-            .zip(chunk)
-            .map(|(slot, frame)| {
-                let len = frame.len().min(FRAME);
-                slot[..len].copy_from_slice(&frame[..len]);
-                Packet::new(slot, len, 0)
-            })
-            .collect();
-        let mut batch = Batch::new(&mut packets);
-        nf.process_at(&mut batch, now);
-        out.extend(batch.iter().map(Packet::verdict));
-    }
-    out
+    let out = run_with(frames, |batch| nf.process_at(batch, now));
+    out.into_iter().map(|(verdict, _)| verdict).collect()
 }
 
 fn passes(verdicts: &[Verdict]) -> usize {
@@ -48,100 +28,30 @@ fn limiter(json: &str) -> Ratelimit {
     Ratelimit::from_config(json).expect(json)
 }
 
-fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut frame = Vec::with_capacity(builder.size(payload_len));
-    builder
-        .write(&mut frame, &vec![0x55; payload_len])
-        .expect("build frame");
-    frame
-}
-
 /// An untagged UDP/IPv4 frame of exactly `len` bytes (at least 42).
 fn udp4_len(len: usize) -> Vec<u8> {
-    let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000, len - UDP4_HEADERS);
+    let frame = udp4(
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        1000,
+        2000,
+        &vec![0; len - UDP4_HEADERS],
+    );
     assert_eq!(frame.len(), len);
-    frame
-}
-
-fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 65535);
-    let mut frame = Vec::with_capacity(builder.size(payload_len));
-    builder
-        .write(&mut frame, &vec![0x66; payload_len])
-        .expect("build frame");
-    frame
-}
-
-fn vlan_udp4(vlan: u16, src: [u8; 4]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .single_vlan(vlan.try_into().expect("vlan id"))
-        .ipv4(src, [10, 0, 0, 2], 64)
-        .udp(1, 2);
-    let mut frame = Vec::with_capacity(builder.size(10));
-    builder.write(&mut frame, &[0x77; 10]).expect("build frame");
-    frame
-}
-
-fn qinq_udp4(outer: u16, inner: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .double_vlan(
-            outer.try_into().expect("vlan id"),
-            inner.try_into().expect("vlan id"),
-        )
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1, 2);
-    let mut frame = Vec::with_capacity(builder.size(10));
-    builder.write(&mut frame, &[0x77; 10]).expect("build frame");
     frame
 }
 
 /// A QinQ frame with a third tag pushed in front (TPID 0x88a8, VID 7).
 fn triple_tagged_udp4() -> Vec<u8> {
-    let mut frame = qinq_udp4(5, 6);
+    let mut frame = tagged(&udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 10]), &[5, 6]);
     frame.splice(12..12, [0x88, 0xa8, 0x00, 0x07]);
-    frame
-}
-
-fn udp6(src: [u8; 16], sport: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(
-            src,
-            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-            64,
-        )
-        .udp(sport, 53);
-    let mut frame = Vec::with_capacity(builder.size(20));
-    builder.write(&mut frame, &[0x88; 20]).expect("build frame");
-    frame
-}
-
-fn icmp4_echo(src: [u8; 4]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, [10, 0, 0, 2], 64)
-        .icmpv4_echo_request(1, 1);
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0; 8]).expect("build frame");
-    frame
-}
-
-fn icmp6_echo(src: [u8; 16]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, [2; 16], 64)
-        .icmpv6_echo_request(1, 1);
-    let mut frame = Vec::with_capacity(builder.size(8));
-    builder.write(&mut frame, &[0; 8]).expect("build frame");
     frame
 }
 
 /// A UDP/IPv6 frame with an 8-byte hop-by-hop options header (one PadN)
 /// between the IPv6 and UDP headers.
 fn udp6_hop_by_hop(src: [u8; 16], sport: u16) -> Vec<u8> {
-    let mut frame = udp6(src, sport);
+    let mut frame = udp6(src, DST6, sport, 53, &[0; 20]);
     let payload_len = u16::from_be_bytes([frame[18], frame[19]]) + 8;
     frame[18..20].copy_from_slice(&payload_len.to_be_bytes());
     frame[20] = 0; // next header: hop-by-hop
@@ -152,38 +62,9 @@ fn udp6_hop_by_hop(src: [u8; 16], sport: u16) -> Vec<u8> {
 /// A UDP/IPv4 frame turned into a fragment: `more` sets MF, `offset` is in
 /// 8-byte units. The header checksum goes stale, which no one checks.
 fn fragment4(src: [u8; 4], sport: u16, more: bool, offset: u16) -> Vec<u8> {
-    let mut frame = udp4(src, [10, 0, 0, 2], sport, 53, 24);
+    let mut frame = udp4(src, [10, 0, 0, 2], sport, 53, &[0; 24]);
     let flags = if more { 0x2000 } else { 0 } | (offset & 0x1fff);
     frame[20..22].copy_from_slice(&flags.to_be_bytes());
-    frame
-}
-
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &MAC_A,
-        &[10, 0, 0, 1],
-        &[0; 6],
-        &[10, 0, 0, 2],
-    )
-    .expect("arp");
-    let builder = PacketBuilder::ethernet2(MAC_A, [0xff; 6]).arp(arp);
-    let mut frame = Vec::with_capacity(builder.size());
-    builder.write(&mut frame).expect("build frame");
-    frame
-}
-
-/// An LLDP frame header (EtherType 0x88cc) with an opaque body.
-fn lldp() -> Vec<u8> {
-    let header = Ethernet2Header {
-        source: MAC_A,
-        destination: [0x01, 0x80, 0xc2, 0, 0, 0x0e],
-        ether_type: EtherType(0x88cc),
-    };
-    let mut frame = header.to_bytes().to_vec();
-    frame.extend_from_slice(&[0; 46]);
     frame
 }
 
@@ -282,9 +163,9 @@ fn per_flow_limits_a_heavy_flow_while_a_light_one_passes() {
         "per_flow": {"rate": {"pps": 1000}, "burst": 10}
     }"#,
     );
-    let heavy = udp4([10, 0, 0, 1], [10, 0, 0, 9], 4000, 80, 100);
+    let heavy = udp4([10, 0, 0, 1], [10, 0, 0, 9], 4000, 80, &[0; 100]);
     // Same addresses, another port: another 5-tuple.
-    let light = udp4([10, 0, 0, 1], [10, 0, 0, 9], 4001, 80, 100);
+    let light = udp4([10, 0, 0, 1], [10, 0, 0, 9], 4001, 80, &[0; 100]);
     let (mut heavy_passed, mut light_passed) = (0, 0);
     // One second: the heavy flow at 10 000 pps, the light one at 100 pps.
     for i in 0..10_000u64 {
@@ -312,8 +193,8 @@ fn packets_take_from_all_buckets_or_none() {
         "per_flow": {"rate": {"pps": 1}, "burst": 2}
     }"#,
     );
-    let a = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 1, 0);
-    let b = udp4([10, 0, 0, 3], [10, 0, 0, 2], 1, 1, 0);
+    let a = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 1, &[]);
+    let b = udp4([10, 0, 0, 3], [10, 0, 0, 2], 1, 1, &[]);
     let now = Nanos(0);
     let verdicts: Vec<Verdict> = [&a, &a, &a, &a, &b, &b]
         .iter()
@@ -342,11 +223,11 @@ fn src_prefix_groups_the_hosts_of_a_slash_24() {
     );
     // 50 hosts of 10.0.0.0/24, one packet each, to different ports: one bucket.
     let subnet: Vec<Vec<u8>> = (1..=50u8)
-        .map(|h| tcp4([10, 0, 0, h], [192, 0, 2, 1], 1000 + u16::from(h), 80, 0))
+        .map(|h| tcp4([10, 0, 0, h], [192, 0, 2, 1], 1000 + u16::from(h), 80, &[]))
         .collect();
     assert_eq!(passes(&run_at(&mut nf, &subnet, Nanos(0))), 10);
     // Another /24 has its own bucket.
-    let other = vec![udp4([10, 0, 1, 1], [192, 0, 2, 1], 1, 2, 0); 12];
+    let other = vec![udp4([10, 0, 1, 1], [192, 0, 2, 1], 1, 2, &[]); 12];
     assert_eq!(passes(&run_at(&mut nf, &other, Nanos(0))), 10);
     // IPv6 hosts of one /64 share one too.
     let mut v6 = Vec::new();
@@ -354,7 +235,7 @@ fn src_prefix_groups_the_hosts_of_a_slash_24() {
         let mut src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
         src[15] = host;
         src[9] = host; // inside the host part too
-        v6.push(udp6(src, 7));
+        v6.push(udp6(src, DST6, 7, 53, &[0; 20]));
     }
     assert_eq!(passes(&run_at(&mut nf, &v6, Nanos(0))), 10);
     assert_eq!(nf.flows(), 3);
@@ -376,7 +257,7 @@ fn fragments_of_a_datagram_share_a_flow() {
     assert_eq!(nf.police(&later, Nanos(0)), Verdict::Drop);
     assert_eq!(nf.counters().dropped.per_flow, 1);
     // The unfragmented datagrams of that UDP flow are a flow of their own.
-    let whole = udp4([10, 0, 0, 1], [10, 0, 0, 2], 7, 53, 24);
+    let whole = udp4([10, 0, 0, 1], [10, 0, 0, 2], 7, 53, &[0; 24]);
     assert_eq!(nf.police(&whole, Nanos(0)), Verdict::Forward);
     assert_eq!(nf.flows(), 2);
 }
@@ -389,16 +270,25 @@ fn extension_headers_icmp_and_non_ip_are_classified() {
         _ => None,
     };
     assert_eq!(ip(&udp6_hop_by_hop([1; 16], 5)), Some((17, 5, 53, true)));
-    assert_eq!(ip(&icmp4_echo([10, 0, 0, 1])), Some((1, 0, 0, false)));
-    assert_eq!(ip(&icmp6_echo([1; 16])), Some((58, 0, 0, true)));
+    assert_eq!(
+        ip(&echo4([10, 0, 0, 1], [10, 0, 0, 2], 1, true)),
+        Some((1, 0, 0, false))
+    );
+    assert_eq!(
+        ip(&echo6([1; 16], [2; 16], 1, true)),
+        Some((58, 0, 0, true))
+    );
     assert_eq!(ip(&fragment4([1; 4], 5, true, 0)), Some((17, 0, 0, false)));
-    assert_eq!(parse::classify(&arp_request()), Class::NonIp);
+    assert_eq!(
+        parse::classify(&arp_request([10, 0, 0, 1], [10, 0, 0, 2])),
+        Class::NonIp
+    );
     assert_eq!(parse::classify(&lldp()), Class::NonIp);
     // Truncated ARP and ICMP are malformed, as etherparse has them.
-    let arp = arp_request();
+    let arp = arp_request([10, 0, 0, 1], [10, 0, 0, 2]);
     assert_eq!(parse::classify(&arp[..arp.len() - 1]), Class::Malformed);
     // An ICMP header of 7 bytes in a consistent IPv4 packet of 27.
-    let mut icmp = icmp4_echo([10, 0, 0, 1]);
+    let mut icmp = echo4([10, 0, 0, 1], [10, 0, 0, 2], 1, true);
     icmp.truncate(14 + 20 + 7);
     icmp[16..18].copy_from_slice(&27u16.to_be_bytes());
     assert_eq!(parse::classify(&icmp), Class::Malformed, "ICMP header cut");
@@ -414,7 +304,7 @@ fn src_prefix_length_is_configurable() {
     }"#,
     );
     let hosts: Vec<Vec<u8>> = (1..=5u8)
-        .map(|h| udp4([10, 0, 0, h], [10, 0, 1, 1], 1, 2, 0))
+        .map(|h| udp4([10, 0, 0, h], [10, 0, 1, 1], 1, 2, &[]))
         .collect();
     assert_eq!(passes(&run_at(&mut nf, &hosts, Nanos(0))), 5);
     assert_eq!(passes(&run_at(&mut nf, &hosts, Nanos(0))), 0);
@@ -429,7 +319,7 @@ fn full_table_polices_new_flows_by_the_aggregate_only() {
         "per_flow": {"rate": {"pps": 1}, "burst": 1, "max_flows": 2}
     }"#,
     );
-    let flow = |port: u16| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 0);
+    let flow = |port: u16| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, &[]);
     let now = Nanos(0);
     assert_eq!(nf.police(&flow(1), now), Verdict::Forward);
     assert_eq!(nf.police(&flow(2), now), Verdict::Forward);
@@ -446,7 +336,7 @@ fn full_table_polices_new_flows_by_the_aggregate_only() {
     assert_eq!(c.passed_packets, 7);
     assert_eq!(nf.flows(), 2);
     // Non-IP and malformed frames never enter the table nor count as full.
-    nf.police(&arp_request(), now);
+    nf.police(&arp_request([10, 0, 0, 1], [10, 0, 0, 2]), now);
     nf.police(&[0u8; 3], now);
     assert_eq!(nf.counters().flow_table_full, 5);
 }
@@ -463,7 +353,7 @@ fn table_never_grows_past_its_preallocation() {
         .map(|pf| pf.table.entry_capacity())
         .expect("per flow");
     assert_eq!(capacity, 1000);
-    let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 0, 0, 0);
+    let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 0, 0, &[]);
     // 3000 distinct flows, by rewriting the ports in place (UDP header at
     // 14 + 20; the policer does not check UDP checksums).
     let frames: Vec<Vec<u8>> = (0..3000u32)
@@ -491,7 +381,7 @@ fn idle_flows_expire_and_free_their_slot() {
         "per_flow": {"rate": {"pps": 1}, "burst": 1, "max_flows": 2, "idle_timeout_s": 1}
     }"#,
     );
-    let flow = |port: u16| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, 0);
+    let flow = |port: u16| udp4([10, 0, 0, 1], [10, 0, 0, 2], port, 9, &[]);
     nf.police(&flow(1), Nanos(0));
     nf.police(&flow(2), Nanos::from_millis(300));
     assert_eq!(
@@ -527,7 +417,7 @@ fn an_idle_flow_found_before_the_sweep_starts_over() {
         "per_flow": {"rate": {"pps": 1}, "burst": 5, "idle_timeout_s": 1}
     }"#,
     );
-    let f = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 9, 0);
+    let f = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 9, &[]);
     assert_eq!(send_spaced(&mut nf, &f, Nanos(0), Nanos(0), 6), 5);
     assert_eq!(
         send_spaced(&mut nf, &f, Nanos::from_secs(2), Nanos(0), 6),
@@ -578,7 +468,7 @@ fn reconfigure_keeps_bucket_state_where_the_key_still_applies() {
         )
     };
     let mut nf = limiter(&json(1, 4, "5tuple"));
-    let f = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 9, 0);
+    let f = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 9, &[]);
     assert_eq!(send_spaced(&mut nf, &f, Nanos(0), Nanos(0), 3), 3);
     // Same key, burst 2: the flow keeps its 1 token, clipped to 2: 1.
     nf.reconfigure_at(&json(1, 2, "5tuple"), Nanos(0))
@@ -618,18 +508,10 @@ fn reconfigure_keeps_bucket_state_where_the_key_still_applies() {
 
 /// Runs `frames` through the [`NetworkFunction`] impl, on the real clock.
 fn run_now(nf: &mut Ratelimit, frames: &[Vec<u8>]) -> Vec<Verdict> {
-    let mut umem = vec![[0u8; FRAME]; frames.len()];
-    let mut packets: Vec<Packet<'_>> = umem
-        .iter_mut()
-        .zip(frames)
-        .map(|(slot, frame)| {
-            slot[..frame.len()].copy_from_slice(frame);
-            Packet::new(slot, frame.len(), 0)
-        })
-        .collect();
-    let mut batch = Batch::new(&mut packets);
-    NetworkFunction::process(nf, &mut batch);
-    batch.iter().map(Packet::verdict).collect()
+    run(nf, frames)
+        .into_iter()
+        .map(|(verdict, _)| verdict)
+        .collect()
 }
 
 #[test]
@@ -673,8 +555,8 @@ fn network_function_reconfigure_with_a_bad_config_changes_nothing() {
 
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
-    let good = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 16);
-    let good_udp = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, 16);
+    let good = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, &[0; 16]);
+    let good_udp = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 16]);
     let mut bad: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),
         ("runt", vec![0xff; 13]),
@@ -684,12 +566,12 @@ fn malformed_frames_are_dropped_and_counted() {
         ("truncated UDP header", good_udp[..14 + 20 + 7].to_vec()),
         (
             "truncated IPv6 header",
-            udp6([1; 16], 1)[..14 + 39].to_vec(),
+            udp6([1; 16], DST6, 1, 53, &[0; 20])[..14 + 39].to_vec(),
         ),
         ("three VLAN tags", triple_tagged_udp4()),
         (
             "truncated VLAN tag",
-            vlan_udp4(5, [10, 0, 0, 1])[..16].to_vec(),
+            tagged(&udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 10]), &[5])[..16].to_vec(),
         ),
     ];
     let mut edit = |what: &'static str, at: usize, bytes: &[u8], base: &[u8]| {
@@ -730,7 +612,7 @@ fn malformed_frames_are_dropped_and_counted() {
         "IPv6 payload length past the frame",
         14 + 4,
         &1000u16.to_be_bytes(),
-        &udp6([1; 16], 1),
+        &udp6([1; 16], DST6, 1, 53, &[0; 20]),
     );
 
     let mut nf = limiter(r#"{"rate": {"pps": 1000000}, "per_flow": {"rate": {"pps": 1000}}}"#);
@@ -744,9 +626,13 @@ fn malformed_frames_are_dropped_and_counted() {
     assert_eq!(nf.flows(), 0);
 
     // Two tags are fine, and so is Ethernet padding after the IP packet.
-    let mut padded = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, 0);
+    let mut padded = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[]);
     padded.resize(60, 0);
-    for frame in [qinq_udp4(5, 6), vlan_udp4(9, [10, 0, 0, 1]), padded] {
+    for frame in [
+        tagged(&udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 10]), &[5, 6]),
+        tagged(&udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 10]), &[9]),
+        padded,
+    ] {
         assert_eq!(nf.police(&frame, Nanos(0)), Verdict::Forward);
     }
 
@@ -760,7 +646,12 @@ fn malformed_frames_are_dropped_and_counted() {
 
 #[test]
 fn non_ip_policies() {
-    let frames = vec![arp_request(), lldp(), arp_request(), lldp()];
+    let frames = vec![
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
+        lldp(),
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
+        lldp(),
+    ];
     let ip = udp4_len(60);
     let base = r#""rate": {"pps": 1}, "burst": 2"#;
 
@@ -784,19 +675,9 @@ fn non_ip_policies() {
 fn network_function_uses_the_clock() {
     let mut nf = Ratelimit::default_for_tests();
     let frames = vec![udp4_len(60); 50];
-    let mut umem = vec![[0u8; FRAME]; frames.len()];
-    let mut packets: Vec<Packet<'_>> = umem
-        .iter_mut()
-        .zip(&frames)
-        .map(|(slot, f)| {
-            slot[..f.len()].copy_from_slice(f);
-            Packet::new(slot, f.len(), 0)
-        })
-        .collect();
-    let mut batch = Batch::new(&mut packets);
-    nf.process(&mut batch);
+    let out = run(&mut nf, &frames);
     // Default: 10 000 pps, burst 100; 50 packets fit.
-    assert!(batch.iter().all(|p| p.verdict() == Verdict::Forward));
+    assert!(out.iter().all(|(verdict, _)| *verdict == Verdict::Forward));
     assert_eq!(nf.counters().passed_packets, 50);
 }
 
@@ -816,7 +697,7 @@ fn report_is_the_documented_json() {
         udp4_len(100),
         udp4_len(100),
         udp4_len(100),
-        arp_request(),
+        arp_request([10, 0, 0, 1], [10, 0, 0, 2]),
         vec![0; 5],
     ];
     run_at(&mut nf, &frames, Nanos(0));
@@ -995,24 +876,28 @@ fn valid_frames() -> impl Strategy<Value = Vec<u8>> {
             [10, 0, 0, 2],
             p,
             80,
-            n
+            &vec![0; n]
         )),
         (any::<[u8; 4]>(), any::<u16>(), 0..300usize).prop_map(|(s, p, n)| tcp4(
             s,
             [1, 2, 3, 4],
             p,
             443,
-            n
+            &vec![0; n]
         )),
-        (1..4095u16, any::<[u8; 4]>()).prop_map(|(v, s)| vlan_udp4(v, s)),
-        (1..4095u16, 1..4095u16).prop_map(|(o, i)| qinq_udp4(o, i)),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, p)| udp6(s, p)),
+        (1..4095u16, any::<[u8; 4]>())
+            .prop_map(|(v, s)| tagged(&udp4(s, [10, 0, 0, 2], 1, 2, &[0; 10]), &[v])),
+        (1..4095u16, 1..4095u16).prop_map(|(o, i)| tagged(
+            &udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0; 10]),
+            &[o, i]
+        )),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, p)| udp6(s, DST6, p, 53, &[0; 20])),
         (any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, p)| udp6_hop_by_hop(s, p)),
-        any::<[u8; 4]>().prop_map(icmp4_echo),
-        any::<[u8; 16]>().prop_map(icmp6_echo),
+        any::<[u8; 4]>().prop_map(|s| echo4(s, [10, 0, 0, 2], 1, true)),
+        any::<[u8; 16]>().prop_map(|s| echo6(s, [2; 16], 1, true)),
         (any::<[u8; 4]>(), any::<bool>(), 0..300u16)
             .prop_map(|(s, more, off)| fragment4(s, 7, more, off)),
-        Just(arp_request()),
+        Just(arp_request([10, 0, 0, 1], [10, 0, 0, 2])),
         Just(lldp()),
     ]
 }
@@ -1269,7 +1154,13 @@ fn bench_ns_per_packet() {
     let frames: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| {
             let [_, a, b, c] = i.to_be_bytes();
-            udp4([10, a, b, c], [192, 0, 2, 1], 1000 + (i % 7) as u16, 53, 64)
+            udp4(
+                [10, a, b, c],
+                [192, 0, 2, 1],
+                1000 + (i % 7) as u16,
+                53,
+                &[0; 64],
+            )
         })
         .collect();
     let mut umem = vec![[0u8; FRAME]; FLOWS as usize];

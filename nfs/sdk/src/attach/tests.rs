@@ -14,6 +14,7 @@ use rustix::net::SendFlags;
 
 use super::pb::{self, Request, request};
 use super::*;
+use crate::FRAME_SIZE;
 use nfhost_sys::attach::{
     Command, InheritedFdError, InvalidMessage, MAX_PACKET, claim_inherited_socket as claim_fd,
     read_command, reply_error, reply_hello, reply_ok, send_request,
@@ -36,7 +37,7 @@ fn hello_reply(bar: &Bar<Nic>) -> pb::HelloReply {
         mtu: 1500,
         rx_ring_size: bar.layout().rx_ring_size(),
         tx_ring_size: bar.layout().tx_ring_size(),
-        frame_size: 2048,
+        frame_size: FRAME_SIZE,
         ..Default::default()
     }
 }
@@ -92,7 +93,7 @@ fn full_exchange() {
             attached.tx_ring_size,
             attached.frame_size
         ),
-        (1500, 256, 128, 2048)
+        (1500, 256, 128, FRAME_SIZE)
     );
     assert_eq!(attached.bar.mtu(), 1500);
     let cmd = commands.recv().expect("hello");
@@ -109,9 +110,11 @@ fn full_exchange() {
         other => panic!("expected Hello, got {other:?}"),
     }
 
-    let umem = SharedMemory::create("umem", 16 * 2048).expect("umem");
+    // A UMEM of 16 frames, the first 8 mapped.
+    let umem = SharedMemory::create("umem", 16 * FRAME_SIZE as usize).expect("umem");
+    let mapped = 8 * u64::from(FRAME_SIZE);
     client
-        .map_dma(0x10_0000, 8 * 2048, &umem, 4096, true, false)
+        .map_dma(0x10_0000, mapped, &umem, 4096, true, false)
         .expect("map_dma");
     match commands.recv().expect("map") {
         Command::MapDma {
@@ -125,7 +128,7 @@ fn full_exchange() {
         } => {
             assert_eq!(
                 (id, iova, size, offset, read, write),
-                (2, 0x10_0000, 8 * 2048, 4096, true, false)
+                (2, 0x10_0000, mapped, 4096, true, false)
             );
             assert_eq!(memory.len(), umem.len());
             memory.write_at(4096, b"frame from the NIC").expect("write");
@@ -158,7 +161,7 @@ fn full_exchange() {
         Command::Report { id, json } => assert_eq!((id, json.as_str()), (5, r#"{"flows":3}"#)),
         other => panic!("expected Report, got {other:?}"),
     }
-    client.unmap_dma(0x10_0000, 8 * 2048).expect("unmap");
+    client.unmap_dma(0x10_0000, mapped).expect("unmap");
     assert!(matches!(
         commands.recv(),
         Ok(Command::UnmapDma {
