@@ -2,7 +2,8 @@
 //!
 //! One service owns the physical function (PF) of an SR-IOV NIC, carves it into
 //! virtual functions (VFs) and runs one network function (NF) per VF. See
-//! `../shared/DESIGN.md` for the architecture; this crate's modules follow its layout.
+//! `docs/ARCHITECTURE.md` for the architecture; this crate's modules follow its layout
+//! (§8), beside the crates under `crates/` and `nfs/`.
 //!
 //! - [`nic`]: the device model of the emulated NIC (pure, no I/O).
 //! - [`dataplane`]: the NIC engine thread, the `gen` wire, NF processes.

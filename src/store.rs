@@ -1,5 +1,5 @@
 //! The desired-state store: what a person asked for, kept in sled so that it
-//! survives a restart (DESIGN §5, "Desired state in sled").
+//! survives a restart (ARCHITECTURE.md §5, "Desired state in sled").
 //!
 //! Every accepted change is one [`Store::apply`]: one `sled::Batch`, applied
 //! atomically and flushed before the call returns, so a change that was

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why the NIC dropped a frame on a VF (the metric label values of DESIGN §7).
+/// Why the NIC dropped a frame on a VF (the metric label values of ARCHITECTURE.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Drop {
     /// The VF's fill ring had no free frame.

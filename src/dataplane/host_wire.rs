@@ -1,4 +1,4 @@
-//! The `tap:` and `afpacket:` wires (DESIGN §6): the PF's uplink made of real
+//! The `tap:` and `afpacket:` wires (ARCHITECTURE.md §6): the PF's uplink made of real
 //! host interfaces, driven by an io_uring ([`nfhost_sys::wire::WireRing`]) on the
 //! engine thread.
 //!

@@ -1,4 +1,4 @@
-//! The packet memory of a `shared` chain (DESIGN §4): one UMEM the host owns, mapped
+//! The packet memory of a `shared` chain (ARCHITECTURE.md §4): one UMEM the host owns, mapped
 //! once into the chain's shared IOMMU domain, carved into frames that move between the
 //! chain's NFs by descriptor hand-over.
 //!

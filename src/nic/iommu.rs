@@ -4,7 +4,7 @@
 //!
 //! A domain is a set of mappings IOVA → (region, offset, length, permissions). By
 //! default each VF has its own domain, so an NF can only make the NIC touch memory it
-//! mapped itself. A trusted chain may put several VFs in one shared domain (DESIGN §4),
+//! mapped itself. A trusted chain may put several VFs in one shared domain (ARCHITECTURE.md §4),
 //! which is what lets a hop hand a descriptor over without a copy.
 //!
 //! The model holds no memory: a [`RegionId`] names a memory object (a memfd) that the

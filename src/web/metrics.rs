@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN §7): the 1 s sampler's view of the hot-path counters.
+//! Prometheus metrics (ARCHITECTURE.md §7): the 1 s sampler's view of the hot-path counters.
 //!
 //! The data path never touches this module: it bumps plain per-VF atomics
 //! ([`crate::dataplane::counters`]). Once a second the service calls

@@ -1,4 +1,4 @@
-//! The dashboard (DESIGN §7): a read-only web UI, its JSON API and `/metrics`, served
+//! The dashboard (ARCHITECTURE.md §7): a read-only web UI, its JSON API and `/metrics`, served
 //! by axum in the same process as the gRPC API.
 //!
 //! | route | what |

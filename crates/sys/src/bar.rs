@@ -1,5 +1,5 @@
 //! The VF's BAR: one memfd created by the NIC holding the register page and
-//! the four rings of queue pair 0 (DESIGN.md §2). The layout is `vf_abi::bar`;
+//! the four rings of queue pair 0 (ARCHITECTURE.md §2). The layout is `vf_abi::bar`;
 //! this is the code that maps and drives it.
 //!
 //! ```text

@@ -33,7 +33,7 @@
 //! - `rate` is `{"pps": n}` (packets per second, `1..=10⁹`) or `{"bps": n}`
 //!   (bits per second, `1..=10¹²`); default 10 000 pps.
 //! - `burst` is in the rate's unit, packets (`1..=10⁹`) or bytes
-//!   (`2048..=2·10⁹`: at least one 2 KiB UMEM frame, DESIGN.md §2, or long
+//!   (`2048..=2·10⁹`: at least one 2 KiB UMEM frame, ARCHITECTURE.md §2, or long
 //!   frames could never pass); default 10 ms of the rate, at least that
 //!   minimum.
 //! - `per_flow` is `null` (default) or a flow bucket: `key` `"5tuple"`
@@ -83,9 +83,9 @@ pub const MAX_PPS: u64 = 1_000_000_000;
 pub const MAX_BPS: u64 = 1_000_000_000_000;
 /// Largest burst in packets.
 pub const MAX_BURST_PACKETS: u64 = 1_000_000_000;
-/// Smallest burst in bytes: one UMEM frame (2 KiB, DESIGN.md §2), the
+/// Smallest burst in bytes: one UMEM frame (2 KiB, ARCHITECTURE.md §2), the
 /// longest frame an NF can receive.
-pub const MIN_BURST_BYTES: u64 = 2048;
+pub const MIN_BURST_BYTES: u64 = nf_sdk::FRAME_SIZE as u64;
 /// Largest burst in bytes (keeps a full bucket of nano-bits within `u64`).
 pub const MAX_BURST_BYTES: u64 = 2_000_000_000;
 /// The default rate.

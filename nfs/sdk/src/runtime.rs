@@ -1,6 +1,6 @@
 //! The NF runtime: attach to the VF, set up packet memory, and run the receive loop.
 //!
-//! The loop runs on its own thread in a tokio-uring runtime (DESIGN §3):
+//! The loop runs on its own thread in a tokio-uring runtime (ARCHITECTURE.md §3):
 //! sleep on the rx interrupt (an io_uring read of the eventfd) → mask → drain the rx
 //! ring in batches of up to [`MAX_BATCH`] (packets are views into the NF's own UMEM:
 //! zero copy) → `process` → post forwarded frames to tx, dropped ones back to fill →

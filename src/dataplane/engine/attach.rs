@@ -1,4 +1,4 @@
-//! The attach-protocol server: what an NF asks of its VF over its socket (DESIGN §5),
+//! The attach-protocol server: what an NF asks of its VF over its socket (ARCHITECTURE.md §2),
 //! and the configuration mailbox the control plane posts to.
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -1,5 +1,5 @@
 //! Chain installation: the switch's steering for a chain's hops and, for `shared`
-//! isolation, one IOMMU domain over a host-owned UMEM (DESIGN §4).
+//! isolation, one IOMMU domain over a host-owned UMEM (ARCHITECTURE.md §4).
 
 use super::{ChainEgress, Engine, EngineError, Isolation};
 use crate::dataplane::port::FRAME_SIZE;
@@ -113,7 +113,7 @@ impl Engine {
     }
 
     /// Puts `hops` into one shared IOMMU domain backed by a UMEM the host owns,
-    /// `frames_per_hop` frames each (DESIGN §4, `shared` isolation). Must be called
+    /// `frames_per_hop` frames each (ARCHITECTURE.md §4, `shared` isolation). Must be called
     /// before the hops' NFs attach.
     pub fn share_chain(
         &mut self,

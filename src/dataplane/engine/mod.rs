@@ -65,7 +65,7 @@ pub enum WireConfig {
     Host(HostWireConfig),
 }
 
-/// How a chain's NFs share memory (DESIGN §4).
+/// How a chain's NFs share memory (ARCHITECTURE.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
     /// Each NF its own DMA domain; a hop is a DMA copy by the NIC.

@@ -1,4 +1,4 @@
-//! Host-side Ethernet for a PF's uplink (DESIGN §6): TAP devices and existing
+//! Host-side Ethernet for a PF's uplink (ARCHITECTURE.md §6): TAP devices and existing
 //! interfaces through `AF_PACKET`, driven by one io_uring on the NIC engine's
 //! thread.
 //!
