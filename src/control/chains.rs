@@ -6,7 +6,7 @@ use super::{Change, ControlError, Controller, Inner, event};
 use crate::nf_kinds::Catalog;
 use crate::nic::VfId;
 use nfhost_api::chain_update;
-use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::names::{Collection, chain_name, nf_name, parse_vf, vf_name};
 use nfhost_api::proto::{self, NfUpdateOutcome};
 use nfhost_api::validate::{self};
 
@@ -25,14 +25,15 @@ impl Controller {
         let id = Collection::Chains.short(&chain.name).to_owned();
         if inner.desired.chains.contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
-                "chains/{id} already exists; update it (UpdateChain) to reconfigure its NFs, or delete it first to replace it"
+                "{} already exists; update it (UpdateChain) to reconfigure its NFs, or delete it first to replace it",
+                chain_name(&id)
             )));
         }
         for nf in &chain.nfs {
             if inner.desired.nfs.contains_key(&nf.name) {
                 return Err(ControlError::AlreadyExists(format!(
-                    "nfs/{} already exists; chain NF names must be unused",
-                    nf.name
+                    "{} already exists; chain NF names must be unused",
+                    nf_name(&nf.name)
                 )));
             }
         }
@@ -40,7 +41,7 @@ impl Controller {
         let num_vfs = inner.engine.pf()?.num_vfs;
         let vfs = inner.free_vfs(num_vfs, chain.nfs.len())?;
         let mut record = chain.clone();
-        record.name = format!("chains/{id}");
+        record.name = chain_name(&id);
         record.vfs = vfs.iter().map(|v| vf_name(v.0)).collect();
         if record.isolation == proto::Isolation::Unspecified as i32 {
             record.isolation = proto::Isolation::Strict as i32;
@@ -99,13 +100,14 @@ impl Controller {
                 });
             }
             return Err(ControlError::NotFound(format!(
-                "chains/{id} not found; create it first (or set allow_missing)"
+                "{} not found; create it first (or set allow_missing)",
+                chain_name(&id)
             )));
         };
         let plan = chain_update::plan(&stored, chain, mask, &Catalog).map_err(|r| match r {
             chain_update::Refusal::Invalid(v) => ControlError::Invalid(v),
             chain_update::Refusal::NotInPlace(why) => {
-                ControlError::FailedPrecondition(format!("chains/{id}: {why}"))
+                ControlError::FailedPrecondition(format!("{}: {why}", chain_name(&id)))
             }
         })?;
         if validate_only || plan.is_noop() {
@@ -193,7 +195,7 @@ impl Controller {
             .chains
             .get(id)
             .cloned()
-            .ok_or_else(|| ControlError::NotFound(format!("chains/{id} not found")))
+            .ok_or_else(|| ControlError::NotFound(format!("{} not found", chain_name(id))))
     }
 
     /// Every chain.
@@ -210,7 +212,7 @@ impl Controller {
             .chains
             .get(&id)
             .cloned()
-            .ok_or_else(|| ControlError::NotFound(format!("chains/{id} not found")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("{} not found", chain_name(&id))))?;
         let mut changes = vec![Change::DeleteChain(id.clone())];
         changes.extend(
             chain
@@ -234,7 +236,7 @@ impl Inner {
     /// Refuses a chain that would take wire frames another stored chain takes (by
     /// classifier or, for two-way chains, by return VLAN).
     fn check_intake(&self, chain: &proto::Chain) -> Result<(), ControlError> {
-        let name = format!("chains/{}", Collection::Chains.short(&chain.name));
+        let name = chain_name(Collection::Chains.short(&chain.name));
         for mine in validate::wire_intake(chain) {
             for other in self.desired.chains.values().filter(|c| c.name != name) {
                 let Some(theirs) = validate::wire_intake(other)
@@ -277,7 +279,7 @@ fn outcomes(
         .map(|(i, hop)| {
             let (outcome, reason) = of(i);
             proto::NfUpdate {
-                nf: format!("nfs/{}", hop.name),
+                nf: nf_name(&hop.name),
                 outcome: outcome as i32,
                 reason,
             }

@@ -45,7 +45,7 @@ use crate::dataplane::engine::{EngineError, EngineHandle};
 use crate::dataplane::nf_process::NfProcess;
 use crate::nic::VfId;
 use crate::store::{Change, State, Store, StoreError};
-use nfhost_api::names::{parse_vf, vf_name};
+use nfhost_api::names::{nf_name, parse_vf, vf_name};
 use nfhost_api::proto;
 use nfhost_api::validate::Violations;
 
@@ -117,7 +117,7 @@ fn event(kind: proto::EventKind, vf: Option<VfId>, nf: &str, message: String) ->
         nf: if nf.is_empty() {
             String::new()
         } else {
-            format!("nfs/{nf}")
+            nf_name(nf)
         },
         message,
         dma_fault: None,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Change, ControlError, Controller, Inner, event};
 use crate::dataplane::runner::{NfSpec, spawn_attached};
 use crate::nic::VfId;
-use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::names::{Collection, nf_name, parse_vf, vf_name};
 use nfhost_api::proto;
 use nfhost_api::validate::{self};
 
@@ -25,7 +25,8 @@ impl Controller {
         let id = Collection::Nfs.short(&nf.name).to_owned();
         if inner.desired.nfs.contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
-                "nfs/{id} already exists"
+                "{} already exists",
+                nf_name(&id)
             )));
         }
         let num_vfs = inner.engine.pf()?.num_vfs;
@@ -78,7 +79,7 @@ impl Controller {
             .desired
             .nfs
             .get(id)
-            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("{} not found", nf_name(id))))?;
         Ok(inner.nf_message(nf))
     }
 
@@ -101,10 +102,11 @@ impl Controller {
             .desired
             .nfs
             .get(&id)
-            .ok_or_else(|| ControlError::NotFound(format!("nfs/{id} not found")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("{} not found", nf_name(&id))))?;
         if !nf.chain.is_empty() {
             return Err(ControlError::FailedPrecondition(format!(
-                "nfs/{id} is a hop of {}; delete the chain instead",
+                "{} is a hop of {}; delete the chain instead",
+                nf_name(&id),
                 nf.chain
             )));
         }
@@ -135,7 +137,7 @@ impl Inner {
             .and_then(|vf| self.engine.view().report(VfId(vf)))
             .unwrap_or_default();
         proto::Nf {
-            name: format!("nfs/{}", nf.name),
+            name: nf_name(&nf.name),
             status: Some(status),
             ..nf.clone()
         }
@@ -165,7 +167,11 @@ impl Inner {
                     proto::EventKind::NfStarted,
                     Some(vf),
                     &nf.name,
-                    format!("nfs/{} started on {} (pid {pid})", nf.name, vf_name(vf.0)),
+                    format!(
+                        "{} started on {} (pid {pid})",
+                        nf_name(&nf.name),
+                        vf_name(vf.0)
+                    ),
                 ))
             }
             Err(reason) => {
@@ -175,7 +181,7 @@ impl Inner {
                     proto::EventKind::NfFailed,
                     Some(vf),
                     &nf.name,
-                    format!("nfs/{} could not start: {reason}", nf.name),
+                    format!("{} could not start: {reason}", nf_name(&nf.name)),
                 ))
             }
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::convert::{chain_egress, isolation, update_from_record, wire_match};
 use super::{Controller, Inner, NfRun, event};
 use crate::nic::VfId;
-use nfhost_api::names::{Collection, parse_vf};
+use nfhost_api::names::{Collection, nf_name, parse_vf};
 use nfhost_api::proto;
 
 impl Controller {
@@ -70,7 +70,7 @@ impl Inner {
                 proto::EventKind::NfExited,
                 Some(vf),
                 &name,
-                format!("nfs/{name} stopped: deleted"),
+                format!("{} stopped: deleted", nf_name(&name)),
             ));
         }
         events

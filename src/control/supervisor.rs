@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Controller, Inner, event};
 use crate::dataplane::nf_process::NfProcess;
 use crate::nic::VfId;
-use nfhost_api::names::parse_vf;
+use nfhost_api::names::{nf_name, parse_vf};
 use nfhost_api::proto::{self, RestartPolicy};
 
 /// First restart delay.
@@ -181,7 +181,7 @@ impl Inner {
                 proto::EventKind::NfExited,
                 Some(run.vf),
                 name,
-                format!("nfs/{name} exited: {}", exit.description),
+                format!("{} exited: {}", nf_name(name), exit.description),
             ));
             match decision {
                 Decision::Restart { after } => {
@@ -201,7 +201,7 @@ impl Inner {
                         proto::EventKind::NfFailed,
                         Some(run.vf),
                         name,
-                        format!("nfs/{name} failed: {reason}"),
+                        format!("{} failed: {reason}", nf_name(name)),
                     ));
                 }
             }
@@ -223,7 +223,7 @@ impl Inner {
                 proto::EventKind::NfRestarted,
                 parse_vf(&nf.vf).map(VfId),
                 name,
-                format!("nfs/{name} restarted"),
+                format!("{} restarted", nf_name(name)),
             ));
         }
         events

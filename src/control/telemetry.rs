@@ -5,7 +5,7 @@ use super::{ControlError, Controller, Inner, event, now_ms};
 use crate::dataplane::counters::Drop as DropReason;
 use crate::dataplane::engine::EngineEvent;
 use crate::nic::VfId;
-use nfhost_api::names::{Collection, parse_vf, vf_name};
+use nfhost_api::names::{Collection, nf_name, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
@@ -36,7 +36,7 @@ impl Controller {
                 nf: if owner.is_empty() {
                     owner
                 } else {
-                    format!("nfs/{owner}")
+                    nf_name(&owner)
                 },
                 chain,
                 rx_packets: s.rx_packets,

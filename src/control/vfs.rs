@@ -4,7 +4,7 @@ use super::convert::{admin_record, link_state_to_proto, update_from_mask};
 use super::{Change, ControlError, Controller, Inner, event, invalid};
 use crate::dataplane::engine::EngineError;
 use crate::nic::VfId;
-use nfhost_api::names::{parse_vf, vf_name};
+use nfhost_api::names::{nf_name, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
@@ -120,7 +120,7 @@ impl Inner {
             owner: if owner.is_empty() {
                 owner
             } else {
-                format!("nfs/{owner}")
+                nf_name(&owner)
             },
             chain,
             link_up: v.link_up,

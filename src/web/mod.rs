@@ -32,6 +32,7 @@ pub mod metrics;
 mod stream;
 mod views;
 
+use nfhost_api::names::nf_name;
 use std::sync::Arc;
 
 use axum::Router;
@@ -222,7 +223,7 @@ async fn nf_report(State(app): State<App>, Path(name): Path<String>) -> Result<R
         // The NF's existence first, so "no such NF" and "no report yet" differ.
         c.get_nf(&name)?;
         c.nf_report(&name)
-            .ok_or_else(|| WebError::NotFound(format!("nfs/{name} has no report yet")))
+            .ok_or_else(|| WebError::NotFound(format!("{} has no report yet", nf_name(&name))))
     })
     .await?;
     // The NF wrote it; pass it on only if it is the JSON it claims to be.
