@@ -901,3 +901,26 @@ fn reflection_lists_every_service() {
     }
     server.stop();
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_names_the_first() {
+    let data = TempDir::new("locked");
+    let first = Server::start(&data.0, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nfhost"))
+        .args(["serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data.0)
+        .output()
+        .expect("nfhost serve runs");
+    assert!(!out.status.success(), "the second server started");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let pid = first.child.id();
+    assert!(
+        said.contains(&format!(
+            "another process (PID {pid}, nfhost) holds the lock on"
+        )) && said.contains(&data.0.join("db").display().to_string())
+            && said.contains("another --data-dir"),
+        "{said}"
+    );
+    first.stop();
+}
