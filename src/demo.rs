@@ -42,12 +42,11 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         data_dir: Some(data_dir.clone()),
         vfs: Some(64),
         wire: Some("gen".into()),
-        mtu: None,
         gen_rate: Some(args.rate),
         gen_size: Some(128),
         gen_vlans: Some(vec![100]),
         gen_flows: Some(64),
-        gen_dst: None,
+        ..Default::default()
     };
     let started = nfhost::serve::start(&settings, current_exe()?)?;
     let chain = nfhost_api::chain_file::parse_chain(EXAMPLE_CHAIN)?;

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use nfhost::serve::ServeSettings;
 
 mod bench;
 mod demo;
@@ -46,48 +47,15 @@ enum Command {
     },
 }
 
-/// Flags of `nfhost serve` (each may also be set in the `--config` TOML file).
+/// Flags of `nfhost serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// TOML file with the same settings (flags win).
-    #[arg(long)]
+    /// TOML file with the settings below, keys named like the flags with `_` for `-`
+    /// (`data_dir = "/var/lib/nfhost"`); flags given win over it.
+    #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
-    /// gRPC listen address [default: 127.0.0.1:50051].
-    #[arg(long)]
-    grpc: Option<std::net::SocketAddr>,
-    /// Dashboard and /metrics listen address [default: 127.0.0.1:8080].
-    #[arg(long)]
-    http: Option<std::net::SocketAddr>,
-    /// Where desired state lives [default: ./nfhost-data].
-    #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
-    /// VFs to enable when no count is stored [default: 64].
-    #[arg(long)]
-    vfs: Option<u16>,
-    /// The uplink: gen, none, or host interfaces: tap:NAME (a TAP device nfhost
-    /// opens or creates) and afpacket:IFNAME (an existing interface), each
-    /// optionally @VLAN to make it an access port of that VLAN, comma-separated
-    /// [default: gen].
-    #[arg(long)]
-    wire: Option<String>,
-    /// MTU of a host wire's links [default: 1500, at most 2030].
-    #[arg(long)]
-    mtu: Option<u16>,
-    /// Generated packets per second, 0 = flat out [default: 100000].
-    #[arg(long)]
-    gen_rate: Option<u64>,
-    /// Generated frame size in bytes, FCS included [default: 64].
-    #[arg(long)]
-    gen_size: Option<usize>,
-    /// Comma-separated VLANs to generate on [default: untagged].
-    #[arg(long, value_delimiter = ',')]
-    gen_vlans: Option<Vec<u16>>,
-    /// Distinct flows [default: 1024].
-    #[arg(long)]
-    gen_flows: Option<u32>,
-    /// One destination ADDR:PORT for every generated flow, e.g. a load balancer's VIP.
-    #[arg(long)]
-    gen_dst: Option<std::net::SocketAddrV4>,
+    #[command(flatten)]
+    settings: ServeSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,13 +75,15 @@ enum NfCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept: `serve` needs to know which flags were given.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     nfhost::logging::init(cli.log_format);
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Model(args) => demo_model::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, matches.subcommand_matches("serve")),
         Command::Nf {
             command: NfCommand::Run { kind, name, config },
         } => nf_run(&kind, &name, &config),
@@ -127,27 +97,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use nfhost::serve::ServeSettings;
-    let flags = ServeSettings {
-        grpc: args.grpc,
-        http: args.http,
-        data_dir: args.data_dir,
-        vfs: args.vfs,
-        wire: args.wire,
-        mtu: args.mtu,
-        gen_rate: args.gen_rate,
-        gen_size: args.gen_size,
-        gen_vlans: args.gen_vlans,
-        gen_flows: args.gen_flows,
-        gen_dst: args.gen_dst,
-    };
-    let file = match &args.config {
-        Some(path) => ServeSettings::from_file(path)?,
-        None => ServeSettings::default(),
+/// `flags`: the matches of the `serve` subcommand, which tell the flags given from
+/// those left out.
+fn serve(
+    args: ServeArgs,
+    flags: Option<&clap::ArgMatches>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = match (&args.config, flags) {
+        (None, _) => args.settings,
+        (Some(path), Some(flags)) => ServeSettings::from_file(path)?.with_flags(flags)?,
+        (Some(_), None) => return Err("clap gave no matches for `serve`".into()),
     };
     let exe = nfhost::dataplane::nf_process::current_exe()?;
-    nfhost::serve::serve(flags.or(file), exe)?;
+    nfhost::serve::serve(settings, exe)?;
     Ok(())
 }
 

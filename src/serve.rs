@@ -5,7 +5,7 @@
 //! Health reports NOT_SERVING while starting (until the stored state has been
 //! reconciled) and while shutting down.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,37 +16,77 @@ use crate::api::service::Api;
 use crate::control::{ControlError, Controller, TICK};
 use crate::dataplane::engine::{EngineConfig, EngineError, EngineHandle, WireConfig};
 use crate::dataplane::r#gen::GenConfig;
+use crate::dataplane::host_wire;
 use crate::store::{Store, StoreError};
 use nfhost_api::proto;
 
-/// Settings of `nfhost serve`; every field may also come from a TOML file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+/// Default dashboard and /metrics listen address.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "nfhost-data";
+/// Default number of VFs to enable when the stored state has none.
+pub const DEFAULT_VFS: u16 = 64;
+/// Default wire.
+pub const DEFAULT_WIRE: &str = "gen";
+/// Default rate of the gen wire, packets per second.
+pub const DEFAULT_GEN_RATE: u64 = 100_000;
+
+/// `text [default: value]`, the way clap shows a default of its own: the values
+/// come from the constants above (and [`GenConfig`], [`host_wire`]), so `--help`
+/// and the settings in effect cannot disagree.
+///
+/// [`host_wire`]: crate::dataplane::host_wire
+fn help(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// Settings of `nfhost serve`, one struct for both sources: its flags (clap) and
+/// its `--config` TOML file (serde), whose keys are the flags' names with `_` for
+/// `-` (`data_dir = "/var/lib/nfhost"`). A key the file does not know is an error
+/// naming it. [`ServeSettings::with_flags`] puts the flags given over the file; what
+/// neither sets is `None` here, and the accessors ([`ServeSettings::grpc_addr`],
+/// …) fill in the defaults that `--help` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
-    /// gRPC listen address (default 127.0.0.1:50051).
+    #[arg(long, help = help("gRPC listen address", DEFAULT_GRPC))]
     pub grpc: Option<SocketAddr>,
-    /// Dashboard and /metrics listen address (default 127.0.0.1:8080).
+    #[arg(long, help = help("Dashboard and /metrics listen address", DEFAULT_HTTP))]
     pub http: Option<SocketAddr>,
-    /// Where desired state lives (default ./nfhost-data).
+    #[arg(long, help = help("Where desired state lives", format!("./{DEFAULT_DATA_DIR}")))]
     pub data_dir: Option<PathBuf>,
-    /// VFs to enable when the stored state says nothing (default 64).
+    #[arg(long, help = help("VFs to enable when no count is stored", DEFAULT_VFS))]
     pub vfs: Option<u16>,
-    /// The uplink: `gen`, `none`, or host links `tap:NAME[@VLAN]` and
-    /// `afpacket:IFNAME[@VLAN]`, comma-separated (default gen).
+    #[arg(long, help = help(
+        "The uplink: gen, none, or host interfaces: tap:NAME (a TAP device nfhost \
+         opens or creates) and afpacket:IFNAME (an existing interface), each \
+         optionally @VLAN to make it an access port of that VLAN, comma-separated",
+        DEFAULT_WIRE,
+    ))]
     pub wire: Option<String>,
-    /// MTU of a host wire's links (default 1500, at most 2030).
+    #[arg(long, help = help(
+        format!("MTU of a host wire's links, at most {}", host_wire::MAX_MTU).as_str(),
+        host_wire::DEFAULT_MTU,
+    ))]
     pub mtu: Option<u16>,
-    /// Generated packets per second, 0 = flat out (default 100000).
+    #[arg(long, help = help("Generated packets per second, 0 = flat out", DEFAULT_GEN_RATE))]
     pub gen_rate: Option<u64>,
-    /// Generated frame size in bytes incl. FCS (default 64).
+    #[arg(long, help = help(
+        "Generated frame size in bytes, FCS included",
+        GenConfig::default().frame_size,
+    ))]
     pub gen_size: Option<usize>,
-    /// VLANs to generate on (default none).
+    #[arg(long, value_delimiter = ',', help = help("Comma-separated VLANs to generate on", "untagged"))]
     pub gen_vlans: Option<Vec<u16>>,
-    /// Distinct flows (default 1024).
+    #[arg(long, help = help("Distinct flows", GenConfig::default().flows))]
     pub gen_flows: Option<u32>,
-    /// One destination for every generated flow, such as a load balancer's VIP
-    /// (default: a destination per flow).
-    pub gen_dst: Option<std::net::SocketAddrV4>,
+    #[arg(long, help = help(
+        "One destination ADDR:PORT for every generated flow, e.g. a load balancer's VIP",
+        "a destination per flow",
+    ))]
+    pub gen_dst: Option<SocketAddrV4>,
 }
 
 impl ServeSettings {
@@ -62,50 +102,51 @@ impl ServeSettings {
         })
     }
 
-    /// `self`, with gaps filled from `file`.
-    pub fn or(self, file: ServeSettings) -> Self {
-        ServeSettings {
-            grpc: self.grpc.or(file.grpc),
-            http: self.http.or(file.http),
-            data_dir: self.data_dir.or(file.data_dir),
-            vfs: self.vfs.or(file.vfs),
-            wire: self.wire.or(file.wire),
-            mtu: self.mtu.or(file.mtu),
-            gen_rate: self.gen_rate.or(file.gen_rate),
-            gen_size: self.gen_size.or(file.gen_size),
-            gen_vlans: self.gen_vlans.or(file.gen_vlans),
-            gen_flows: self.gen_flows.or(file.gen_flows),
-            gen_dst: self.gen_dst.or(file.gen_dst),
-        }
+    /// `self` (read from a file) with every flag given in `flags` over it; `flags`
+    /// are the matches of a command built with these settings' arguments.
+    pub fn with_flags(mut self, flags: &clap::ArgMatches) -> Result<Self, ServeError> {
+        // clap's derived update sets only the fields whose flags were given: they
+        // have no clap default, so a flag left out leaves the file's value.
+        clap::FromArgMatches::update_from_arg_matches(&mut self, flags)
+            .map_err(ServeError::Flags)?;
+        Ok(self)
     }
 
     /// The gRPC address in effect.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051)))
+        self.grpc.unwrap_or(DEFAULT_GRPC)
     }
 
     /// The dashboard address in effect.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.http.unwrap_or(DEFAULT_HTTP)
     }
 
     /// The data directory in effect.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("nfhost-data"))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The VF count to enable when the stored state has none.
+    pub fn num_vfs(&self) -> u16 {
+        self.vfs.unwrap_or(DEFAULT_VFS)
+    }
+
+    /// The wire's name in effect, as given (`gen`, `none`, or host links).
+    pub fn wire_name(&self) -> &str {
+        self.wire.as_deref().unwrap_or(DEFAULT_WIRE)
     }
 
     /// The wire in effect.
     pub fn wire_config(&self) -> Result<WireConfig, ServeError> {
-        match self.wire.as_deref().unwrap_or("gen") {
+        match self.wire_name() {
             "none" => Ok(WireConfig::None),
             "gen" => {
                 let d = GenConfig::default();
                 Ok(WireConfig::Gen(GenConfig {
-                    rate_pps: self.gen_rate.unwrap_or(100_000),
+                    rate_pps: self.gen_rate.unwrap_or(DEFAULT_GEN_RATE),
                     frame_size: self.gen_size.unwrap_or(d.frame_size),
                     vlans: self.gen_vlans.clone().unwrap_or_default(),
                     flows: self.gen_flows.unwrap_or(d.flows),
@@ -114,8 +155,8 @@ impl ServeSettings {
                 }))
             }
             links => {
-                let mtu = self.mtu.unwrap_or(crate::dataplane::host_wire::DEFAULT_MTU);
-                crate::dataplane::host_wire::HostWireConfig::parse(links, mtu)
+                let mtu = self.mtu.unwrap_or(host_wire::DEFAULT_MTU);
+                host_wire::HostWireConfig::parse(links, mtu)
                     .map(WireConfig::Host)
                     .map_err(|source| ServeError::Wire {
                         wire: links.to_owned(),
@@ -158,6 +199,10 @@ pub enum ServeError {
         #[source]
         source: crate::dataplane::host_wire::WireSpecError,
     },
+    /// The flags could not be taken over the settings file (a clap bug: the
+    /// flags were parsed by these settings' own arguments).
+    #[error("reading the flags")]
+    Flags(#[source] clap::Error),
     /// The desired state could not be opened.
     #[error("opening desired state")]
     Store(#[from] StoreError),
@@ -207,11 +252,11 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
     let num_vfs = stored
         .pf
         .as_ref()
-        .map_or(settings.vfs.unwrap_or(64), |pf| pf.num_vfs as u16);
+        .map_or(settings.num_vfs(), |pf| pf.num_vfs as u16);
     let wire = settings.wire_config()?;
     let (wire_name, wire_mtu) = match &wire {
         WireConfig::Host(host) => (host.to_string(), u32::from(host.mtu)),
-        _ => (settings.wire.clone().unwrap_or_else(|| "gen".into()), 0),
+        _ => (settings.wire_name().to_owned(), 0),
     };
     let engine = EngineHandle::start(EngineConfig {
         num_vfs,
@@ -393,6 +438,52 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// The matches of `serve ARGS…` as the binary parses them.
+    fn flags(args: &[&str]) -> clap::ArgMatches {
+        command()
+            .try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    fn command() -> clap::Command {
+        <ServeSettings as clap::Args>::augment_args(clap::Command::new("serve"))
+    }
+
+    #[test]
+    fn without_file_or_flags_every_default_is_the_one_help_shows() {
+        let s = <ServeSettings as clap::FromArgMatches>::from_arg_matches(&flags(&[])).unwrap();
+        assert_eq!(s, ServeSettings::default());
+        let help = command().render_help().to_string();
+        for (flag, default) in [
+            ("--grpc", s.grpc_addr().to_string()),
+            ("--http", s.http_addr().to_string()),
+            ("--data-dir", format!("./{}", s.data_dir().display())),
+            ("--vfs", s.num_vfs().to_string()),
+            ("--wire", s.wire_name().to_owned()),
+            ("--mtu", host_wire::DEFAULT_MTU.to_string()),
+            ("--gen-rate", DEFAULT_GEN_RATE.to_string()),
+            ("--gen-size", GenConfig::default().frame_size.to_string()),
+            ("--gen-vlans", "untagged".to_owned()),
+            ("--gen-flows", GenConfig::default().flows.to_string()),
+            ("--gen-dst", "a destination per flow".to_owned()),
+        ] {
+            let line = help
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with(flag))
+                .take_while(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                line.contains(&format!("[default: {default}]")),
+                "{flag}: {line:?} in\n{help}"
+            );
+        }
+        match s.wire_config().unwrap() {
+            WireConfig::Gen(g) => assert_eq!(g.rate_pps, DEFAULT_GEN_RATE),
+            other => panic!("gen expected, got {other:?}"),
+        }
+    }
+
     #[test]
     fn settings_come_from_toml_and_flags_win() {
         let dir = std::env::temp_dir().join(format!("nfhost-settings-{}", std::process::id()));
@@ -404,13 +495,17 @@ mod tests {
         )
         .unwrap();
         let file = ServeSettings::from_file(&path).unwrap();
-        let flags = ServeSettings {
-            vfs: Some(32),
-            ..Default::default()
-        };
-        let s = flags.or(file);
+        let s = file.clone().with_flags(&flags(&["--vfs", "32"])).unwrap();
         assert_eq!(s.grpc_addr(), SocketAddr::from(([127, 0, 0, 1], 6000)));
         assert_eq!(s.vfs, Some(32), "a flag beats the file");
+        assert_eq!(
+            s.gen_rate,
+            Some(5000),
+            "a flag not given leaves the file's value"
+        );
+        let vlans = file.with_flags(&flags(&["--gen-vlans", "7,8"])).unwrap();
+        assert_eq!(vlans.gen_vlans, Some(vec![7, 8]));
+        assert_eq!(vlans.vfs, Some(16), "the file's, no flag given");
         assert_eq!(s.data_dir(), PathBuf::from("/srv/nfhost"));
         assert_eq!(
             s.http_addr(),

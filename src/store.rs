@@ -48,6 +48,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const EVENT_LOG_CAPACITY: usize = 1000;
 
 const TREE: &str = "state";
+/// sled's data file in the store directory, the one it locks.
+const DB_FILE: &str = "db";
+/// sled's settings file in the store directory.
+const CONF_FILE: &str = "conf";
 const KEY_SCHEMA: &str = "meta/schema";
 const KEY_BOOT: &str = "meta/boot";
 const KEY_PF: &str = "pf/0";
@@ -68,8 +72,73 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// sled refused to open the store.
-    #[error("cannot open the store in {} (is another nfhost using it?)", path.display())]
+    /// The store path, or a directory on the way to it, is a file.
+    #[error(
+        "the store directory {} cannot be used: {} is not a directory; \
+         give --data-dir a directory, or move the file aside",
+        path.display(),
+        file.display()
+    )]
+    NotADirectory {
+        /// The store directory asked for.
+        path: PathBuf,
+        /// The file in the way: `path` itself or one of its parents.
+        file: PathBuf,
+    },
+    /// Another process has the store open: sled locks its `db` file exclusively.
+    #[error(
+        "{holder} holds the lock on {}: the store is in use; stop that process, \
+         or give this nfhost another --data-dir",
+        path.display()
+    )]
+    Locked {
+        /// The locked file, `<dir>/db`.
+        path: PathBuf,
+        /// Who holds the lock, as far as `/proc/locks` tells.
+        holder: LockHolder,
+    },
+    /// The store's files cannot be opened, read or written.
+    #[error(
+        "cannot read or write the store's files in {}: check that nfhost's user may read \
+         and write them and that the filesystem is mounted read-write and not full",
+        path.display()
+    )]
+    Unreadable {
+        /// The store directory.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled found damaged data in its files (a checksum or a header that does not
+    /// hold).
+    #[error(
+        "the store's files in {} are damaged: restore the directory from a backup, \
+         or move it aside to start with an empty store",
+        path.display()
+    )]
+    Corrupt {
+        /// The store directory.
+        path: PathBuf,
+        /// What sled found.
+        #[source]
+        source: sled::Error,
+    },
+    /// The store held data, but sled could read none of it back. sled takes what it
+    /// cannot read at the end of its log for a write torn by a crash and drops it,
+    /// so a damaged data file opens as an empty database rather than as an error.
+    #[error(
+        "the store in {} held data but none of it can be read back: its files are \
+         damaged; restore the directory from a backup, or move it aside to start with \
+         an empty store",
+        path.display()
+    )]
+    Emptied {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// sled refused to open the store for another reason.
+    #[error("cannot open the store in {}", path.display())]
     Open {
         /// The directory.
         path: PathBuf,
@@ -88,11 +157,16 @@ pub enum StoreError {
         /// [`SCHEMA_VERSION`].
         supported: u32,
     },
-    /// A stored record is not the message its key says it is.
+    /// A stored record is not the message its key says it is: sled read it intact,
+    /// but it does not decode.
     #[error(
-        "stored record {key} cannot be decoded: the store is damaged; restore it from a backup or remove the record"
+        "stored record {key} in {} cannot be decoded: restore the store directory from \
+         a backup, or move it aside to start with an empty store",
+        path.display()
     )]
-    Corrupt {
+    Decode {
+        /// The store directory.
+        path: PathBuf,
         /// The record's key.
         key: String,
         /// What prost found wrong.
@@ -132,6 +206,33 @@ pub enum StoreError {
     /// sled failed writing the store; the change may not be durable.
     #[error("writing the store failed")]
     Write(#[source] sled::Error),
+}
+
+/// Who holds the lock on a store, for [`StoreError::Locked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockHolder {
+    /// A process `/proc/locks` names, with its command name when readable.
+    Process {
+        /// Its PID (in the PID namespace of `/proc`).
+        pid: u32,
+        /// `/proc/PID/comm`, e.g. `nfhost`.
+        name: Option<String>,
+    },
+    /// The lock is held, but `/proc/locks` does not say by whom.
+    Unknown,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockHolder::Process {
+                pid,
+                name: Some(name),
+            } => write!(f, "another process (PID {pid}, {name})"),
+            LockHolder::Process { pid, name: None } => write!(f, "another process (PID {pid})"),
+            LockHolder::Unknown => f.write_str("another process"),
+        }
+    }
 }
 
 /// The desired state, as loaded on start.
@@ -184,6 +285,8 @@ pub struct Store {
     // Kept so the database (and sled's flusher) lives as long as any clone.
     _db: sled::Db,
     tree: sled::Tree,
+    /// The store directory, for error messages.
+    dir: Arc<Path>,
     boot_id: u64,
     /// Held across seq assignment and `apply_batch`, so two concurrent applies
     /// cannot give out the same seq or trim the log from a stale length.
@@ -202,19 +305,24 @@ impl Store {
     /// Opens (or creates) the store in `dir` and counts one more boot.
     ///
     /// A store of another [`SCHEMA_VERSION`] is refused before anything is written.
+    ///
+    /// A store that cannot be opened is reported by its cause, each with what to do:
+    /// [`StoreError::NotADirectory`], [`StoreError::Locked`] (another process has it
+    /// open), [`StoreError::Unreadable`], [`StoreError::Corrupt`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let open_err = |source| StoreError::Open {
-            path: dir.to_owned(),
-            source,
-        };
-        let db = sled::Config::new().path(dir).open().map_err(open_err)?;
-        let tree = db.open_tree(TREE).map_err(open_err)?;
+        create_dir(dir)?;
+        // sled writes `conf` on its first open, and this function then the schema
+        // record; a store with the one and not the other lost its data (or crashed
+        // within its first open: moving it aside loses nothing then).
+        let existed = dir.join(CONF_FILE).exists();
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        let tree = db.open_tree(TREE).map_err(|e| open_error(dir, e))?;
+        let read_err = read_error(dir);
 
-        match tree.get(KEY_SCHEMA).map_err(StoreError::Read)? {
+        match tree.get(KEY_SCHEMA).map_err(&read_err)? {
             Some(v) => {
                 let found = u32::from_be_bytes(fixed(KEY_SCHEMA, &v)?);
                 if found != SCHEMA_VERSION {
@@ -224,13 +332,18 @@ impl Store {
                     });
                 }
             }
+            None if existed => {
+                return Err(StoreError::Emptied {
+                    path: dir.to_owned(),
+                });
+            }
             None => {
                 tree.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
                     .map_err(StoreError::Write)?;
             }
         }
 
-        let last_boot = match tree.get(KEY_BOOT).map_err(StoreError::Read)? {
+        let last_boot = match tree.get(KEY_BOOT).map_err(&read_err)? {
             Some(v) => u64::from_be_bytes(fixed(KEY_BOOT, &v)?),
             None => 0,
         };
@@ -242,13 +355,14 @@ impl Store {
         let mut len = 0;
         let mut last_seq = 0;
         for kv in tree.scan_prefix(PREFIX_EV) {
-            let (k, _) = kv.map_err(StoreError::Read)?;
+            let (k, _) = kv.map_err(&read_err)?;
             last_seq = parse_seq(&k)?;
             len += 1;
         }
 
         Ok(Store {
             _db: db,
+            dir: dir.into(),
             tree,
             boot_id,
             log: Arc::new(Mutex::new(EventLog {
@@ -266,31 +380,32 @@ impl Store {
 
     /// Reads the whole desired state.
     pub fn load(&self) -> Result<State, StoreError> {
+        let read_err = read_error(&self.dir);
         let mut state = State::default();
-        if let Some(v) = self.tree.get(KEY_PF).map_err(StoreError::Read)? {
-            state.pf = Some(decode(KEY_PF, &v)?);
+        if let Some(v) = self.tree.get(KEY_PF).map_err(&read_err)? {
+            state.pf = Some(self.decode(KEY_PF, &v)?);
         }
         for kv in self.tree.scan_prefix(PREFIX_VF) {
-            let (k, v) = kv.map_err(StoreError::Read)?;
+            let (k, v) = kv.map_err(&read_err)?;
             let key = key_text(&k)?;
             let index = key[PREFIX_VF.len()..]
                 .parse::<u16>()
                 .map_err(|_| StoreError::BadKey { key: key.into() })?;
-            state.vfs.insert(index, decode(key, &v)?);
+            state.vfs.insert(index, self.decode(key, &v)?);
         }
         for kv in self.tree.scan_prefix(PREFIX_NF) {
-            let (k, v) = kv.map_err(StoreError::Read)?;
+            let (k, v) = kv.map_err(&read_err)?;
             let key = key_text(&k)?;
             state
                 .nfs
-                .insert(key[PREFIX_NF.len()..].to_owned(), decode(key, &v)?);
+                .insert(key[PREFIX_NF.len()..].to_owned(), self.decode(key, &v)?);
         }
         for kv in self.tree.scan_prefix(PREFIX_CHAIN) {
-            let (k, v) = kv.map_err(StoreError::Read)?;
+            let (k, v) = kv.map_err(&read_err)?;
             let key = key_text(&k)?;
             state
                 .chains
-                .insert(key[PREFIX_CHAIN.len()..].to_owned(), decode(key, &v)?);
+                .insert(key[PREFIX_CHAIN.len()..].to_owned(), self.decode(key, &v)?);
         }
         Ok(state)
     }
@@ -351,7 +466,7 @@ impl Store {
             let kept_new = events.len() - skip_new;
             let trim = (log.len + kept_new).saturating_sub(EVENT_LOG_CAPACITY);
             for kv in self.tree.scan_prefix(PREFIX_EV).take(trim) {
-                let (k, _) = kv.map_err(StoreError::Read)?;
+                let (k, _) = kv.map_err(read_error(&self.dir))?;
                 batch.remove(k);
             }
             self.tree.apply_batch(batch).map_err(StoreError::Write)?;
@@ -368,11 +483,19 @@ impl Store {
     pub fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(EVENT_LOG_CAPACITY));
         for kv in self.tree.scan_prefix(PREFIX_EV).rev().take(limit) {
-            let (k, v) = kv.map_err(StoreError::Read)?;
-            out.push(decode(key_text(&k)?, &v)?);
+            let (k, v) = kv.map_err(read_error(&self.dir))?;
+            out.push(self.decode(key_text(&k)?, &v)?);
         }
         out.reverse();
         Ok(out)
+    }
+
+    fn decode<M: Message + Default>(&self, key: &str, v: &[u8]) -> Result<M, StoreError> {
+        M::decode(v).map_err(|source| StoreError::Decode {
+            path: self.dir.to_path_buf(),
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// Every stored key and value except `meta/boot`, in key order: lets a
@@ -390,6 +513,112 @@ impl Store {
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect()
     }
+}
+
+/// Creates the store directory if need be. A file where it or one of its parents
+/// should be is [`StoreError::NotADirectory`], naming the file.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| {
+        let file = dir
+            .ancestors()
+            .find(|p| p.metadata().is_ok_and(|m| !m.is_dir()));
+        match file {
+            Some(file) => StoreError::NotADirectory {
+                path: dir.to_owned(),
+                file: file.to_owned(),
+            },
+            None => StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            },
+        }
+    })
+}
+
+/// Tells why sled could not open the store in `dir`.
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        // `Unsupported` at open is sled's reading of a `conf` that is not UTF-8 as
+        // "written by sled before 0.29"; nfhost never used one, so it is damage.
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::Corrupt {
+            path: dir.to_owned(),
+            source: e,
+        },
+        // sled reports a lock it could not take as an I/O error like any other
+        // (`config.rs`, `try_lock`): ask the lock itself.
+        sled::Error::Io(source) => {
+            let db = dir.join(DB_FILE);
+            match lock_holder(&db) {
+                Some(holder) => StoreError::Locked { path: db, holder },
+                None => StoreError::Unreadable {
+                    path: dir.to_owned(),
+                    source,
+                },
+            }
+        }
+        other => StoreError::Open {
+            path: dir.to_owned(),
+            source: other,
+        },
+    }
+}
+
+/// How a failed read of the open store is reported: damaged data and I/O errors
+/// by their cause, the rest as [`StoreError::Read`].
+fn read_error(dir: &Path) -> impl Fn(sled::Error) -> StoreError + '_ {
+    move |e| match e {
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path: dir.to_owned(),
+            source: e,
+        },
+        sled::Error::Io(source) => StoreError::Unreadable {
+            path: dir.to_owned(),
+            source,
+        },
+        other => StoreError::Read(other),
+    }
+}
+
+/// Who holds a lock on `file`, or `None` if nobody does (or the file cannot be
+/// opened to ask). sled takes an exclusive `flock` (through `fs2`); a shared probe
+/// fails exactly while someone holds it, and is released when the probe's file
+/// is closed.
+fn lock_holder(file: &Path) -> Option<LockHolder> {
+    use rustix::fs::{FlockOperation, flock};
+    let probe = std::fs::File::open(file).ok()?;
+    match flock(&probe, FlockOperation::NonBlockingLockShared) {
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Some(lock_owner(&probe).unwrap_or(LockHolder::Unknown))
+        }
+        _ => None,
+    }
+}
+
+/// The PID that `/proc/locks` gives for a `FLOCK` on `file`'s inode. Its lines
+/// read `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF` (device as hex
+/// major:minor, then the inode; `proc(5)`); waiters' lines carry `->` and are
+/// skipped. `None` when there is no such line or `/proc` is not there.
+fn lock_owner(file: &std::fs::File) -> Option<LockHolder> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(meta.dev()),
+        rustix::fs::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, inode, ..] if *inode == want => pid.parse::<u32>().ok(),
+            _ => None,
+        }
+    })?;
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|n| n.trim_end().to_owned());
+    Some(LockHolder::Process { pid, name })
 }
 
 fn vf_key(index: u16) -> String {
@@ -442,13 +671,6 @@ fn parse_seq(k: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
-fn decode<M: Message + Default>(key: &str, v: &[u8]) -> Result<M, StoreError> {
-    M::decode(v).map_err(|source| StoreError::Corrupt {
-        key: key.to_owned(),
-        source,
-    })
-}
-
 fn fixed<const N: usize>(key: &'static str, v: &[u8]) -> Result<[u8; N], StoreError> {
     v.try_into().map_err(|_| StoreError::CorruptMeta {
         key,
@@ -488,6 +710,29 @@ mod tests {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Opens a store this process had open before. sled releases the lock on its
+    /// data file when the last of its I/O threads lets go of the file, which can be
+    /// a moment after the `Db` is dropped, and sled gives no signal for it: wait for
+    /// it, while the lock is still this process's.
+    fn reopen(dir: &Path) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Locked { holder, .. })
+                    if std::time::Instant::now() < deadline
+                        && match holder {
+                            LockHolder::Process { pid, .. } => pid == std::process::id(),
+                            // Released between sled's attempt and the look at /proc.
+                            LockHolder::Unknown => true,
+                        } =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -568,7 +813,7 @@ mod tests {
                 ])
                 .expect("apply");
         }
-        let store = Store::open(&dir.0).expect("reopen");
+        let store = reopen(&dir.0).expect("reopen");
         let state = store.load().expect("load");
         let want = State {
             pf: Some(pf()),
@@ -610,7 +855,7 @@ mod tests {
             ])
             .expect("apply");
         drop(store);
-        let state = Store::open(&dir.0).expect("reopen").load().expect("load");
+        let state = reopen(&dir.0).expect("reopen").load().expect("load");
         assert_eq!(state.vfs.keys().copied().collect::<Vec<_>>(), [2]);
         assert_eq!(state.nfs.keys().collect::<Vec<_>>(), ["c"]);
         assert!(state.chains.is_empty());
@@ -641,9 +886,9 @@ mod tests {
     #[test]
     fn boot_id_increments_across_opens() {
         let dir = TempDir::new();
-        let first = Store::open(&dir.0).expect("open").boot_id();
-        let second = Store::open(&dir.0).expect("open").boot_id();
-        let third = Store::open(&dir.0).expect("open").boot_id();
+        let first = reopen(&dir.0).expect("open").boot_id();
+        let second = reopen(&dir.0).expect("open").boot_id();
+        let third = reopen(&dir.0).expect("open").boot_id();
         assert_eq!((first, second, third), (1, 2, 3));
     }
 
@@ -657,7 +902,7 @@ mod tests {
                 .expect("insert");
             tree.flush().expect("flush");
         }
-        let err = Store::open(&dir.0).expect_err("schema 99");
+        let err = reopen(&dir.0).expect_err("schema 99");
         assert!(
             matches!(
                 err,
@@ -688,19 +933,153 @@ mod tests {
                 .expect("insert");
             store.tree.flush().expect("flush");
         }
-        let err = Store::open(&dir.0)
-            .expect("reopen")
-            .load()
-            .expect_err("corrupt");
+        let err = reopen(&dir.0).expect("reopen").load().expect_err("corrupt");
         match &err {
-            StoreError::Corrupt { key, .. } => assert_eq!(key, "nf/bad"),
-            other => panic!("expected Corrupt, got {other:?}"),
+            StoreError::Decode { key, .. } => assert_eq!(key, "nf/bad"),
+            other => panic!("expected Decode, got {other:?}"),
         }
         assert!(err.to_string().contains("nf/bad"));
         assert!(
             std::error::Error::source(&err).is_some(),
             "the cause is kept"
         );
+    }
+
+    #[test]
+    fn a_file_where_the_directory_should_be_is_named() {
+        let dir = TempDir::new();
+        std::fs::write(&dir.0, b"not a directory").expect("write");
+        let err = Store::open(&dir.0).expect_err("a file");
+        match &err {
+            StoreError::NotADirectory { path, file } => {
+                assert_eq!((path, file), (&dir.0, &dir.0));
+            }
+            other => panic!("expected NotADirectory, got {other:?}"),
+        }
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        // A path through the file: the file is the one named.
+        let below = dir.0.join("state");
+        let err = Store::open(&below).expect_err("below a file");
+        match &err {
+            StoreError::NotADirectory { path, file } => {
+                assert_eq!((path, file), (&below, &dir.0));
+            }
+            other => panic!("expected NotADirectory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_open_elsewhere_is_locked_and_the_holder_named() {
+        let dir = TempDir::new();
+        // The first open holds sled's lock on `db`, as another nfhost would; /proc
+        // names this process as the holder.
+        let first = Store::open(&dir.0).expect("open");
+        let err = Store::open(&dir.0).expect_err("locked");
+        match &err {
+            StoreError::Locked { path, holder } => {
+                assert_eq!(path, &dir.0.join(DB_FILE));
+                match holder {
+                    LockHolder::Process { pid, .. } => assert_eq!(*pid, std::process::id()),
+                    LockHolder::Unknown => panic!("the holder is not found in /proc/locks"),
+                }
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("PID {}", std::process::id()))
+                && msg.contains("holds the lock on"),
+            "{msg}"
+        );
+        // Closed, the store opens again.
+        drop(first);
+        reopen(&dir.0).expect("open after the holder closed it");
+    }
+
+    #[test]
+    fn store_files_that_cannot_be_opened_are_unreadable() {
+        // Tests run as root, which ignores permission bits, so `chmod 000` cannot
+        // make the files unreadable. What fails for root too: a directory where
+        // sled's data file should be (open(2) for writing gives EISDIR).
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.0.join(DB_FILE)).expect("mkdir");
+        let err = Store::open(&dir.0).expect_err("unreadable");
+        match &err {
+            StoreError::Unreadable { path, source } => {
+                assert_eq!(path, &dir.0);
+                assert_eq!(source.kind(), std::io::ErrorKind::IsADirectory, "{source}");
+            }
+            other => panic!("expected Unreadable, got {other:?}"),
+        }
+        assert!(err.to_string().contains("cannot read or write"), "{err}");
+    }
+
+    /// A store with a PF and an NF in `dir`, closed.
+    fn written(dir: &Path) {
+        let store = Store::open(dir).expect("open");
+        store
+            .apply(&[Change::PutPf(pf()), Change::PutNf(nf("fw"))])
+            .expect("apply");
+    }
+
+    /// Bytes sled never wrote, as long as the file was.
+    fn overwrite_with_garbage(file: &Path) {
+        let len = std::fs::metadata(file).expect("file").len() as usize;
+        let garbage: Vec<u8> = (0..len).map(|i| (i * 7 + 13) as u8).collect();
+        std::fs::write(file, garbage).expect("write");
+    }
+
+    fn assert_damaged(err: &StoreError, dir: &Path) {
+        let path = match err {
+            StoreError::Corrupt { path, .. } | StoreError::Emptied { path } => path,
+            other => panic!("expected Corrupt or Emptied, got {other:?}"),
+        };
+        assert_eq!(path, dir);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("damaged") && msg.contains("backup") && msg.contains("move it aside"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn garbage_in_sleds_settings_is_corrupt() {
+        // Text that is not sled's `key: value` lines: sled's own corruption error
+        // ("Read corrupted data at file offset None").
+        let dir = TempDir::new();
+        written(&dir.0);
+        std::fs::write(dir.0.join(CONF_FILE), b"this is not sled's config file\n").expect("write");
+        let err = reopen(&dir.0).expect_err("corrupt");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert_damaged(&err, &dir.0);
+    }
+
+    #[test]
+    fn garbage_in_every_file_is_corrupt() {
+        let dir = TempDir::new();
+        written(&dir.0);
+        for entry in std::fs::read_dir(&dir.0).expect("dir").flatten() {
+            if entry.path().is_file() {
+                overwrite_with_garbage(&entry.path());
+            }
+        }
+        let err = reopen(&dir.0).expect_err("corrupt");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert_damaged(&err, &dir.0);
+    }
+
+    #[test]
+    fn a_damaged_data_file_is_not_taken_for_an_empty_store() {
+        // sled opens a data file it cannot read as an empty database; the store
+        // notices that its schema record is gone.
+        let dir = TempDir::new();
+        written(&dir.0);
+        overwrite_with_garbage(&dir.0.join(DB_FILE));
+        let err = reopen(&dir.0).expect_err("emptied");
+        assert!(matches!(err, StoreError::Emptied { .. }), "{err:?}");
+        assert_damaged(&err, &dir.0);
+        // Still refused the next time: nothing was written over it.
+        assert!(matches!(reopen(&dir.0), Err(StoreError::Emptied { .. })));
     }
 
     #[test]
@@ -712,7 +1091,7 @@ mod tests {
             store.apply(&batch).expect("apply");
             assert_eq!(store.events(usize::MAX).expect("events").len(), 998);
         }
-        let store = Store::open(&dir.0).expect("reopen");
+        let store = reopen(&dir.0).expect("reopen");
         for i in 998..1005 {
             store.apply(&[event(&format!("e{i}"))]).expect("apply");
         }
@@ -734,7 +1113,7 @@ mod tests {
         drop(store);
 
         // One batch larger than the log keeps its newest CAPACITY, and seqs go on.
-        let store = Store::open(&dir.0).expect("reopen");
+        let store = reopen(&dir.0).expect("reopen");
         let batch: Vec<_> = (0..1005).map(|i| event(&format!("f{i}"))).collect();
         store.apply(&batch).expect("apply");
         let events = store.events(usize::MAX).expect("events");
@@ -795,8 +1174,8 @@ mod tests {
                 .apply(&[Change::PutPf(pf()), Change::PutVf(0, vf(0)), event("e")])
                 .expect("apply");
         }
-        let first = Store::open(&dir.0).expect("open").dump();
-        let second = Store::open(&dir.0).expect("open").dump();
+        let first = reopen(&dir.0).expect("open").dump();
+        let second = reopen(&dir.0).expect("open").dump();
         assert_eq!(first, second);
         assert!(
             first

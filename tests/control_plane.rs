@@ -901,3 +901,52 @@ fn reflection_lists_every_service() {
     }
     server.stop();
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_names_the_first() {
+    let data = TempDir::new("locked");
+    let first = Server::start(&data.0, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nfhost"))
+        .args(["serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data.0)
+        .output()
+        .expect("nfhost serve runs");
+    assert!(!out.status.success(), "the second server started");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let pid = first.child.id();
+    assert!(
+        said.contains(&format!(
+            "another process (PID {pid}, nfhost) holds the lock on"
+        )) && said.contains(&data.0.join("db").display().to_string())
+            && said.contains("another --data-dir"),
+        "{said}"
+    );
+    first.stop();
+}
+
+#[test]
+fn serve_reads_its_config_file_and_flags_given_win() {
+    let data = TempDir::new("config");
+    let config = data.0.join("nfhost.toml");
+    // An address no local socket can bind: the server only starts if the --grpc
+    // flag (which Server::start passes) wins over it.
+    std::fs::write(
+        &config,
+        "grpc = \"192.0.2.1:1\"\nvfs = 4\nwire = \"none\"\n",
+    )
+    .expect("config");
+    let store = data.0.join("store");
+    let config_arg = config.display().to_string();
+    let server = Server::start(&store, &["--config", &config_arg]);
+    let rt = runtime();
+    let mut c = Clients::new(server.channel(&rt));
+    let pf = rt
+        .block_on(c.pf.get_pf(proto::GetPfRequest {
+            name: "pfs/0".into(),
+        }))
+        .expect("get pf")
+        .into_inner();
+    assert_eq!((pf.num_vfs, pf.wire.as_str()), (4, "none"), "from the file");
+    server.stop();
+}

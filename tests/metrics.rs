@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nfhost::web::metrics::{Metrics, SERIES};
+use nfhost::web::metrics::{Metrics, SERIES, VF_INFO};
 use nfhost_api::proto;
 
 const REASONS: [&str; 12] = [
@@ -202,6 +202,18 @@ fn dashboard_queries_only_exported_metrics() {
                 .as_str()
                 .unwrap_or_else(|| panic!("panel {title:?}: target without expr"));
             check(&format!("panel {title:?}"), expr);
+            // Per-VF counters carry no `nf`/`chain` label (they stay one series when a
+            // VF changes owner): a panel showing an NF or chain joins the info metric.
+            let legend = t["legendFormat"].as_str().unwrap_or_default();
+            let per_vf = metric_tokens(expr)
+                .iter()
+                .any(|m| m.starts_with("nfhost_vf_") && m != VF_INFO);
+            if per_vf && (legend.contains("{{nf}}") || legend.contains("{{chain}}")) {
+                assert!(
+                    expr.contains("on (pf, vf) group_left") && expr.contains(VF_INFO),
+                    "panel {title:?}: {expr:?} shows nf/chain without joining {VF_INFO}"
+                );
+            }
         }
     }
     for v in dash["templating"]["list"].as_array().into_iter().flatten() {
@@ -229,6 +241,7 @@ fn dashboard_queries_only_exported_metrics() {
         "nfhost_dma_faults_total",
         "nfhost_nf_restarts_total",
         "nfhost_wire_transmit_packets_total",
+        VF_INFO,
     ] {
         assert!(used.contains(name), "no panel shows {name}");
     }
@@ -279,6 +292,42 @@ fn promtool_accepts_the_rendered_metrics() {
         ok && problems.is_empty(),
         "promtool check metrics: {problems:#?}\n--- input ---\n{text}"
     );
+}
+
+/// Every `expr` of the dashboard, with Grafana's `$vf` replaced by a regex that
+/// matches any VF.
+fn dashboard_exprs() -> Vec<String> {
+    let dash: serde_json::Value =
+        serde_json::from_str(&read(&dashboards().join("grafana/nfhost.json"))).expect("JSON");
+    all_panels(dash["panels"].as_array().expect("panels"))
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| Some(t["expr"].as_str()?.replace("$vf", ".*")))
+        .collect()
+}
+
+#[test]
+fn promtool_parses_every_dashboard_query() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() > 10, "{exprs:?}");
+    // Each query as a recording rule: `promtool check rules` parses it with
+    // Prometheus' own PromQL parser (joins and all).
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let quoted = serde_json::to_string(e).expect("a string");
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("nfhost-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("dashboard.rules.yml");
+    std::fs::write(&path, &rules).expect("write rules");
+    let mut cmd = promtool();
+    cmd.args(["check", "rules"]).arg(&path);
+    let (ok, out) = run_promtool(cmd, None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "promtool check rules: {out}\n--- rules ---\n{rules}");
 }
 
 #[test]

@@ -20,9 +20,9 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
-/// `nfhost_vf_receive_packets_total` by NF name.
+/// `nfhost_vf_receive_packets_total` by NF name (joined from `nfhost_vf_info`).
 fn received_by_nf(metrics: &str) -> BTreeMap<String, f64> {
-    http::samples(metrics, "nfhost_vf_receive_packets_total")
+    http::samples_with_owner(metrics, "nfhost_vf_receive_packets_total")
         .into_iter()
         .filter_map(|(labels, value)| Some((http::label(&labels, "nf")?.to_owned(), value)))
         .filter(|(nf, _)| !nf.is_empty())

@@ -15,8 +15,56 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use http::{get, label, samples};
+use http::{get, label, samples, vf_owners};
 use server::{Server, TempDir, free_port, wait_until};
+
+/// Runs `nfctl --server URL ARGS…` and asserts it succeeded.
+fn nfctl(server: &Server, args: &[&str]) {
+    let out = Command::new(server::nfctl_bin())
+        .args(["--server", &server.url()])
+        .args(args)
+        .output()
+        .expect("nfctl");
+    assert!(
+        out.status.success(),
+        "nfctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// VF → NF owning it, from `nfhost_vf_info` in a scrape (PF 0 is the only PF).
+fn owners(text: &str) -> BTreeMap<String, String> {
+    vf_owners(text)
+        .into_iter()
+        .map(|((_, vf), (nf, _))| (vf, nf))
+        .collect()
+}
+
+/// VF → value of a per-VF counter, with the VF's NF joined from `nfhost_vf_info`
+/// (empty for a free VF), as a dashboard query does.
+fn by_vf(text: &str, metric: &str) -> BTreeMap<String, (f64, String)> {
+    let owners = owners(text);
+    samples(text, metric)
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let vf = label(&labels, "vf")?.to_owned();
+            let nf = owners.get(&vf).cloned().unwrap_or_default();
+            Some((vf, (v, nf)))
+        })
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded` for a query parameter.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 fn start_with_chain(data: &TempDir, http: u16) -> Server {
     let server = Server::start(
@@ -32,21 +80,7 @@ fn start_with_chain(data: &TempDir, http: u16) -> Server {
             "8",
         ],
     );
-    let out = Command::new(server::nfctl_bin())
-        .args([
-            "--server",
-            &server.url(),
-            "chain",
-            "apply",
-            "examples/edge.toml",
-        ])
-        .output()
-        .expect("nfctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nfctl(&server, &["chain", "apply", "examples/edge.toml"]);
     server
 }
 
@@ -71,17 +105,6 @@ fn metrics_rise_for_the_chain_stay_zero_for_free_vfs_and_pass_promtool() {
         let (status, body) = get(http, "/metrics");
         assert_eq!(status, 200);
         body
-    };
-    let by_vf = |text: &str, metric: &str| -> BTreeMap<String, (f64, String)> {
-        samples(text, metric)
-            .into_iter()
-            .filter_map(|(labels, v)| {
-                Some((
-                    label(&labels, "vf")?.to_owned(),
-                    (v, label(&labels, "nf").unwrap_or("").to_owned()),
-                ))
-            })
-            .collect()
     };
     wait_until("the chain's counters in /metrics", 15, || {
         by_vf(&scrape(), "nfhost_vf_transmit_packets_total")
@@ -159,7 +182,21 @@ fn a_real_prometheus_sees_the_chain_rate() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus starts");
-    let query = "/api/v1/query?query=rate(nfhost_vf_transmit_packets_total%5B5s%5D)";
+    // The dashboard's own per-VF query: the counters joined with nfhost_vf_info.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("dashboards/grafana/nfhost.json").expect("dashboard"),
+    )
+    .expect("JSON");
+    let expr = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["title"] == "VF transmit (packets/s)")
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .expect("the VF transmit panel")
+        .replace("$vf", ".*");
+    assert!(expr.contains("nfhost_vf_info"), "{expr}");
+    let query = format!("/api/v1/query?query={}", urlencode(&expr));
     let result = std::panic::catch_unwind(|| {
         wait_until(
             "Prometheus to see a non-zero rate for the chain",
@@ -169,7 +206,7 @@ fn a_real_prometheus_sees_the_chain_rate() {
                 if TcpStream::connect(("127.0.0.1", prom_port)).is_err() {
                     return false;
                 }
-                let (status, body) = get(prom_port, query);
+                let (status, body) = get(prom_port, &query);
                 if status != 200 {
                     return false;
                 }
@@ -193,4 +230,80 @@ fn a_real_prometheus_sees_the_chain_rate() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn a_deleted_nfs_series_go_and_its_vf_counts_on_under_a_new_owner() {
+    let data = TempDir::new("reassign");
+    let http = free_port();
+    let server = start_with_chain(&data, http);
+    let scrape = || {
+        let (status, body) = get(http, "/metrics");
+        assert_eq!(status, 200);
+        body
+    };
+    // The monitor's VF has received frames.
+    let mut held = None;
+    wait_until("the monitor's VF to receive", 15, || {
+        let text = scrape();
+        held = by_vf(&text, "nfhost_vf_receive_packets_total")
+            .into_iter()
+            .find(|(_, (rx, nf))| nf == "mon" && *rx > 0.0)
+            .map(|(vf, (rx, _))| (vf, rx));
+        held.is_some()
+    });
+    let (vf, rx_before) = held.expect("found");
+    let text = scrape();
+    assert!(
+        samples(&text, "nfhost_nf_restarts_total")
+            .keys()
+            .any(|l| label(l, "nf") == Some("mon")),
+        "{text}"
+    );
+
+    // Deleting the chain deletes its NFs: their series leave /metrics.
+    nfctl(&server, &["chain", "delete", "edge"]);
+    let gone = |text: &str| {
+        let of_chain = |l: &String| matches!(label(l, "nf"), Some("mon" | "fwd"));
+        [
+            "nfhost_vf_info",
+            "nfhost_nf_restarts_total",
+            "nfhost_nf_batch_seconds_count",
+        ]
+        .iter()
+        .all(|m| !samples(text, m).keys().any(of_chain))
+    };
+    wait_until("the chain's NF series to leave /metrics", 10, || {
+        gone(&scrape())
+    });
+    let text = scrape();
+    assert!(owners(&text).is_empty(), "no VF has an owner: {text}");
+
+    // Another NF gets the same VF: the VF's counter goes on from where it was.
+    nfctl(
+        &server,
+        &["nf", "create", "solo", "--kind", "l2fwd", "--vf", &vf],
+    );
+    wait_until("the new owner in nfhost_vf_info", 10, || {
+        owners(&scrape()).get(&vf).map(String::as_str) == Some("solo")
+    });
+    let text = scrape();
+    let rx = samples(&text, "nfhost_vf_receive_packets_total");
+    assert_eq!(rx.len(), 8, "one series per VF: {rx:?}");
+    let of_vf: Vec<f64> = rx
+        .iter()
+        .filter(|(l, _)| label(l, "vf") == Some(vf.as_str()))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(of_vf.len(), 1, "vf {vf}: {rx:?}");
+    assert!(
+        of_vf[0] >= rx_before,
+        "vf {vf}'s rx went back from {rx_before} to {}",
+        of_vf[0]
+    );
+    for l in rx.keys() {
+        assert_eq!(label(l, "nf"), None, "counters carry no nf label: {l}");
+    }
+    assert!(gone(&text), "{text}");
+    server.stop();
 }

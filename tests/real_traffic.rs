@@ -147,9 +147,10 @@ fn require_tools() {
     }
 }
 
-/// The sum of one counter over the series of `nf` in a `/metrics` text.
+/// The sum of one per-VF counter over the VFs `nf` owns (`nfhost_vf_info`) in a
+/// `/metrics` text.
 fn vf_metric(text: &str, name: &str, nf: &str) -> u64 {
-    http::samples(text, name)
+    http::samples_with_owner(text, name)
         .iter()
         .filter(|(labels, _)| http::label(labels, "nf") == Some(nf))
         .map(|(_, v)| *v as u64)

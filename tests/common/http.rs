@@ -74,3 +74,36 @@ pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
         (k == key).then(|| v.trim_matches('"'))
     })
 }
+
+/// Who owns each VF, from `nfhost_vf_info`: (`pf`, `vf`) → (`nf`, `chain`).
+pub fn vf_owners(text: &str) -> BTreeMap<(String, String), (String, String)> {
+    samples(text, "nfhost_vf_info")
+        .keys()
+        .filter_map(|l| {
+            let at = (label(l, "pf")?.to_owned(), label(l, "vf")?.to_owned());
+            let owner = (
+                label(l, "nf")?.to_owned(),
+                label(l, "chain").unwrap_or("").to_owned(),
+            );
+            Some((at, owner))
+        })
+        .collect()
+}
+
+/// [`samples`] of a per-VF metric joined with its VF's owner, as
+/// `metric * on (pf, vf) group_left (nf, chain) nfhost_vf_info` is: the label set
+/// gains `nf` and `chain`; VFs without an owner are left out.
+pub fn samples_with_owner(text: &str, metric: &str) -> BTreeMap<String, f64> {
+    let owners = vf_owners(text);
+    samples(text, metric)
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let at = (
+                label(&labels, "pf")?.to_owned(),
+                label(&labels, "vf")?.to_owned(),
+            );
+            let (nf, chain) = owners.get(&at)?;
+            Some((format!("{labels},nf=\"{nf}\",chain=\"{chain}\""), v))
+        })
+        .collect()
+}

@@ -3,38 +3,36 @@
 //! The data path never touches this module: it bumps plain per-VF atomics
 //! ([`crate::dataplane::counters`]). Once a second the service calls
 //! [`Metrics::sample`], which reads the controller's [`proto::Stats`], the NF list and
-//! each NF's self-report and publishes absolute values; `GET /metrics` serves
-//! [`Metrics::render`].
-//!
-//! The recorder is local to a [`Metrics`] value, never installed as the global
-//! `metrics` recorder, and has no HTTP listener of its own: the service's web server
-//! serves the text, and tests build as many independent instances as they like.
+//! each NF's self-report and builds the whole exposition anew; `GET /metrics` serves
+//! the last one ([`Metrics::render`]). A series is therefore exported exactly while
+//! what it describes exists: a deleted NF's series are gone from the next sample on
+//! (`src/web/metrics/exposition.rs` says why this is not `metrics-exporter-prometheus`).
 //!
 //! Naming follows the Prometheus conventions
 //! (<https://prometheus.io/docs/practices/naming/>): base units (bytes, seconds),
 //! `_total` on counters, one HELP text per family.
 //!
-//! Two simplifications, both deliberate:
+//! Labels that change are not on the counters. A VF's counters carry `pf` and `vf`
+//! only and count from when the VF was enabled, whoever owned it: when its NF is
+//! deleted and another gets the VF, the series goes on, never back. Who owns a VF is
+//! the info metric [`VF_INFO`], `nfhost_vf_info{pf,vf,nf,chain} 1`, as
+//! kube-state-metrics and node_exporter do it
+//! (<https://www.robustperception.io/how-to-have-labels-for-machine-roles/>); a query
+//! joins on it:
+//! `sum by (nf) (rate(nfhost_vf_receive_packets_total[1m]) * on (pf, vf) group_left (nf, chain) nfhost_vf_info)`.
 //!
-//! - A VF whose owner (NF or chain) changes is published under its new label set from
-//!   then on; the old label set is not removed and stays at its last value. `rate()`
-//!   over the old series drops to zero, so dashboards stay right; the price is one
-//!   stale series per reassignment until the service restarts.
-//! - `nfhost_nf_batch_seconds` is not one observation per batch (the NF process owns
-//!   that loop, not us). Each sample observes the *mean* batch time of the last
-//!   interval, `Δprocess_ns / Δbatches`, once per NF that handled a batch in it: a
-//!   histogram of per-second means, enough to see an NF slowing down, not a true
-//!   per-batch latency distribution.
+//! `nfhost_nf_batch_seconds` is not one observation per batch (the NF process owns
+//! that loop, not us). Each sample observes the *mean* batch time of the last
+//! interval, `Δprocess_ns / Δbatches`, once per NF that handled a batch in it: a
+//! histogram of per-second means, enough to see an NF slowing down, not a true
+//! per-batch latency distribution.
 
-use std::collections::HashMap;
+mod exposition;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use metrics::{
-    Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use exposition::{Family, Histogram, Kind, Labels};
 
 use crate::control::{ControlError, Controller};
 use nfhost_api::proto;
@@ -55,6 +53,8 @@ pub const VF_INTERRUPTS: &str = "nfhost_vf_interrupts_total";
 pub const VF_DMA_COPIED_BYTES: &str = "nfhost_vf_dma_copied_bytes_total";
 /// Descriptors or ring indices the NIC refused to obey.
 pub const VF_RING_ERRORS: &str = "nfhost_vf_ring_errors_total";
+/// Who owns a VF: `nf` and `chain`, value 1; only VFs with an owner have one.
+pub const VF_INFO: &str = "nfhost_vf_info";
 /// IOMMU translation faults of a VF, by `reason`.
 pub const DMA_FAULTS: &str = "nfhost_dma_faults_total";
 /// VFs enabled on the PF, by `state`.
@@ -74,7 +74,8 @@ pub const WIRE_TRANSMIT_BYTES: &str = "nfhost_wire_transmit_bytes_total";
 /// Frames from the wire that went nowhere, by `reason`.
 pub const WIRE_DROPPED_PACKETS: &str = "nfhost_wire_dropped_packets_total";
 
-/// Every metric family this module exports (histograms by their base name).
+/// Every metric family this module exports (histograms by their base name), in the
+/// order `/metrics` lists them.
 pub const SERIES: &[&str] = &[
     VF_RECEIVE_PACKETS,
     VF_RECEIVE_BYTES,
@@ -84,6 +85,7 @@ pub const SERIES: &[&str] = &[
     VF_INTERRUPTS,
     VF_DMA_COPIED_BYTES,
     VF_RING_ERRORS,
+    VF_INFO,
     DMA_FAULTS,
     VFS,
     NF_RESTARTS,
@@ -108,36 +110,34 @@ struct BatchMark {
     process_ns: u64,
 }
 
-/// The Prometheus registry of one nfhost instance.
-#[derive(Debug)]
-pub struct Metrics {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
-    /// Per NF (short name): the runtime figures of the previous sample.
-    marks: Mutex<HashMap<String, BatchMark>>,
+/// What is kept of an NF between samples.
+#[derive(Debug, Default)]
+struct NfHistory {
+    /// The runtime figures of the previous report.
+    mark: Option<BatchMark>,
+    /// Its batch-time histogram, from its first observation on.
+    batch: Option<Histogram>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+#[derive(Debug, Default)]
+struct State {
+    /// The exposition of the last sample.
+    text: String,
+    /// Per NF (short name) that existed at the last sample.
+    nfs: HashMap<String, NfHistory>,
+}
+
+/// The Prometheus registry of one nfhost instance. Nothing global: tests build as
+/// many independent instances as they like.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
 }
 
 impl Metrics {
-    /// An empty registry with every family described.
+    /// An empty registry: renders nothing until the first sample.
     pub fn new() -> Metrics {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(NF_BATCH_SECONDS.to_owned()), &BATCH_BUCKETS)
-            // Only refused for an empty bucket list; ours is a non-empty constant.
-            .expect("BATCH_BUCKETS is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, describe_all);
-        Metrics {
-            recorder,
-            handle,
-            marks: Mutex::new(HashMap::new()),
-        }
+        Metrics::default()
     }
 
     /// Reads the controller's counters, NFs and NF reports and publishes them.
@@ -152,211 +152,238 @@ impl Metrics {
         Ok(())
     }
 
-    /// Publishes one sample: counters as absolute values of the sampled totals, gauges
-    /// as they are, and one batch-time observation per NF that ran batches since the
-    /// previous call. `reports` maps an NF's name (`nfs/fw`, as in [`proto::Nf::name`],
-    /// or the short `fw`) to its latest JSON self-report.
+    /// Publishes one sample, replacing the previous one whole: counters as the
+    /// sampled totals, gauges as they are, and one batch-time observation per NF that
+    /// ran batches since the previous call. `reports` maps an NF's name (`nfs/fw`, as
+    /// in [`proto::Nf::name`], or the short `fw`) to its latest JSON self-report.
     pub fn publish(
         &self,
         stats: &proto::Stats,
         nfs: &[proto::Nf],
         reports: &HashMap<String, String>,
     ) {
-        metrics::with_local_recorder(&self.recorder, || {
-            publish_vfs(stats);
-            if let Some(wire) = &stats.wire {
-                publish_wire(wire);
-            }
-            self.publish_nfs(nfs, reports);
-        });
-        // Histogram observations wait in a buffer until drained; drain every sample so
-        // an unscraped service does not grow it.
-        self.handle.run_upkeep();
+        let mut state = self.state();
+        let mut families = vf_families(stats);
+        families.extend(nf_families(&mut state.nfs, nfs, reports));
+        if let Some(wire) = &stats.wire {
+            families.extend(wire_families(wire));
+        }
+        state.text = exposition::render(&families);
     }
 
     /// The Prometheus text exposition format (version 0.0.4), for `GET /metrics`.
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.state().text.clone()
     }
 
-    fn marks(&self) -> MutexGuard<'_, HashMap<String, BatchMark>> {
-        // The map only holds plain figures; a panic mid-update leaves a usable map.
-        self.marks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn publish_nfs(&self, nfs: &[proto::Nf], reports: &HashMap<String, String>) {
-        let mut marks = self.marks();
-        for nf in nfs {
-            let short = short("nfs", &nf.name);
-            let labels = [Label::new("nf", short.to_owned())];
-            let restarts = nf.status.as_ref().map_or(0, |s| s.restarts);
-            counter!(NF_RESTARTS, labels.iter()).absolute(u64::from(restarts));
-
-            let report = reports
-                .get(&nf.name)
-                .or_else(|| reports.get(short))
-                .and_then(|r| runtime_mark(r));
-            let Some(now) = report else { continue };
-            if let Some(seconds) = marks
-                .insert(short.to_owned(), now)
-                .and_then(|before| mean_batch_seconds(before, now))
-            {
-                histogram!(NF_BATCH_SECONDS, labels.iter()).record(seconds);
-            }
-        }
-        // Forget NFs that are gone, so a new NF of the same name starts afresh.
-        marks.retain(|name, _| nfs.iter().any(|nf| short("nfs", &nf.name) == name));
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state only holds plain figures; a panic mid-update leaves it usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// HELP texts and units of every family.
-fn describe_all() {
-    describe_counter!(
+/// The per-VF families, [`VF_INFO`] and [`VFS`].
+fn vf_families(stats: &proto::Stats) -> Vec<Family> {
+    use Kind::Counter;
+    let mut rx_packets = Family::new(
         VF_RECEIVE_PACKETS,
-        Unit::Count,
-        "Frames the NIC wrote into the VF's rx ring."
+        Counter,
+        "Frames the NIC wrote into the VF's rx ring, whoever owned the VF.",
     );
-    describe_counter!(
+    let mut rx_bytes = Family::new(
         VF_RECEIVE_BYTES,
-        Unit::Bytes,
-        "Bytes of the frames the NIC wrote into the VF's rx ring."
+        Counter,
+        "Bytes of the frames the NIC wrote into the VF's rx ring.",
     );
-    describe_counter!(
+    let mut tx_packets = Family::new(
         VF_TRANSMIT_PACKETS,
-        Unit::Count,
-        "Frames the VF sent that the NIC carried on."
+        Counter,
+        "Frames the VF sent that the NIC carried on.",
     );
-    describe_counter!(
+    let mut tx_bytes = Family::new(
         VF_TRANSMIT_BYTES,
-        Unit::Bytes,
-        "Bytes of the frames the VF sent that the NIC carried on."
+        Counter,
+        "Bytes of the frames the VF sent that the NIC carried on.",
     );
-    describe_counter!(
+    let mut dropped = Family::new(
         VF_DROPPED_PACKETS,
-        Unit::Count,
-        "Frames the NIC dropped on the VF, by reason."
+        Counter,
+        "Frames the NIC dropped on the VF, by reason.",
     );
-    describe_counter!(
+    let mut interrupts = Family::new(
         VF_INTERRUPTS,
-        Unit::Count,
-        "Interrupts of the VF: delivered to the NF, coalesced into a later one, or blocked (masked or unbound)."
+        Counter,
+        "Interrupts of the VF: delivered to the NF, coalesced into a later one, or blocked (masked or unbound).",
     );
-    describe_counter!(
+    let mut dma_copied = Family::new(
         VF_DMA_COPIED_BYTES,
-        Unit::Bytes,
-        "Bytes the NIC copied into the VF's memory from another VF's (strict chain hops)."
+        Counter,
+        "Bytes the NIC copied into the VF's memory from another VF's (strict chain hops).",
     );
-    describe_counter!(
+    let mut ring_errors = Family::new(
         VF_RING_ERRORS,
-        Unit::Count,
-        "Descriptors or ring indices from the VF that the NIC refused to obey."
+        Counter,
+        "Descriptors or ring indices from the VF that the NIC refused to obey.",
     );
-    describe_counter!(
+    let mut info = Family::new(
+        VF_INFO,
+        Kind::Gauge,
+        "The NF that owns the VF and its chain (empty for a standalone NF), always 1; free VFs have no series. Join per-VF series on (pf, vf) to label them: * on (pf, vf) group_left (nf, chain) nfhost_vf_info.",
+    );
+    let mut faults = Family::new(
         DMA_FAULTS,
-        Unit::Count,
-        "IOMMU translation faults of the VF's DMA, by reason (\"all\" while only totals are sampled)."
+        Counter,
+        "IOMMU translation faults of the VF's DMA, by reason.",
     );
-    describe_gauge!(
-        VFS,
-        Unit::Count,
-        "VFs enabled on the PF, free or allocated to an NF."
-    );
-    describe_counter!(
-        NF_RESTARTS,
-        Unit::Count,
-        "Times the supervisor restarted the NF."
-    );
-    describe_histogram!(
-        NF_BATCH_SECONDS,
-        Unit::Seconds,
-        "Mean time the NF spent processing one rx batch, one observation per NF per 1 s sample."
-    );
-    describe_counter!(
-        WIRE_RECEIVE_PACKETS,
-        Unit::Count,
-        "Frames received from the wire (generated, for the gen wire)."
-    );
-    describe_counter!(
-        WIRE_RECEIVE_BYTES,
-        Unit::Bytes,
-        "Bytes of the frames received from the wire."
-    );
-    describe_counter!(
-        WIRE_TRANSMIT_PACKETS,
-        Unit::Count,
-        "Frames sent to the wire."
-    );
-    describe_counter!(
-        WIRE_TRANSMIT_BYTES,
-        Unit::Bytes,
-        "Bytes of the frames sent to the wire."
-    );
-    describe_counter!(
-        WIRE_DROPPED_PACKETS,
-        Unit::Count,
-        "Frames from the wire that went nowhere, by reason."
-    );
-}
-
-fn publish_vfs(stats: &proto::Stats) {
     let mut allocated = 0u32;
     for s in &stats.vfs {
         let (pf, vf) = split_vf(&s.vf);
-        let nf = short("nfs", &s.nf);
-        if !nf.is_empty() {
-            allocated += 1;
-        }
-        let labels = [
-            Label::new("pf", pf.to_owned()),
-            Label::new("vf", vf.to_owned()),
-            Label::new("nf", nf.to_owned()),
-            Label::new("chain", short("chains", &s.chain).to_owned()),
-        ];
-        counter!(VF_RECEIVE_PACKETS, labels.iter()).absolute(s.rx_packets);
-        counter!(VF_RECEIVE_BYTES, labels.iter()).absolute(s.rx_bytes);
-        counter!(VF_TRANSMIT_PACKETS, labels.iter()).absolute(s.tx_packets);
-        counter!(VF_TRANSMIT_BYTES, labels.iter()).absolute(s.tx_bytes);
-        counter!(VF_DMA_COPIED_BYTES, labels.iter()).absolute(s.dma_copied_bytes);
-        counter!(VF_RING_ERRORS, labels.iter()).absolute(s.ring_errors);
-        for (reason, n) in &s.drops {
-            counter!(VF_DROPPED_PACKETS, with(&labels, "reason", reason)).absolute(*n);
+        let at = || -> Labels { vec![("pf", pf.to_owned()), ("vf", vf.to_owned())] };
+        rx_packets.push(at(), s.rx_packets as f64);
+        rx_bytes.push(at(), s.rx_bytes as f64);
+        tx_packets.push(at(), s.tx_packets as f64);
+        tx_bytes.push(at(), s.tx_bytes as f64);
+        dma_copied.push(at(), s.dma_copied_bytes as f64);
+        ring_errors.push(at(), s.ring_errors as f64);
+        for (reason, n) in sorted(&s.drops) {
+            dropped.push(with(at(), "reason", reason), n as f64);
         }
         for (state, n) in [
             ("delivered", s.interrupts_delivered),
             ("coalesced", s.interrupts_coalesced),
             ("blocked", s.interrupts_blocked),
         ] {
-            counter!(VF_INTERRUPTS, with(&labels, "state", state)).absolute(n);
+            interrupts.push(with(at(), "state", state), n as f64);
         }
-        for (reason, n) in &s.dma_faults_by_reason {
-            let fault_labels = [
-                Label::new("pf", pf.to_owned()),
-                Label::new("vf", vf.to_owned()),
-                Label::new("reason", reason.clone()),
-            ];
-            counter!(DMA_FAULTS, fault_labels.iter()).absolute(*n);
+        for (reason, n) in sorted(&s.dma_faults_by_reason) {
+            faults.push(with(at(), "reason", reason), n as f64);
+        }
+        let nf = short("nfs", &s.nf);
+        if !nf.is_empty() {
+            allocated += 1;
+            let chain = short("chains", &s.chain);
+            info.push(with(with(at(), "nf", nf), "chain", chain), 1.0);
         }
     }
+    let mut vfs = Family::new(
+        VFS,
+        Kind::Gauge,
+        "VFs enabled on the PF, free or allocated to an NF.",
+    );
     let total = stats.vfs.len() as u32;
-    gauge!(VFS, "state" => "allocated").set(allocated);
-    gauge!(VFS, "state" => "free").set(total - allocated);
+    vfs.push(vec![("state", "allocated".to_owned())], allocated.into());
+    vfs.push(
+        vec![("state", "free".to_owned())],
+        (total - allocated).into(),
+    );
+    vec![
+        rx_packets,
+        rx_bytes,
+        tx_packets,
+        tx_bytes,
+        dropped,
+        interrupts,
+        dma_copied,
+        ring_errors,
+        info,
+        faults,
+        vfs,
+    ]
 }
 
-fn publish_wire(w: &proto::WireStats) {
-    counter!(WIRE_RECEIVE_PACKETS).absolute(w.rx_packets);
-    counter!(WIRE_RECEIVE_BYTES).absolute(w.rx_bytes);
-    counter!(WIRE_TRANSMIT_PACKETS).absolute(w.tx_packets);
-    counter!(WIRE_TRANSMIT_BYTES).absolute(w.tx_bytes);
-    for (reason, n) in &w.drops {
-        counter!(WIRE_DROPPED_PACKETS, "reason" => reason.clone()).absolute(*n);
+/// [`NF_RESTARTS`] and [`NF_BATCH_SECONDS`] of the NFs in `nfs`; `history` is
+/// updated to hold exactly those NFs, so a deleted NF's series go with it and a new
+/// NF of the same name starts afresh.
+fn nf_families(
+    history: &mut HashMap<String, NfHistory>,
+    nfs: &[proto::Nf],
+    reports: &HashMap<String, String>,
+) -> [Family; 2] {
+    let mut restarts = Family::new(
+        NF_RESTARTS,
+        Kind::Counter,
+        "Times the supervisor restarted the NF.",
+    );
+    let mut batch = Family::new(
+        NF_BATCH_SECONDS,
+        Kind::Histogram,
+        "Mean time the NF spent processing one rx batch, one observation per NF per 1 s sample.",
+    );
+    history.retain(|name, _| nfs.iter().any(|nf| short("nfs", &nf.name) == name));
+    for nf in nfs {
+        let short = short("nfs", &nf.name);
+        let labels = || -> Labels { vec![("nf", short.to_owned())] };
+        let n = nf.status.as_ref().map_or(0, |s| s.restarts);
+        restarts.push(labels(), n.into());
+
+        let h = history.entry(short.to_owned()).or_default();
+        let report = reports
+            .get(&nf.name)
+            .or_else(|| reports.get(short))
+            .and_then(|r| runtime_mark(r));
+        if let Some(now) = report {
+            if let Some(seconds) = h.mark.replace(now).and_then(|b| mean_batch_seconds(b, now)) {
+                h.batch
+                    .get_or_insert_with(|| Histogram::new(&BATCH_BUCKETS))
+                    .observe(seconds);
+            }
+        }
+        if let Some(b) = &h.batch {
+            batch.push_histogram(labels(), b.clone());
+        }
     }
+    [restarts, batch]
+}
+
+fn wire_families(w: &proto::WireStats) -> [Family; 5] {
+    use Kind::Counter;
+    let total = |name, help, n: u64| {
+        let mut f = Family::new(name, Counter, help);
+        f.push(Vec::new(), n as f64);
+        f
+    };
+    let mut dropped = Family::new(
+        WIRE_DROPPED_PACKETS,
+        Counter,
+        "Frames from the wire that went nowhere, by reason.",
+    );
+    for (reason, n) in sorted(&w.drops) {
+        dropped.push(vec![("reason", reason.to_owned())], n as f64);
+    }
+    [
+        total(
+            WIRE_RECEIVE_PACKETS,
+            "Frames received from the wire (generated, for the gen wire).",
+            w.rx_packets,
+        ),
+        total(
+            WIRE_RECEIVE_BYTES,
+            "Bytes of the frames received from the wire.",
+            w.rx_bytes,
+        ),
+        total(
+            WIRE_TRANSMIT_PACKETS,
+            "Frames sent to the wire.",
+            w.tx_packets,
+        ),
+        total(
+            WIRE_TRANSMIT_BYTES,
+            "Bytes of the frames sent to the wire.",
+            w.tx_bytes,
+        ),
+        dropped,
+    ]
+}
+
+/// A protobuf map in key order, so `/metrics` lists series the same way each time.
+fn sorted(map: &HashMap<String, u64>) -> BTreeMap<&str, u64> {
+    map.iter().map(|(k, v)| (k.as_str(), *v)).collect()
 }
 
 /// `labels` plus one more.
-fn with(labels: &[Label], key: &'static str, value: &str) -> Vec<Label> {
-    let mut all = labels.to_vec();
-    all.push(Label::new(key, value.to_owned()));
-    all
+fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
+    labels.push((key, value.to_owned()));
+    labels
 }
 
 /// `nfs/fw` → `fw`; a name without the collection prefix is returned as it is.
@@ -570,7 +597,7 @@ mod tests {
         }
         for (name, kind) in &types {
             let want = match name.as_str() {
-                VFS => "gauge",
+                VFS | VF_INFO => "gauge",
                 NF_BATCH_SECONDS => "histogram",
                 _ => "counter",
             };
@@ -580,8 +607,19 @@ mod tests {
             }
         }
 
-        let fw = [("pf", "0"), ("vf", "0"), ("nf", "fw"), ("chain", "edge")];
-        let free = [("pf", "0"), ("vf", "1"), ("nf", ""), ("chain", "")];
+        // Counters are labelled by the VF alone; who owns it is the info series.
+        let fw = [("pf", "0"), ("vf", "0")];
+        let free = [("pf", "0"), ("vf", "1")];
+        for (name, labels, _) in samples.iter().filter(|s| s.0.starts_with("nfhost_vf_")) {
+            let owner = labels.contains_key("nf") || labels.contains_key("chain");
+            assert_eq!(owner, name == VF_INFO, "{name} {labels:?}");
+        }
+        let info = [&fw[..], &[("nf", "fw"), ("chain", "edge")]].concat();
+        assert_eq!(value(&samples, VF_INFO, &info), 1.0);
+        assert!(
+            !samples.iter().any(|s| s.0 == VF_INFO && s.1["vf"] == "1"),
+            "a free VF has no info series"
+        );
         assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &fw), 10.0);
         assert_eq!(value(&samples, VF_RECEIVE_BYTES, &fw), 640.0);
         assert_eq!(value(&samples, VF_TRANSMIT_PACKETS, &fw), 9.0);
@@ -630,12 +668,11 @@ mod tests {
         s.vfs[0].rx_packets = 1234;
         m.publish(&s, &[], &HashMap::new());
         let (samples, _, _) = parse(&m.render());
-        let fw = [("vf", "0"), ("nf", "fw")];
-        assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &fw), 1234.0);
+        assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &[("vf", "0")]), 1234.0);
     }
 
     #[test]
-    fn a_reassigned_vf_keeps_its_old_series() {
+    fn a_reassigned_vf_keeps_one_series_and_its_info_follows() {
         let m = Metrics::new();
         let mut s = stats();
         m.publish(&s, &[], &HashMap::new());
@@ -644,12 +681,38 @@ mod tests {
         s.vfs[0].rx_packets = 50;
         m.publish(&s, &[], &HashMap::new());
         let (samples, _, _) = parse(&m.render());
-        assert_eq!(
-            value(&samples, VF_RECEIVE_PACKETS, &[("vf", "0"), ("nf", "fw")]),
-            10.0
-        );
+        // `value` asserts there is exactly one matching series.
+        assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &[("vf", "0")]), 50.0);
         let ids = [("vf", "0"), ("nf", "ids"), ("chain", "")];
-        assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &ids), 50.0);
+        assert_eq!(value(&samples, VF_INFO, &ids), 1.0);
+        assert_eq!(samples.iter().filter(|s| s.0 == VF_INFO).count(), 1);
+    }
+
+    #[test]
+    fn a_deleted_nf_leaves_no_series() {
+        let m = Metrics::new();
+        m.publish(&stats(), &nfs(1), &report(100, 1_000_000));
+        m.publish(&stats(), &nfs(1), &report(300, 5_000_000));
+        let text = m.render();
+        for name in [NF_RESTARTS, NF_BATCH_SECONDS, VF_INFO] {
+            assert!(text.contains(name), "{name} before: {text}");
+        }
+        // The NF is deleted: its VF is free, the NF list is empty.
+        let mut s = stats();
+        s.vfs[0].nf = String::new();
+        s.vfs[0].chain = String::new();
+        m.publish(&s, &[], &HashMap::new());
+        let text = m.render();
+        for name in [NF_RESTARTS, NF_BATCH_SECONDS, VF_INFO] {
+            assert!(!text.contains(name), "{name} after: {text}");
+        }
+        assert!(text.contains(VF_RECEIVE_PACKETS), "{text}");
+        // One of the same name later starts a histogram afresh.
+        m.publish(&stats(), &nfs(0), &report(10, 100_000));
+        m.publish(&stats(), &nfs(0), &report(20, 300_000));
+        let (samples, _, _) = parse(&m.render());
+        let nf = [("nf", "fw")];
+        assert_eq!(value(&samples, "nfhost_nf_batch_seconds_count", &nf), 1.0);
     }
 
     #[test]
