@@ -1,4 +1,5 @@
 //! `nfhost`: the network-function host service.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

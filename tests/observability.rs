@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use http::{get, label, samples, vf_owners};
+use http::{LabelSet, get, label, samples, vf_owners};
 use server::{Server, TempDir, free_port, wait_until};
 
 /// Runs `nfctl --server URL ARGS…` and asserts it succeeded.
@@ -264,7 +264,7 @@ fn a_deleted_nfs_series_go_and_its_vf_counts_on_under_a_new_owner() {
     // Deleting the chain deletes its NFs: their series leave /metrics.
     nfctl(&server, &["chain", "delete", "edge"]);
     let gone = |text: &str| {
-        let of_chain = |l: &String| matches!(label(l, "nf"), Some("mon" | "fwd"));
+        let of_chain = |l: &LabelSet| matches!(label(l, "nf"), Some("mon" | "fwd"));
         [
             "nfhost_vf_info",
             "nfhost_nf_restarts_total",
@@ -302,7 +302,7 @@ fn a_deleted_nfs_series_go_and_its_vf_counts_on_under_a_new_owner() {
         of_vf[0]
     );
     for l in rx.keys() {
-        assert_eq!(label(l, "nf"), None, "counters carry no nf label: {l}");
+        assert_eq!(label(l, "nf"), None, "counters carry no nf label: {l:?}");
     }
     assert!(gone(&text), "{text}");
     server.stop();

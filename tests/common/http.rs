@@ -51,28 +51,39 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// Samples of one metric in a Prometheus text exposition: label set (as text) →
-/// value.
-pub fn samples(text: &str, metric: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name_labels, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (name_labels, ""),
+/// A series' labels, by name.
+pub type LabelSet = BTreeMap<String, String>;
+
+/// Samples of one metric in a Prometheus text exposition, read by a kept parser
+/// (`prometheus-parse`): label set → value. A histogram's `_bucket` lines are the
+/// parser's histogram, not samples; its `_sum` and `_count` are samples as usual.
+pub fn samples(text: &str, metric: &str) -> BTreeMap<LabelSet, f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("a Prometheus text exposition");
+    scrape
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == metric)
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
             };
-            (name == metric).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
+            let labels: LabelSet = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Some((labels, value))
         })
         .collect()
 }
 
 /// The value of label `key` in a label set as [`samples`] gives it.
-pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.trim_matches('"'))
-    })
+pub fn label<'a>(labels: &'a LabelSet, key: &str) -> Option<&'a str> {
+    labels.get(key).map(String::as_str)
 }
 
 /// Who owns each VF, from `nfhost_vf_info`: (`pf`, `vf`) → (`nf`, `chain`).
@@ -93,17 +104,19 @@ pub fn vf_owners(text: &str) -> BTreeMap<(String, String), (String, String)> {
 /// [`samples`] of a per-VF metric joined with its VF's owner, as
 /// `metric * on (pf, vf) group_left (nf, chain) nfhost_vf_info` is: the label set
 /// gains `nf` and `chain`; VFs without an owner are left out.
-pub fn samples_with_owner(text: &str, metric: &str) -> BTreeMap<String, f64> {
+pub fn samples_with_owner(text: &str, metric: &str) -> BTreeMap<LabelSet, f64> {
     let owners = vf_owners(text);
     samples(text, metric)
         .into_iter()
-        .filter_map(|(labels, v)| {
+        .filter_map(|(mut labels, v)| {
             let at = (
                 label(&labels, "pf")?.to_owned(),
                 label(&labels, "vf")?.to_owned(),
             );
             let (nf, chain) = owners.get(&at)?;
-            Some((format!("{labels},nf=\"{nf}\",chain=\"{chain}\""), v))
+            labels.insert("nf".into(), nf.clone());
+            labels.insert("chain".into(), chain.clone());
+            Some((labels, v))
         })
         .collect()
 }

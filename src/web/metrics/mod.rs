@@ -438,37 +438,45 @@ mod tests {
     /// One parsed sample line: name, labels, value.
     type Sample = (String, BTreeMap<String, String>, f64);
 
-    /// A small parser for the text format: enough for what the exporter writes.
+    /// Reads the exposition with a kept parser (`prometheus-parse`): every sample
+    /// (a histogram's buckets as `_bucket` samples with their `le`), the families
+    /// with a HELP line, and each `# TYPE` line's kind (the parser keeps those to
+    /// itself).
     fn parse(text: &str) -> (Vec<Sample>, BTreeSet<String>, BTreeMap<String, String>) {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("the exposition parses");
         let mut samples = Vec::new();
-        let mut help = BTreeSet::new();
-        let mut types = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                help.insert(rest.split(' ').next().unwrap().to_owned());
-            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                types.insert(name.to_owned(), kind.to_owned());
-            } else {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let (name, labels) = match series.split_once('{') {
-                    Some((name, rest)) => {
-                        let body = rest.strip_suffix('}').unwrap();
-                        let labels = body
-                            .split("\",")
-                            .filter(|p| !p.is_empty())
-                            .map(|p| {
-                                let (k, v) = p.split_once("=\"").unwrap();
-                                (k.to_owned(), v.trim_end_matches('"').to_owned())
-                            })
-                            .collect();
-                        (name, labels)
+        for s in scrape.samples {
+            let labels: BTreeMap<String, String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => samples.push((s.metric, labels, v)),
+                prometheus_parse::Value::Histogram(buckets) => {
+                    for b in buckets {
+                        let mut labels = labels.clone();
+                        let le = if b.less_than.is_infinite() {
+                            "+Inf".to_owned()
+                        } else {
+                            b.less_than.to_string()
+                        };
+                        labels.insert("le".into(), le);
+                        samples.push((format!("{}_bucket", s.metric), labels, b.count));
                     }
-                    None => (series, BTreeMap::new()),
-                };
-                samples.push((name.to_owned(), labels, value.parse().unwrap()));
+                }
+                prometheus_parse::Value::Summary(_) => panic!("no summaries are exported"),
             }
         }
+        let help = scrape.docs.into_keys().collect();
+        let types = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect();
         (samples, help, types)
     }
 
