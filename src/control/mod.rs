@@ -45,7 +45,7 @@ use crate::dataplane::engine::{EngineError, EngineHandle};
 use crate::dataplane::nf_process::NfProcess;
 use crate::nic::VfId;
 use crate::store::{Change, State, Store, StoreError};
-use nfhost_api::names::{nf_name, parse_vf, vf_name};
+use nfhost_api::names::{nf_name_or_none, parse_vf, vf_name};
 use nfhost_api::proto;
 use nfhost_api::validate::Violations;
 
@@ -114,11 +114,7 @@ fn event(kind: proto::EventKind, vf: Option<VfId>, nf: &str, message: String) ->
         time_ms: now_ms(),
         kind: kind as i32,
         vf: vf.map(|v| vf_name(v.0)).unwrap_or_default(),
-        nf: if nf.is_empty() {
-            String::new()
-        } else {
-            nf_name(nf)
-        },
+        nf: nf_name_or_none(nf),
         message,
         dma_fault: None,
     }

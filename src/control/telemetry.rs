@@ -5,7 +5,7 @@ use super::{ControlError, Controller, Inner, event, now_ms};
 use crate::dataplane::counters::Drop as DropReason;
 use crate::dataplane::engine::EngineEvent;
 use crate::nic::VfId;
-use nfhost_api::names::{Collection, nf_name, parse_vf, vf_name};
+use nfhost_api::names::{Collection, nf_name_or_none, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
@@ -33,11 +33,7 @@ impl Controller {
                 .unwrap_or_default();
             vfs.push(proto::VfStats {
                 vf: vf_name(i),
-                nf: if owner.is_empty() {
-                    owner
-                } else {
-                    nf_name(&owner)
-                },
+                nf: nf_name_or_none(&owner),
                 chain,
                 rx_packets: s.rx_packets,
                 rx_bytes: s.rx_bytes,

@@ -1,10 +1,10 @@
 //! VFs: their admin config and function-level reset.
 
-use super::convert::{admin_record, link_state_to_proto, update_from_mask};
+use super::convert::{admin_record, update_from_mask};
 use super::{Change, ControlError, Controller, Inner, event, invalid};
 use crate::dataplane::engine::EngineError;
 use crate::nic::VfId;
-use nfhost_api::names::{nf_name, parse_vf, vf_name};
+use nfhost_api::names::{nf_name_or_none, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
@@ -104,26 +104,14 @@ impl Inner {
             .map(|n| n.chain.clone())
             .unwrap_or_default();
         let v = self.engine.vf(vf)?;
-        let a = &v.admin;
+        // The admin config as stored, with what only the running VF knows: the MAC
+        // in effect (the host's or the one the VF chose), its owner and its link.
         Ok(proto::Vf {
-            name: vf_name(vf.0),
-            index: u32::from(vf.0),
             mac: v.mac.to_string(),
-            vlan: u32::from(a.vlan),
-            qos: u32::from(a.qos),
-            spoof_check: a.spoof_check,
-            trust: a.trust,
-            link_state: link_state_to_proto(a.link_state) as i32,
-            min_tx_rate: a.min_tx_rate,
-            max_tx_rate: a.max_tx_rate,
-            mtu: a.mtu,
-            owner: if owner.is_empty() {
-                owner
-            } else {
-                nf_name(&owner)
-            },
+            owner: nf_name_or_none(&owner),
             chain,
             link_up: v.link_up,
+            ..admin_record(vf, &v.admin)
         })
     }
 }

@@ -91,6 +91,16 @@ pub fn nf_name(id: &str) -> String {
     Collection::Nfs.name(id)
 }
 
+/// `nfs/ID`, or empty when there is no NF (a free VF, an event about no NF): the
+/// form of the API's optional NF fields.
+pub fn nf_name_or_none(id: &str) -> String {
+    if id.is_empty() {
+        String::new()
+    } else {
+        nf_name(id)
+    }
+}
+
 /// The id of an NF named `nfs/fw` or `fw`.
 pub fn nf_id(name: &str) -> &str {
     Collection::Nfs.short(name)
@@ -174,6 +184,8 @@ mod tests {
         assert_eq!(nf_name("fw"), "nfs/fw");
         assert_eq!(nf_id("nfs/fw"), "fw");
         assert_eq!(nf_id("fw"), "fw");
+        assert_eq!(nf_name_or_none("fw"), "nfs/fw");
+        assert_eq!(nf_name_or_none(""), "");
         assert_eq!(chain_name("edge"), "chains/edge");
         assert_eq!(chain_id("chains/edge"), "edge");
         assert_eq!(vf_name(3), "pfs/0/vfs/3");
