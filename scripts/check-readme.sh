@@ -31,6 +31,12 @@ setsid bash -c "$first" >"$out/stdout" 2>"$out/stderr" &
 pid=$!
 sleep "${NFHOST_README_SECONDS:-15}"
 kill -INT -- "-$pid" 2>/dev/null || kill -INT "$pid"
+# A person waits a few seconds for Ctrl-C to take; so does this.
+if ! timeout 30 tail --pid="$pid" -f /dev/null; then
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+    cat "$out/stdout" "$out/stderr" >&2
+    fail "'$first' did not stop within 30 s of Ctrl-C"
+fi
 status=0
 wait "$pid" || status=$?
 if ((status != 0)); then

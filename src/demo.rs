@@ -75,7 +75,10 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         args.http, args.http
     );
 
-    let printer = spawn_printer(started.controller.clone(), args.seconds);
+    // The printer runs until the service stops (Ctrl-C or --seconds): dropping
+    // `stop_printer` tells it so.
+    let (stop_printer, stopped) = std::sync::mpsc::channel::<()>();
+    let printer = spawn_printer(started.controller.clone(), args.seconds, stopped);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,6 +95,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         nfhost::serve::run(&settings, &started, shutdown).await
     });
+    drop(stop_printer);
     let _ = printer.join();
     summary(&started);
     drop(runtime);
@@ -100,7 +104,11 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(result?)
 }
 
-fn spawn_printer(controller: Arc<Controller>, seconds: u64) -> std::thread::JoinHandle<()> {
+fn spawn_printer(
+    controller: Arc<Controller>,
+    seconds: u64,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
         let mut last: Option<nfhost_api::proto::Stats> = None;
@@ -109,7 +117,11 @@ fn spawn_printer(controller: Arc<Controller>, seconds: u64) -> std::thread::Join
             "t (s)", "VF", "NF", "rx pps", "tx pps", "copied B", "drops"
         );
         loop {
-            std::thread::sleep(Duration::from_secs(1));
+            // A second between rows, or less when the service stops.
+            match stop.recv_timeout(Duration::from_secs(1)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
             let Ok(stats) = controller.stats(true) else {
                 return;
             };
