@@ -39,6 +39,9 @@ cargo fmt --all --check
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo doc (rustdoc warnings, broken links included, are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 log "cargo test (whole workspace)"
 cargo test --workspace --locked
 # The figures of the real-traffic test (tests/real_traffic.rs), measured in that run.

@@ -103,7 +103,7 @@ pub enum StoreError {
     Schema {
         /// The version on disk.
         found: u32,
-        /// [`SCHEMA_VERSION`].
+        /// [`SCHEMA_VERSION`](super::SCHEMA_VERSION).
         supported: u32,
     },
     /// A stored record is not the message its key says it is: sled read it intact,

@@ -21,7 +21,8 @@
 //!
 //! The two sides distrust each other. Each side keeps its own index locally
 //! and never reloads it from shared memory; the peer's index is accepted only
-//! if it moved forward within bounds, otherwise [`RingError::IndexJump`].
+//! if it moved forward within bounds, otherwise it is an index jump
+//! (`nfhost_sys::ring::RingError::IndexJump`).
 //! Descriptor contents are whatever the peer wrote; the caller validates them
 //! (IOVA, length) before acting. Every shared access is atomic, so nothing the
 //! peer writes can cause a panic or an out-of-bounds access.

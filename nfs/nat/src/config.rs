@@ -1,4 +1,4 @@
-//! The NAT's configuration: JSON in, a checked [`Settings`] out.
+//! The NAT's configuration: JSON in, a checked `Settings` out.
 //!
 //! Syntax and types are checked while deserializing (serde, with
 //! `serde_path_to_error` naming the field); ranges and the relations between
