@@ -137,7 +137,7 @@ fn spawn_printer(
                     "{:>5}  {:<6} {:<5} {:>10} {:>10} {:>12} {:>10}",
                     t,
                     format!("vf{}", vf.vf.trim_start_matches("pfs/0/vfs/")),
-                    vf.nf.trim_start_matches("nfs/"),
+                    nfhost_api::names::nf_id(&vf.nf),
                     vf.rx_packets.saturating_sub(prev.rx_packets),
                     vf.tx_packets.saturating_sub(prev.tx_packets),
                     vf.dma_copied_bytes,

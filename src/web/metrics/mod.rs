@@ -35,6 +35,7 @@ use std::sync::{Mutex, MutexGuard};
 use exposition::{Family, Histogram, Kind, Labels};
 
 use crate::control::{ControlError, Controller};
+use nfhost_api::names::{chain_id, nf_id};
 use nfhost_api::proto;
 
 /// Frames the NIC wrote into a VF's rx ring.
@@ -258,10 +259,10 @@ fn vf_families(stats: &proto::Stats) -> Vec<Family> {
         for (reason, n) in sorted(&s.dma_faults_by_reason) {
             faults.push(with(at(), "reason", reason), n as f64);
         }
-        let nf = short("nfs", &s.nf);
+        let nf = nf_id(&s.nf);
         if !nf.is_empty() {
             allocated += 1;
-            let chain = short("chains", &s.chain);
+            let chain = chain_id(&s.chain);
             info.push(with(with(at(), "nf", nf), "chain", chain), 1.0);
         }
     }
@@ -309,9 +310,9 @@ fn nf_families(
         Kind::Histogram,
         "Mean time the NF spent processing one rx batch, one observation per NF per 1 s sample.",
     );
-    history.retain(|name, _| nfs.iter().any(|nf| short("nfs", &nf.name) == name));
+    history.retain(|name, _| nfs.iter().any(|nf| nf_id(&nf.name) == name));
     for nf in nfs {
-        let short = short("nfs", &nf.name);
+        let short = nf_id(&nf.name);
         let labels = || -> Labels { vec![("nf", short.to_owned())] };
         let n = nf.status.as_ref().map_or(0, |s| s.restarts);
         restarts.push(labels(), n.into());
@@ -384,13 +385,6 @@ fn sorted(map: &HashMap<String, u64>) -> BTreeMap<&str, u64> {
 fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels.push((key, value.to_owned()));
     labels
-}
-
-/// `nfs/fw` → `fw`; a name without the collection prefix is returned as it is.
-fn short<'a>(collection: &str, name: &'a str) -> &'a str {
-    name.strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .unwrap_or(name)
 }
 
 /// `pfs/0/vfs/3` → (`0`, `3`). Anything else is taken as a bare VF index on PF 0.
@@ -772,9 +766,9 @@ mod tests {
     fn names_split() {
         assert_eq!(split_vf("pfs/0/vfs/12"), ("0", "12"));
         assert_eq!(split_vf("3"), ("0", "3"));
-        assert_eq!(short("nfs", "nfs/fw"), "fw");
-        assert_eq!(short("chains", "edge"), "edge");
-        assert_eq!(short("nfs", ""), "");
+        assert_eq!(nf_id("nfs/fw"), "fw");
+        assert_eq!(chain_id("edge"), "edge");
+        assert_eq!(nf_id(""), "");
     }
 
     #[test]
