@@ -109,7 +109,7 @@ impl FrameLender {
             });
         }
         let mut out = ArrayVec::new();
-        for frame in frames {
+        for (frame, d) in frames.into_iter().zip(descs.iter()) {
             // SAFETY: the peer handed this frame over on `ring`, so by the ring
             // protocol it does not touch it until this side gives it back (tx or
             // fill); it lies inside the UMEM (`frame_index`); no other slice of it
@@ -119,11 +119,11 @@ impl FrameLender {
             let buf = unsafe {
                 self.umem
                     .slice_mut(frame * self.frame_size, self.frame_size)
-                    .map_err(|_| LendError::NotAFrame {
-                        iova: self.base_iova + (frame * self.frame_size) as u64,
-                        len: 0,
-                    })?
-            };
+            }
+            .map_err(|_| LendError::NotAFrame {
+                iova: d.iova,
+                len: d.len,
+            })?;
             out.push(buf);
         }
         Ok(out)
