@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 
+use nfhost::auth::Principal;
 use nfhost::control::Controller;
 use nfhost::dataplane::nf_process::current_exe;
 use nfhost::serve::{ServeSettings, Started};
@@ -50,7 +51,9 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let started = nfhost::serve::start(&settings, current_exe()?)?;
     let chain = nfhost_api::chain_file::parse_chain(EXAMPLE_CHAIN)?;
-    let created = started.controller.create_chain(&chain, false)?;
+    let created = started
+        .controller
+        .create_chain(&Principal::service(), &chain, false)?;
     println!(
         "nfhost demo: emulated NIC with 64 VFs, gen wire at {} pps on VLAN 100",
         args.rate
@@ -122,7 +125,7 @@ fn spawn_printer(
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            let Ok(stats) = controller.stats(true) else {
+            let Ok(stats) = controller.stats(&Principal::service(), true) else {
                 return;
             };
             let t = started.elapsed().as_secs();
@@ -153,7 +156,7 @@ fn spawn_printer(
 }
 
 fn summary(started: &Started) {
-    if let Some(report) = started.controller.nf_report("mon") {
+    if let Ok(Some(report)) = started.controller.nf_report(&Principal::service(), "mon") {
         println!("\nmonitor nfs/mon reports: {report}");
     }
     let sink = started.controller.sink_stats();

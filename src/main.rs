@@ -40,7 +40,7 @@ enum Command {
     /// Measure the data path: real engine, real NF processes, the gen wire.
     Bench(bench::Args),
     /// Run the service: gRPC API, desired state, NIC engine, NF supervisor.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Network-function processes.
     Nf {
         #[command(subcommand)]
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Model(args) => demo_model::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
-        Command::Serve(args) => serve(args, matches.subcommand_matches("serve")),
+        Command::Serve(args) => serve(*args, matches.subcommand_matches("serve")),
         Command::Nf {
             command: NfCommand::Run { kind, name, config },
         } => nf_run(&kind, &name, &config),

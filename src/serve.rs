@@ -87,6 +87,34 @@ pub struct ServeSettings {
         "a destination per flow",
     ))]
     pub gen_dst: Option<SocketAddrV4>,
+    #[arg(long, value_name = "FILE", help = help(
+        "Principals (admins and tenants) and the SHA-256 of their bearer tokens, TOML; \
+         re-read on SIGHUP",
+        "no authentication: every caller is an admin, on loopback only",
+    ))]
+    pub auth: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_key", help = help(
+        "PEM certificate (chain) of both listeners: gRPC and the dashboard speak TLS",
+        "cleartext",
+    ))]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help = help(
+        "PEM private key of --tls-cert",
+        "none",
+    ))]
+    pub tls_key: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help = help(
+        "PEM CA whose client certificates are accepted (mutual TLS); the subject CN \
+         names the principal (with --auth, one of the file's; without, an admin)",
+        "no client certificates",
+    ))]
+    pub client_ca: Option<PathBuf>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help = help(
+        "Serve a non-loopback address without --auth or --client-ca (anyone who \
+         reaches it is an admin)",
+        "false",
+    ))]
+    pub insecure: Option<bool>,
 }
 
 impl ServeSettings {
@@ -132,6 +160,63 @@ impl ServeSettings {
     /// The VF count to enable when the stored state has none.
     pub fn num_vfs(&self) -> u16 {
         self.vfs.unwrap_or(DEFAULT_VFS)
+    }
+
+    /// Checks the security settings: TLS files in pairs, and no unauthenticated
+    /// listener beyond loopback unless `--insecure`. Warns of what is allowed
+    /// but risky.
+    pub fn check_security(&self) -> Result<(), ServeError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ServeError::Security(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+        if self.client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ServeError::Security(
+                "--client-ca needs --tls-cert and --tls-key: client certificates come with TLS"
+                    .into(),
+            ));
+        }
+        let authenticated = self.auth.is_some() || self.client_ca.is_some();
+        let insecure = self.insecure.unwrap_or(false);
+        for (flag, addr) in [("--grpc", self.grpc_addr()), ("--http", self.http_addr())] {
+            if let Some(why) = crate::auth::listen::refusal(flag, &addr, authenticated, insecure) {
+                return Err(ServeError::Security(why));
+            }
+            if !crate::auth::listen::is_loopback(&addr) {
+                if !authenticated {
+                    tracing::warn!(%addr, flag, "--insecure: serving without authentication beyond loopback; anyone who reaches it is an admin");
+                } else if self.tls_cert.is_none() {
+                    tracing::warn!(%addr, flag, "serving beyond loopback without TLS: bearer tokens cross the network in cleartext; give --tls-cert and --tls-key");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Who may call, from `--auth` and `--client-ca`.
+    pub fn authenticator(&self) -> Result<crate::auth::Authenticator, ServeError> {
+        use crate::auth::Authenticator;
+        match (&self.auth, &self.client_ca) {
+            (Some(path), _) => Ok(Authenticator::from_file(path.clone())?),
+            (None, Some(_)) => Ok(Authenticator::certificates_only()),
+            (None, None) => Ok(Authenticator::open()),
+        }
+    }
+
+    /// The TLS files, read and checked; `None` without `--tls-cert`.
+    pub fn tls(&self) -> Result<Option<crate::auth::tls::TlsMaterial>, ServeError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        // Without --auth a client certificate is the only credential.
+        let required = self.auth.is_none();
+        Ok(Some(crate::auth::tls::TlsMaterial::load(
+            cert,
+            key,
+            self.client_ca.as_deref(),
+            required,
+        )?))
     }
 
     /// The wire's name in effect, as given (`gen`, `none`, or host links).
@@ -221,6 +306,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// Security settings that cannot be served.
+    #[error("{0}")]
+    Security(String),
+    /// The principals file could not be used.
+    #[error("authentication")]
+    Principals(#[from] crate::auth::principals::PrincipalsError),
+    /// The TLS files could not be used.
+    #[error("TLS")]
+    Tls(#[from] crate::auth::tls::TlsError),
     /// The gRPC server failed.
     #[error("gRPC server")]
     Grpc(#[from] tonic::transport::Error),
@@ -228,6 +322,13 @@ pub enum ServeError {
     #[error("runtime")]
     Io(#[from] std::io::Error),
 }
+
+/// The longest a gRPC call may take before it is answered DEADLINE_EXCEEDED
+/// (UpdateChain waits up to 5 s for in-place reconfiguration, then restarts).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Calls one connection may have in flight; beyond that a call is shed with
+/// RESOURCE_EXHAUSTED rather than queued.
+pub const CONCURRENT_CALLS_PER_CONNECTION: usize = 64;
 
 /// How long in-flight calls may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -241,11 +342,19 @@ pub struct Started {
     pub data_dir: PathBuf,
     /// VFs enabled.
     pub num_vfs: u16,
+    /// Who may call (both listeners).
+    pub authenticator: Arc<crate::auth::Authenticator>,
+    /// TLS of both listeners, if any.
+    pub tls: Option<crate::auth::tls::TlsMaterial>,
 }
 
 /// Opens the desired state, starts the engine and the controller (blocking; call it
 /// outside an async runtime).
 pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeError> {
+    settings.check_security()?;
+    // Credentials before anything starts: a bad file stops the service here.
+    let authenticator = Arc::new(settings.authenticator()?);
+    let tls = settings.tls()?;
     let data_dir = settings.data_dir();
     let store = Store::open(&data_dir)?;
     let stored = store.load()?;
@@ -268,6 +377,8 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
         controller,
         data_dir,
         num_vfs,
+        authenticator,
+        tls,
     })
 }
 
@@ -323,20 +434,46 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let api = Api::new(controller.clone());
+    let auth = crate::auth::grpc::Authenticate::new(started.authenticator.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(CONCURRENT_CALLS_PER_CONNECTION)
+        .load_shed(true);
+    if let Some(tls) = &started.tls {
+        builder = builder.tls_config(tls.grpc())?;
+    }
+    // Health and reflection stay open (probes, grpcurl's schema); nfhost's own
+    // services authenticate every call.
+    let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(proto::pf_service_server::PfServiceServer::new(api.clone()))
-        .add_service(proto::vf_service_server::VfServiceServer::new(api.clone()))
-        .add_service(proto::nf_service_server::NfServiceServer::new(api.clone()))
-        .add_service(proto::chain_service_server::ChainServiceServer::new(
+        .add_service(proto::pf_service_server::PfServiceServer::with_interceptor(
             api.clone(),
+            auth.clone(),
         ))
-        .add_service(proto::telemetry_service_server::TelemetryServiceServer::new(api))
+        .add_service(proto::vf_service_server::VfServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(proto::nf_service_server::NfServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(
+            proto::chain_service_server::ChainServiceServer::with_interceptor(
+                api.clone(),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            proto::telemetry_service_server::TelemetryServiceServer::with_interceptor(api, auth),
+        )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // TCP_NODELAY: a reply is one small write that Nagle's algorithm
+            // would hold back until the client's delayed ACK (40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
                 let _ = stop_rx.await;
             },
@@ -353,15 +490,36 @@ pub async fn run(
             source,
         })?;
     let http_bound = http_listener.local_addr()?;
-    let router = crate::web::router(controller.clone(), metrics.clone());
+    let router = crate::web::router(
+        controller.clone(),
+        metrics.clone(),
+        started.authenticator.clone(),
+    );
+    let http_tls = started.tls.as_ref().map(|t| t.http()).transpose()?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .await
-    });
+    let http = tokio::spawn(crate::web::listener::serve(
+        http_listener,
+        http_tls,
+        router,
+        async {
+            let _ = http_stop_rx.await;
+        },
+    ));
+    let reloader = {
+        let authenticator = started.authenticator.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match authenticator.reload() {
+                    Ok(n) => tracing::info!(principals = n, "SIGHUP: principals re-read"),
+                    Err(e) => tracing::warn!(
+                        error = %crate::error_chain(&e),
+                        "SIGHUP: principals file not taken; the previous principals stay"
+                    ),
+                }
+            }
+        })
+    };
     let sampler = {
         let c = controller.clone();
         let m = metrics.clone();
@@ -374,10 +532,17 @@ pub async fn run(
             }
         })
     };
+    let scheme = if started.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
-        grpc = %bound,
-        dashboard = %format_args!("http://{http_bound}/"),
-        metrics = %format_args!("http://{http_bound}/metrics"),
+        grpc = %format_args!("{scheme}://{bound}"),
+        dashboard = %format_args!("{scheme}://{http_bound}/"),
+        metrics = %format_args!("{scheme}://{http_bound}/metrics"),
+        authentication = if started.authenticator.enforced() { "required" } else { "none (loopback)" },
+        mutual_tls = started.tls.as_ref().is_some_and(|t| t.verifies_clients()),
         data_dir = %started.data_dir.display(),
         vfs = started.num_vfs,
         "listening"
@@ -412,6 +577,7 @@ pub async fn run(
         .await;
     supervisor.abort();
     sampler.abort();
+    reloader.abort();
     let _ = http_stop_tx.send(());
     let _ = stop_tx.send(());
     // The live stream never ends by itself: give the dashboard the same grace.

@@ -62,6 +62,7 @@ impl Service {
         };
         // Blocking: outside any runtime, as `serve` does.
         let started = nfhost::serve::start(&settings, env!("CARGO_BIN_EXE_nfhost").into())?;
+        let authenticator = started.authenticator.clone();
         let controller = started.controller;
         controller.record_start()?;
         controller.reconcile();
@@ -72,8 +73,14 @@ impl Service {
             .build()?;
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
-        let app = nfhost::web::router(controller.clone(), metrics.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let app = nfhost::web::router(controller.clone(), metrics.clone(), authenticator);
+        // The service's own accept loop, as `serve` runs it.
+        runtime.spawn(nfhost::web::listener::serve(
+            listener,
+            None,
+            app,
+            std::future::pending(),
+        ));
         // The supervisor, as `serve` runs it.
         let c = controller.clone();
         runtime.spawn(async move {
@@ -291,7 +298,8 @@ fn chain_vfs(s: &Service) -> Vec<String> {
 fn the_dashboard_shows_a_live_chain() -> Result<()> {
     let s = Service::start("live", 16, Some(20_000))?;
     let chain = nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))?;
-    s.controller.create_chain(&chain, false)?;
+    s.controller
+        .create_chain(&nfhost::auth::Principal::anonymous(), &chain, false)?;
 
     // The page, and the assets it links, with the right types and caching.
     let page = s.get("/");
@@ -477,7 +485,7 @@ fn the_dashboard_shows_a_live_chain() -> Result<()> {
         .find(|v| !vf_names.contains(v))
         .expect("an idle VF");
     let c = s.controller.clone();
-    c.reset_vf(&idle)?;
+    c.reset_vf(&nfhost::auth::Principal::anonymous(), &idle)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let (name, data) = stream.next(deadline).expect("the reset's event");

@@ -10,7 +10,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::control::{ControlError, Controller};
+use crate::auth::grpc::caller;
+use crate::control::{ControlError, Controller, sees_event};
 use nfhost_api::proto;
 use nfhost_api::proto::{
     chain_service_server::ChainService, nf_service_server::NfService, pf_service_server::PfService,
@@ -54,6 +55,7 @@ pub fn status(err: ControlError) -> Status {
             Status::with_error_details(tonic::Code::InvalidArgument, message, details)
         }
         ControlError::NotFound(_) => Status::not_found(message),
+        ControlError::PermissionDenied(_) => Status::permission_denied(message),
         ControlError::AlreadyExists(_) => Status::already_exists(message),
         ControlError::FailedPrecondition(_) | ControlError::Nic(_) => {
             Status::failed_precondition(message)
@@ -102,6 +104,7 @@ impl PfService for Api {
         &self,
         request: Request<proto::GetPfRequest>,
     ) -> Result<Response<proto::Pf>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
         self.run(move |c| {
             if name != "pfs/0" && !name.is_empty() {
@@ -109,6 +112,7 @@ impl PfService for Api {
                     "{name:?} not found: this host has one PF, pfs/0"
                 )));
             }
+            let _ = &who; // every principal may read the PF
             c.get_pf()
         })
         .await
@@ -118,8 +122,9 @@ impl PfService for Api {
         &self,
         request: Request<proto::SetVfCountRequest>,
     ) -> Result<Response<proto::Pf>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.run(move |c| c.set_vf_count(&r.name, r.num_vfs, r.validate_only))
+        self.run(move |c| c.set_vf_count(&who, &r.name, r.num_vfs, r.validate_only))
             .await
     }
 }
@@ -130,6 +135,7 @@ impl VfService for Api {
         &self,
         request: Request<proto::ListVfsRequest>,
     ) -> Result<Response<proto::ListVfsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         if !r.parent.is_empty() && r.parent != "pfs/0" {
             return Err(Status::not_found(format!(
@@ -137,7 +143,7 @@ impl VfService for Api {
                 r.parent
             )));
         }
-        let all = self.run(|c| c.list_vfs()).await?.into_inner();
+        let all = self.run(move |c| c.list_vfs(&who)).await?.into_inner();
         let (vfs, next_page_token) = page(&all, r.page_size, &r.page_token, 256)?;
         Ok(Response::new(proto::ListVfsResponse {
             vfs,
@@ -149,18 +155,20 @@ impl VfService for Api {
         &self,
         request: Request<proto::GetVfRequest>,
     ) -> Result<Response<proto::Vf>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
-        self.run(move |c| c.get_vf(&name)).await
+        self.run(move |c| c.get_vf(&who, &name)).await
     }
 
     async fn update_vf(
         &self,
         request: Request<proto::UpdateVfRequest>,
     ) -> Result<Response<proto::Vf>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let vf =
             r.vf.ok_or_else(|| Status::invalid_argument("vf is required"))?;
-        self.run(move |c| c.update_vf(&vf, &r.update_mask, r.validate_only))
+        self.run(move |c| c.update_vf(&who, &vf, &r.update_mask, r.validate_only))
             .await
     }
 
@@ -168,8 +176,9 @@ impl VfService for Api {
         &self,
         request: Request<proto::ResetVfRequest>,
     ) -> Result<Response<proto::Vf>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
-        self.run(move |c| c.reset_vf(&name)).await
+        self.run(move |c| c.reset_vf(&who, &name)).await
     }
 }
 
@@ -179,26 +188,30 @@ impl NfService for Api {
         &self,
         request: Request<proto::CreateNfRequest>,
     ) -> Result<Response<proto::Nf>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let nf =
             r.nf.ok_or_else(|| Status::invalid_argument("nf is required"))?;
-        self.run(move |c| c.create_nf(&nf, r.validate_only)).await
+        self.run(move |c| c.create_nf(&who, &nf, r.validate_only))
+            .await
     }
 
     async fn get_nf(
         &self,
         request: Request<proto::GetNfRequest>,
     ) -> Result<Response<proto::Nf>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
-        self.run(move |c| c.get_nf(&name)).await
+        self.run(move |c| c.get_nf(&who, &name)).await
     }
 
     async fn list_nfs(
         &self,
         request: Request<proto::ListNfsRequest>,
     ) -> Result<Response<proto::ListNfsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        let all = self.run(|c| Ok(c.list_nfs())).await?.into_inner();
+        let all = self.run(move |c| Ok(c.list_nfs(&who))).await?.into_inner();
         let (nfs, next_page_token) = page(&all, r.page_size, &r.page_token, 1000)?;
         Ok(Response::new(proto::ListNfsResponse {
             nfs,
@@ -210,9 +223,13 @@ impl NfService for Api {
         &self,
         request: Request<proto::DeleteNfRequest>,
     ) -> Result<Response<proto::DeleteNfResponse>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
-        self.run(move |c| c.delete_nf(&name).map(|()| proto::DeleteNfResponse {}))
-            .await
+        self.run(move |c| {
+            c.delete_nf(&who, &name)
+                .map(|()| proto::DeleteNfResponse {})
+        })
+        .await
     }
 }
 
@@ -222,11 +239,12 @@ impl ChainService for Api {
         &self,
         request: Request<proto::CreateChainRequest>,
     ) -> Result<Response<proto::Chain>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let chain = r
             .chain
             .ok_or_else(|| Status::invalid_argument("chain is required"))?;
-        self.run(move |c| c.create_chain(&chain, r.validate_only))
+        self.run(move |c| c.create_chain(&who, &chain, r.validate_only))
             .await
     }
 
@@ -234,28 +252,42 @@ impl ChainService for Api {
         &self,
         request: Request<proto::UpdateChainRequest>,
     ) -> Result<Response<proto::UpdateChainResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let chain = r
             .chain
             .ok_or_else(|| Status::invalid_argument("chain is required"))?;
-        self.run(move |c| c.update_chain(&chain, &r.update_mask, r.validate_only, r.allow_missing))
-            .await
+        self.run(move |c| {
+            c.update_chain(
+                &who,
+                &chain,
+                &r.update_mask,
+                r.validate_only,
+                r.allow_missing,
+            )
+        })
+        .await
     }
 
     async fn get_chain(
         &self,
         request: Request<proto::GetChainRequest>,
     ) -> Result<Response<proto::Chain>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
-        self.run(move |c| c.get_chain(&name)).await
+        self.run(move |c| c.get_chain(&who, &name)).await
     }
 
     async fn list_chains(
         &self,
         request: Request<proto::ListChainsRequest>,
     ) -> Result<Response<proto::ListChainsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        let all = self.run(|c| Ok(c.list_chains())).await?.into_inner();
+        let all = self
+            .run(move |c| Ok(c.list_chains(&who)))
+            .await?
+            .into_inner();
         let (chains, next_page_token) = page(&all, r.page_size, &r.page_token, 1000)?;
         Ok(Response::new(proto::ListChainsResponse {
             chains,
@@ -267,9 +299,10 @@ impl ChainService for Api {
         &self,
         request: Request<proto::DeleteChainRequest>,
     ) -> Result<Response<proto::DeleteChainResponse>, Status> {
+        let who = caller(&request)?;
         let name = request.into_inner().name;
         self.run(move |c| {
-            c.delete_chain(&name)
+            c.delete_chain(&who, &name)
                 .map(|()| proto::DeleteChainResponse {})
         })
         .await
@@ -285,8 +318,9 @@ impl TelemetryService for Api {
         &self,
         request: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::Stats>, Status> {
+        let who = caller(&request)?;
         let active_only = request.into_inner().active_only;
-        self.run(move |c| c.stats(active_only)).await
+        self.run(move |c| c.stats(&who, active_only)).await
     }
 
     type WatchStatsStream = StatsStream;
@@ -295,6 +329,7 @@ impl TelemetryService for Api {
         &self,
         request: Request<proto::WatchStatsRequest>,
     ) -> Result<Response<Self::WatchStatsStream>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let interval = match r.interval_ms {
             0 => 1000,
@@ -312,7 +347,8 @@ impl TelemetryService for Api {
             loop {
                 ticker.tick().await;
                 let c = controller.clone();
-                let stats = tokio::task::spawn_blocking(move || c.stats(r.active_only)).await;
+                let who = who.clone();
+                let stats = tokio::task::spawn_blocking(move || c.stats(&who, r.active_only)).await;
                 let item = match stats {
                     Ok(Ok(s)) => Ok(s),
                     Ok(Err(e)) => Err(status(e)),
@@ -334,10 +370,12 @@ impl TelemetryService for Api {
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let who = caller(&request)?;
         let replay = request.into_inner().replay;
         let mut live = self.controller.subscribe();
         let past = if replay {
-            self.run(|c| c.events(1000)).await?.into_inner()
+            let who = who.clone();
+            self.run(move |c| c.events(&who, 1000)).await?.into_inner()
         } else {
             Vec::new()
         };
@@ -352,7 +390,7 @@ impl TelemetryService for Api {
             }
             loop {
                 match live.recv().await {
-                    Ok(e) if e.seq > last => {
+                    Ok(e) if e.seq > last && sees_event(&who, &e) => {
                         last = e.seq;
                         if tx.send(Ok(e)).await.is_err() {
                             return;
@@ -379,13 +417,14 @@ impl TelemetryService for Api {
         &self,
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        let who = caller(&request)?;
         let limit = match request.into_inner().limit {
             n if n < 0 => return Err(Status::invalid_argument("limit must not be negative")),
             0 => 100,
             n => (n as usize).min(1000),
         };
         self.run(move |c| {
-            c.events(limit)
+            c.events(&who, limit)
                 .map(|events| proto::ListEventsResponse { events })
         })
         .await

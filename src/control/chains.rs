@@ -2,7 +2,8 @@
 
 use super::convert::policy_name;
 use super::reconfigure::Taken;
-use super::{Change, ControlError, Controller, Inner, event};
+use super::{Change, ControlError, Controller, Inner, audited, event, not_yours};
+use crate::auth::Principal;
 use crate::nf_kinds::Catalog;
 use crate::nic::VfId;
 use nfhost_api::chain_update;
@@ -11,9 +12,10 @@ use nfhost_api::proto::{self, NfUpdateOutcome};
 use nfhost_api::validate::{self};
 
 impl Controller {
-    /// Creates a chain whole.
+    /// Creates a chain whole, owned (with its NFs) by `who`'s tenant.
     pub fn create_chain(
         &self,
+        who: &Principal,
         chain: &proto::Chain,
         validate_only: bool,
     ) -> Result<proto::Chain, ControlError> {
@@ -23,26 +25,34 @@ impl Controller {
         }
         let mut inner = self.lock();
         let id = Collection::Chains.short(&chain.name).to_owned();
-        if inner.desired.chains.contains_key(&id) {
+        if let Some(existing) = inner.desired.chains.get(&id) {
+            if !who.owns(&existing.tenant) {
+                return Err(not_yours(who, &chain_name(&id)));
+            }
             return Err(ControlError::AlreadyExists(format!(
                 "{} already exists; update it (UpdateChain) to reconfigure its NFs, or delete it first to replace it",
                 chain_name(&id)
             )));
         }
         for nf in &chain.nfs {
-            if inner.desired.nfs.contains_key(&nf.name) {
+            if let Some(existing) = inner.desired.nfs.get(&nf.name) {
+                if !who.owns(&existing.tenant) {
+                    return Err(not_yours(who, &nf_name(&nf.name)));
+                }
                 return Err(ControlError::AlreadyExists(format!(
                     "{} already exists; chain NF names must be unused",
                     nf_name(&nf.name)
                 )));
             }
         }
-        inner.check_intake(chain)?;
+        inner.check_intake(who, chain)?;
+        inner.check_quota(who, chain.nfs.len(), 1)?;
         let num_vfs = inner.engine.pf()?.num_vfs;
         let vfs = inner.free_vfs(num_vfs, chain.nfs.len())?;
         let mut record = chain.clone();
         record.name = chain_name(&id);
         record.vfs = vfs.iter().map(|v| vf_name(v.0)).collect();
+        record.tenant = who.tenant_of_new();
         if record.isolation == proto::Isolation::Unspecified as i32 {
             record.isolation = proto::Isolation::Strict as i32;
         }
@@ -59,6 +69,7 @@ impl Controller {
                 restart_policy: chain.restart_policy,
                 chain: record.name.clone(),
                 status: None,
+                tenant: record.tenant.clone(),
             }));
         }
         let ev = event(
@@ -71,6 +82,7 @@ impl Controller {
                 record.vfs.join(", ")
             ),
         );
+        let ev = audited(ev, who, &record.tenant);
         self.commit(&mut inner, changes, vec![ev])?;
         self.reconcile_locked(&mut inner);
         Ok(record)
@@ -82,6 +94,7 @@ impl Controller {
     /// way each NF went (with `validate_only`, which way it would).
     pub fn update_chain(
         &self,
+        who: &Principal,
         chain: &proto::Chain,
         mask: &[String],
         validate_only: bool,
@@ -92,18 +105,24 @@ impl Controller {
         let Some(stored) = inner.desired.chains.get(&id).cloned() else {
             if allow_missing {
                 drop(inner);
-                let created = self.create_chain(chain, validate_only)?;
+                let created = self.create_chain(who, chain, validate_only)?;
                 let nfs = outcomes(&created, |_| (NfUpdateOutcome::Created, String::new()));
                 return Ok(proto::UpdateChainResponse {
                     chain: Some(created),
                     nfs,
                 });
             }
+            if !who.is_admin() {
+                return Err(not_yours(who, &chain_name(&id)));
+            }
             return Err(ControlError::NotFound(format!(
                 "{} not found; create it first (or set allow_missing)",
                 chain_name(&id)
             )));
         };
+        if !who.owns(&stored.tenant) {
+            return Err(not_yours(who, &chain_name(&id)));
+        }
         let plan = chain_update::plan(&stored, chain, mask, &Catalog).map_err(|r| match r {
             chain_update::Refusal::Invalid(v) => ControlError::Invalid(v),
             chain_update::Refusal::NotInPlace(why) => {
@@ -137,25 +156,33 @@ impl Controller {
             nf.config.clone_from(&hop.config);
             nf.restart_policy = plan.chain.restart_policy;
             if reconfigured {
-                events.push(event(
-                    proto::EventKind::ConfigChanged,
-                    parse_vf(&nf.vf).map(VfId),
-                    &hop.name,
-                    format!("chain {id}: nf {} reconfigured", hop.name),
+                events.push(audited(
+                    event(
+                        proto::EventKind::ConfigChanged,
+                        parse_vf(&nf.vf).map(VfId),
+                        &hop.name,
+                        format!("chain {id}: nf {} reconfigured", hop.name),
+                    ),
+                    who,
+                    &stored.tenant,
                 ));
             }
             changes.push(Change::PutNf(nf));
         }
         if plan.restart_policy_changed {
-            events.push(event(
-                proto::EventKind::ConfigChanged,
-                None,
-                "",
-                format!(
-                    "chain {id}: restart policy {} -> {}",
-                    policy_name(stored.restart_policy),
-                    policy_name(plan.chain.restart_policy)
+            events.push(audited(
+                event(
+                    proto::EventKind::ConfigChanged,
+                    None,
+                    "",
+                    format!(
+                        "chain {id}: restart policy {} -> {}",
+                        policy_name(stored.restart_policy),
+                        policy_name(plan.chain.restart_policy)
+                    ),
                 ),
+                who,
+                &stored.tenant,
             ));
         }
         self.commit(&mut inner, changes, events)?;
@@ -187,32 +214,27 @@ impl Controller {
     }
 
     /// One chain.
-    pub fn get_chain(&self, name: &str) -> Result<proto::Chain, ControlError> {
+    pub fn get_chain(&self, who: &Principal, name: &str) -> Result<proto::Chain, ControlError> {
         let inner = self.lock();
-        let id = Collection::Chains.short(name);
-        inner
-            .desired
-            .chains
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ControlError::NotFound(format!("{} not found", chain_name(id))))
+        inner.chain_of(who, Collection::Chains.short(name)).cloned()
     }
 
-    /// Every chain.
-    pub fn list_chains(&self) -> Vec<proto::Chain> {
-        self.lock().desired.chains.values().cloned().collect()
+    /// Every chain `who` may see.
+    pub fn list_chains(&self, who: &Principal) -> Vec<proto::Chain> {
+        self.lock()
+            .desired
+            .chains
+            .values()
+            .filter(|c| who.owns(&c.tenant))
+            .cloned()
+            .collect()
     }
 
     /// Deletes a chain whole.
-    pub fn delete_chain(&self, name: &str) -> Result<(), ControlError> {
+    pub fn delete_chain(&self, who: &Principal, name: &str) -> Result<(), ControlError> {
         let mut inner = self.lock();
         let id = Collection::Chains.short(name).to_owned();
-        let chain = inner
-            .desired
-            .chains
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ControlError::NotFound(format!("{} not found", chain_name(&id))))?;
+        let chain = inner.chain_of(who, &id)?.clone();
         let mut changes = vec![Change::DeleteChain(id.clone())];
         changes.extend(
             chain
@@ -226,6 +248,7 @@ impl Controller {
             "",
             format!("chain chains/{id} deleted"),
         );
+        let ev = audited(ev, who, &chain.tenant);
         self.commit(&mut inner, changes, vec![ev])?;
         self.reconcile_locked(&mut inner);
         Ok(())
@@ -233,9 +256,22 @@ impl Controller {
 }
 
 impl Inner {
+    /// The chain `id` if `who` may see it (as [`Inner::nf_of`] for NFs).
+    fn chain_of(&self, who: &Principal, id: &str) -> Result<&proto::Chain, ControlError> {
+        match self.desired.chains.get(id) {
+            Some(c) if who.owns(&c.tenant) => Ok(c),
+            _ if !who.is_admin() => Err(not_yours(who, &chain_name(id))),
+            _ => Err(ControlError::NotFound(format!(
+                "{} not found",
+                chain_name(id)
+            ))),
+        }
+    }
+
     /// Refuses a chain that would take wire frames another stored chain takes (by
-    /// classifier or, for two-way chains, by return VLAN).
-    fn check_intake(&self, chain: &proto::Chain) -> Result<(), ControlError> {
+    /// classifier or, for two-way chains, by return VLAN). Another tenant's chain
+    /// is not named to a tenant.
+    fn check_intake(&self, who: &Principal, chain: &proto::Chain) -> Result<(), ControlError> {
         let name = chain_name(Collection::Chains.short(&chain.name));
         for mine in validate::wire_intake(chain) {
             for other in self.desired.chains.values().filter(|c| c.name != name) {
@@ -255,9 +291,13 @@ impl Inner {
                     "egress" => "two-way return direction (egress.vlan)",
                     _ => "classifier",
                 };
+                let other_name = if who.owns(&other.tenant) {
+                    other.name.clone()
+                } else {
+                    "another tenant's chain".to_owned()
+                };
                 return Err(ControlError::FailedPrecondition(format!(
-                    "{} already takes {frames} (its {}), which this chain's {} needs",
-                    other.name,
+                    "{other_name} already takes {frames} (its {}), which this chain's {} needs",
                     whose(theirs.field),
                     whose(mine.field)
                 )));

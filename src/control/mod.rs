@@ -30,6 +30,7 @@ mod reconcile;
 mod reconfigure;
 pub mod supervisor;
 mod telemetry;
+pub use telemetry::sees_event;
 mod vfs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
+use crate::auth::Principal;
 use crate::dataplane::counters::Counters;
 use crate::dataplane::engine::{EngineError, EngineHandle};
 use crate::dataplane::nf_process::NfProcess;
@@ -58,13 +60,17 @@ pub enum ControlError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this, or the object is not the caller's (a tenant is
+    /// told this whether or not the object exists, AIP-211); nothing changed.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The resource exists already.
     #[error("{0}")]
     AlreadyExists(String),
     /// The request is valid but the system is not in a state to accept it.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// No free VF (or another resource ran out).
+    /// No free VF, or a tenant's quota is used up.
     #[error("{0}")]
     Exhausted(String),
     /// Storing the change failed; nothing was acknowledged.
@@ -102,6 +108,28 @@ fn invalid(field: &str, description: impl Into<String>) -> ControlError {
     ControlError::Invalid(v)
 }
 
+/// A tenant's refusal for an object it does not own or that does not exist: the
+/// same words either way, so a tenant cannot probe other tenants' names (AIP-211).
+fn not_yours(who: &Principal, what: &str) -> ControlError {
+    ControlError::PermissionDenied(format!(
+        "permission denied: {what} is not {who}'s (it does not exist, or belongs to someone else)"
+    ))
+}
+
+/// The refusal of something only admins may do.
+fn admins_only(who: &Principal, what: &str) -> ControlError {
+    ControlError::PermissionDenied(format!(
+        "permission denied: {what} is for admins; {who} may not"
+    ))
+}
+
+/// The refusal of a request that would take a tenant over a quota.
+fn over_quota(who: &Principal, quota: &str, max: u32, held: usize, asked: usize) -> ControlError {
+    ControlError::Exhausted(format!(
+        "quota {quota} of {who} exceeded: {held} held, {asked} more asked, at most {max}"
+    ))
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -117,7 +145,16 @@ fn event(kind: proto::EventKind, vf: Option<VfId>, nf: &str, message: String) ->
         nf: nf_name_or_none(nf),
         message,
         dma_fault: None,
+        principal: String::new(),
+        tenant: String::new(),
     }
+}
+
+/// `event` caused by `who`'s request, about an object of `tenant`.
+fn audited(mut ev: proto::Event, who: &Principal, tenant: &str) -> proto::Event {
+    ev.principal = who.name().to_owned();
+    ev.tenant = tenant.to_owned();
+    ev
 }
 
 /// The runtime side of one NF.
@@ -210,6 +247,21 @@ impl Controller {
         events: Vec<proto::Event>,
     ) -> Result<(), ControlError> {
         let n = events.len();
+        // An event about an NF concerns the NF's tenant, as the NF was before the
+        // change (a deleted NF) or as the change stores it (a created one).
+        let events = events.into_iter().map(|mut e| {
+            if e.tenant.is_empty() && !e.nf.is_empty() {
+                let id = nfhost_api::names::Collection::Nfs.short(&e.nf);
+                let stored = inner.desired.nfs.get(id).map(|nf| nf.tenant.clone());
+                let put = changes.iter().find_map(|c| match c {
+                    Change::PutNf(nf) if nf.name == id => Some(nf.tenant.clone()),
+                    _ => None,
+                });
+                e.tenant = stored.or(put).unwrap_or_default();
+            }
+            e
+        });
+        let events: Vec<_> = events.collect();
         changes.extend(events.into_iter().map(Change::Event));
         inner.store.apply(&changes)?;
         inner.desired = inner.store.load()?;
@@ -218,7 +270,7 @@ impl Controller {
                 // Every stored event is also a log line: what happened, to which NF and VF.
                 let kind =
                     proto::EventKind::try_from(e.kind).map_or("unknown", |k| k.as_str_name());
-                tracing::info!(seq = e.seq, kind, nf = %e.nf, vf = %e.vf, "{}", e.message);
+                tracing::info!(seq = e.seq, kind, nf = %e.nf, vf = %e.vf, principal = %e.principal, tenant = %e.tenant, "{}", e.message);
                 let _ = self.events.send(e);
             }
         }
@@ -238,6 +290,62 @@ impl Inner {
 
     fn owner_of(&self, vf: VfId) -> Option<String> {
         self.owned_vfs().remove(&vf)
+    }
+
+    /// The NF `id` if `who` may see it: a tenant gets [`not_yours`] for another
+    /// tenant's NF and for one that does not exist, an admin NOT_FOUND.
+    fn nf_of(&self, who: &Principal, id: &str) -> Result<&proto::Nf, ControlError> {
+        match self.desired.nfs.get(id) {
+            Some(nf) if who.owns(&nf.tenant) => Ok(nf),
+            _ if !who.is_admin() => Err(not_yours(who, &nfhost_api::names::nf_name(id))),
+            _ => Err(ControlError::NotFound(format!(
+                "{} not found",
+                nfhost_api::names::nf_name(id)
+            ))),
+        }
+    }
+
+    /// The tenant of the NF that owns `vf`; `None` for a free VF.
+    fn vf_tenant(&self, vf: VfId) -> Option<String> {
+        let owner = self.owner_of(vf)?;
+        self.desired.nfs.get(&owner).map(|nf| nf.tenant.clone())
+    }
+
+    /// Whether `who` may see `vf`: an admin every VF, a tenant those its NFs hold.
+    fn sees_vf(&self, who: &Principal, vf: VfId) -> bool {
+        who.is_admin() || self.vf_tenant(vf).is_some_and(|t| who.owns(&t))
+    }
+
+    /// Refuses a request that would take tenant `who` over its quotas, with
+    /// `vfs` more VFs and `chains` more chains.
+    fn check_quota(&self, who: &Principal, vfs: usize, chains: usize) -> Result<(), ControlError> {
+        let Some(tenant) = who.tenant_name() else {
+            return Ok(());
+        };
+        let quota = who.quota();
+        if let Some(max) = quota.max_vfs {
+            let held = self
+                .desired
+                .nfs
+                .values()
+                .filter(|nf| nf.tenant == tenant)
+                .count();
+            if held + vfs > max as usize {
+                return Err(over_quota(who, "max_vfs", max, held, vfs));
+            }
+        }
+        if let Some(max) = quota.max_chains {
+            let held = self
+                .desired
+                .chains
+                .values()
+                .filter(|c| c.tenant == tenant)
+                .count();
+            if chains > 0 && held + chains > max as usize {
+                return Err(over_quota(who, "max_chains", max, held, chains));
+            }
+        }
+        Ok(())
     }
 
     fn free_vfs(&self, num_vfs: u16, n: usize) -> Result<Vec<VfId>, ControlError> {

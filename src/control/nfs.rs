@@ -3,7 +3,8 @@
 use crate::nf_kinds::Catalog;
 use std::time::Instant;
 
-use super::{Change, ControlError, Controller, Inner, event};
+use super::{Change, ControlError, Controller, Inner, audited, event, not_yours};
+use crate::auth::Principal;
 use crate::dataplane::runner::{NfSpec, spawn_attached};
 use crate::nic::VfId;
 use nfhost_api::names::{Collection, nf_name, parse_vf, vf_name};
@@ -11,9 +12,10 @@ use nfhost_api::proto;
 use nfhost_api::validate::{self};
 
 impl Controller {
-    /// Creates a standalone NF.
+    /// Creates a standalone NF, owned by `who`'s tenant.
     pub fn create_nf(
         &self,
+        who: &Principal,
         nf: &proto::Nf,
         validate_only: bool,
     ) -> Result<proto::Nf, ControlError> {
@@ -23,12 +25,16 @@ impl Controller {
         }
         let mut inner = self.lock();
         let id = Collection::Nfs.short(&nf.name).to_owned();
-        if inner.desired.nfs.contains_key(&id) {
+        if let Some(existing) = inner.desired.nfs.get(&id) {
+            if !who.owns(&existing.tenant) {
+                return Err(not_yours(who, &nf_name(&id)));
+            }
             return Err(ControlError::AlreadyExists(format!(
                 "{} already exists",
                 nf_name(&id)
             )));
         }
+        inner.check_quota(who, 1, 0)?;
         let num_vfs = inner.engine.pf()?.num_vfs;
         let owned = inner.owned_vfs();
         let vf = if nf.vf.is_empty() {
@@ -57,6 +63,7 @@ impl Controller {
             restart_policy: nf.restart_policy,
             chain: String::new(),
             status: None,
+            tenant: who.tenant_of_new(),
         };
         if !validate_only {
             let ev = event(
@@ -65,6 +72,7 @@ impl Controller {
                 &id,
                 format!("NF nfs/{id} ({}) created", nf.kind),
             );
+            let ev = audited(ev, who, &record.tenant);
             self.commit(&mut inner, vec![Change::PutNf(record.clone())], vec![ev])?;
             self.reconcile_locked(&mut inner);
         }
@@ -72,37 +80,30 @@ impl Controller {
     }
 
     /// One NF with its status.
-    pub fn get_nf(&self, name: &str) -> Result<proto::Nf, ControlError> {
+    pub fn get_nf(&self, who: &Principal, name: &str) -> Result<proto::Nf, ControlError> {
         let inner = self.lock();
-        let id = Collection::Nfs.short(name);
-        let nf = inner
-            .desired
-            .nfs
-            .get(id)
-            .ok_or_else(|| ControlError::NotFound(format!("{} not found", nf_name(id))))?;
+        let nf = inner.nf_of(who, Collection::Nfs.short(name))?;
         Ok(inner.nf_message(nf))
     }
 
-    /// Every NF.
-    pub fn list_nfs(&self) -> Vec<proto::Nf> {
+    /// Every NF `who` may see.
+    pub fn list_nfs(&self, who: &Principal) -> Vec<proto::Nf> {
         let inner = self.lock();
         inner
             .desired
             .nfs
             .values()
+            .filter(|nf| who.owns(&nf.tenant))
             .map(|nf| inner.nf_message(nf))
             .collect()
     }
 
     /// Deletes a standalone NF: stops it, resets and frees its VF.
-    pub fn delete_nf(&self, name: &str) -> Result<(), ControlError> {
+    pub fn delete_nf(&self, who: &Principal, name: &str) -> Result<(), ControlError> {
         let mut inner = self.lock();
         let id = Collection::Nfs.short(name).to_owned();
-        let nf = inner
-            .desired
-            .nfs
-            .get(&id)
-            .ok_or_else(|| ControlError::NotFound(format!("{} not found", nf_name(&id))))?;
+        let nf = inner.nf_of(who, &id)?;
+        let tenant = nf.tenant.clone();
         if !nf.chain.is_empty() {
             return Err(ControlError::FailedPrecondition(format!(
                 "{} is a hop of {}; delete the chain instead",
@@ -117,6 +118,7 @@ impl Controller {
             &id,
             format!("NF nfs/{id} deleted"),
         );
+        let ev = audited(ev, who, &tenant);
         self.commit(&mut inner, vec![Change::DeleteNf(id)], vec![ev])?;
         self.reconcile_locked(&mut inner);
         Ok(())

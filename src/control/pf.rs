@@ -1,11 +1,12 @@
 //! The PF and its VF count.
 
-use super::{Change, ControlError, Controller, event, invalid};
+use super::{Change, ControlError, Controller, admins_only, audited, event, invalid};
+use crate::auth::Principal;
 use nfhost_api::names::vf_name;
 use nfhost_api::proto;
 
 impl Controller {
-    /// The PF.
+    /// The PF (every principal may read it).
     pub fn get_pf(&self) -> Result<proto::Pf, ControlError> {
         let inner = self.lock();
         let wire = inner.wire.clone();
@@ -27,10 +28,14 @@ impl Controller {
     /// Sets the VF count.
     pub fn set_vf_count(
         &self,
+        caller: &Principal,
         name: &str,
         num_vfs: u32,
         validate_only: bool,
     ) -> Result<proto::Pf, ControlError> {
+        if !caller.is_admin() {
+            return Err(admins_only(caller, "setting the VF count"));
+        }
         if name != "pfs/0" {
             return Err(ControlError::NotFound(format!(
                 "{name:?} not found: this host has one PF, pfs/0"
@@ -79,6 +84,7 @@ impl Controller {
                         "",
                         format!("VF count {current} -> {n}"),
                     );
+                    let ev = audited(ev, caller, "");
                     self.commit(&mut inner, changes, vec![ev])?;
                     inner.engine.set_vf_count(n)?;
                 }

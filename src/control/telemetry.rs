@@ -2,6 +2,7 @@
 //! what the engine reported (DMA faults, detaches) turned into events.
 
 use super::{ControlError, Controller, Inner, event, now_ms};
+use crate::auth::Principal;
 use crate::dataplane::counters::Drop as DropReason;
 use crate::dataplane::engine::EngineEvent;
 use crate::nic::VfId;
@@ -9,8 +10,8 @@ use nfhost_api::names::{Collection, nf_name_or_none, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
-    /// Per-VF counters.
-    pub fn stats(&self, active_only: bool) -> Result<proto::Stats, ControlError> {
+    /// Per-VF counters of the VFs `who` may see; the wire's only for an admin.
+    pub fn stats(&self, who: &Principal, active_only: bool) -> Result<proto::Stats, ControlError> {
         let inner = self.lock();
         let n = inner.engine.pf()?.num_vfs;
         let faults = inner.engine.fault_counts()?;
@@ -19,6 +20,9 @@ impl Controller {
         let mut vfs = Vec::new();
         for i in 0..n {
             let vf = VfId(i);
+            if !inner.sees_vf(who, vf) {
+                continue;
+            }
             let s = c.vf(vf).snapshot();
             let owner = owners.get(&vf).cloned().unwrap_or_default();
             if active_only && owner.is_empty() && s.rx_packets + s.tx_packets + s.total_drops() == 0
@@ -62,7 +66,7 @@ impl Controller {
         Ok(proto::Stats {
             time_ms: now_ms(),
             vfs,
-            wire: Some(proto::WireStats {
+            wire: who.is_admin().then(|| proto::WireStats {
                 rx_packets: w.rx_packets.get(),
                 rx_bytes: w.rx_bytes.get(),
                 tx_packets: w.tx_packets.get(),
@@ -75,12 +79,12 @@ impl Controller {
         })
     }
 
-    /// The latest self-report (JSON) of the NF `name`, such as a monitor's top talkers.
-    pub fn nf_report(&self, name: &str) -> Option<String> {
+    /// The latest self-report (JSON) of the NF `name`, such as a monitor's top
+    /// talkers; `None` until it sends one.
+    pub fn nf_report(&self, who: &Principal, name: &str) -> Result<Option<String>, ControlError> {
         let inner = self.lock();
-        let nf = inner.desired.nfs.get(Collection::Nfs.short(name))?;
-        let vf = VfId(parse_vf(&nf.vf)?);
-        inner.engine.view().report(vf)
+        let nf = inner.nf_of(who, Collection::Nfs.short(name))?;
+        Ok(parse_vf(&nf.vf).and_then(|vf| inner.engine.view().report(VfId(vf))))
     }
 
     /// Wire sink figures (gen wire): packets back out and their latency.
@@ -88,9 +92,22 @@ impl Controller {
         self.lock().engine.view().sink()
     }
 
-    /// The stored recent events, oldest first.
-    pub fn events(&self, limit: usize) -> Result<Vec<proto::Event>, ControlError> {
-        Ok(self.lock().store.events(limit)?)
+    /// The latest `limit` stored events `who` may see, oldest first.
+    pub fn events(&self, who: &Principal, limit: usize) -> Result<Vec<proto::Event>, ControlError> {
+        let inner = self.lock();
+        if who.is_admin() {
+            return Ok(inner.store.events(limit)?);
+        }
+        // A tenant's are among all stored ones: filter the whole log, keep the last.
+        let mut mine: Vec<_> = inner
+            .store
+            .events(crate::store::EVENT_LOG_CAPACITY)?
+            .into_iter()
+            .filter(|e| sees_event(who, e))
+            .collect();
+        let skip = mine.len().saturating_sub(limit);
+        mine.drain(..skip);
+        Ok(mine)
     }
 
     /// Records that the service started (boot id in the message).
@@ -153,4 +170,10 @@ impl Inner {
         }
         events
     }
+}
+
+/// Whether `who` may see `event`: an admin every one, a tenant those about its
+/// own objects.
+pub fn sees_event(who: &Principal, event: &proto::Event) -> bool {
+    who.is_admin() || (!event.tenant.is_empty() && who.owns(&event.tenant))
 }

@@ -1,34 +1,49 @@
 //! VFs: their admin config and function-level reset.
 
 use super::convert::{admin_record, update_from_mask};
-use super::{Change, ControlError, Controller, Inner, event, invalid};
+use super::{
+    Change, ControlError, Controller, Inner, admins_only, audited, event, invalid, not_yours,
+};
+use crate::auth::Principal;
 use crate::dataplane::engine::EngineError;
 use crate::nic::VfId;
 use nfhost_api::names::{nf_name_or_none, parse_vf, vf_name};
 use nfhost_api::proto;
 
 impl Controller {
-    /// Every VF.
-    pub fn list_vfs(&self) -> Result<Vec<proto::Vf>, ControlError> {
+    /// Every VF `who` may see: all for an admin, those its NFs hold for a tenant.
+    pub fn list_vfs(&self, who: &Principal) -> Result<Vec<proto::Vf>, ControlError> {
         let inner = self.lock();
         let n = inner.engine.pf()?.num_vfs;
-        (0..n).map(|i| inner.vf_message(VfId(i))).collect()
+        (0..n)
+            .map(VfId)
+            .filter(|vf| inner.sees_vf(who, *vf))
+            .map(|vf| inner.vf_message(vf))
+            .collect()
     }
 
     /// One VF.
-    pub fn get_vf(&self, name: &str) -> Result<proto::Vf, ControlError> {
+    pub fn get_vf(&self, who: &Principal, name: &str) -> Result<proto::Vf, ControlError> {
         let inner = self.lock();
-        let vf = inner.vf_by_name(name)?;
+        let vf = match inner.vf_by_name(name) {
+            Ok(vf) if inner.sees_vf(who, vf) => vf,
+            _ if !who.is_admin() => return Err(not_yours(who, name)),
+            other => other?,
+        };
         inner.vf_message(vf)
     }
 
     /// Writes VF admin config fields.
     pub fn update_vf(
         &self,
+        who: &Principal,
         vf: &proto::Vf,
         mask: &[String],
         validate_only: bool,
     ) -> Result<proto::Vf, ControlError> {
+        if !who.is_admin() {
+            return Err(admins_only(who, "changing a VF's config"));
+        }
         let mut inner = self.lock();
         let id = inner.vf_by_name(&vf.name)?;
         let update = update_from_mask(vf, mask)?;
@@ -48,12 +63,17 @@ impl Controller {
             "",
             format!("VF config updated: {}", mask_text(mask, vf)),
         );
+        let tenant = inner.vf_tenant(id).unwrap_or_default();
+        let ev = audited(ev, who, &tenant);
         self.commit(&mut inner, vec![Change::PutVf(id.0, record)], vec![ev])?;
         inner.vf_message(id)
     }
 
     /// Function-level reset of a VF; its NF (if any) is restarted on a clean VF.
-    pub fn reset_vf(&self, name: &str) -> Result<proto::Vf, ControlError> {
+    pub fn reset_vf(&self, who: &Principal, name: &str) -> Result<proto::Vf, ControlError> {
+        if !who.is_admin() {
+            return Err(admins_only(who, "resetting a VF"));
+        }
         let mut inner = self.lock();
         let id = inner.vf_by_name(name)?;
         let owner = inner.owner_of(id);
@@ -72,6 +92,8 @@ impl Controller {
             "",
             "function-level reset".into(),
         );
+        let tenant = inner.vf_tenant(id).unwrap_or_default();
+        let ev = audited(ev, who, &tenant);
         self.commit(&mut inner, vec![], vec![ev])?;
         inner.vf_message(id)
     }

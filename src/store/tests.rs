@@ -80,6 +80,7 @@ fn nf(name: &str) -> Nf {
         restart_policy: 2,
         chain: "chains/edge".into(),
         status: None,
+        tenant: "blue".into(),
     }
 }
 

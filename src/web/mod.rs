@@ -28,6 +28,8 @@
 //! worker, nor the gRPC server that shares the runtime.
 
 mod assets;
+pub mod auth;
+pub mod listener;
 pub mod metrics;
 mod stream;
 mod views;
@@ -35,6 +37,7 @@ mod views;
 use nfhost_api::names::nf_name;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -44,6 +47,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::{Authenticator, Principal};
 use crate::control::{ControlError, Controller};
 use metrics::Metrics;
 use views::{ChainView, EventView, NfView, VfView};
@@ -58,10 +62,21 @@ const MAX_EVENTS: usize = 1000;
 struct App {
     controller: Arc<Controller>,
     metrics: Arc<Metrics>,
+    authenticator: Arc<Authenticator>,
 }
 
-/// The dashboard, its JSON API and `/metrics`, read-only.
-pub fn router(controller: Arc<Controller>, metrics: Arc<Metrics>) -> Router {
+/// The dashboard, its JSON API and `/metrics`, read-only; callers of the API and
+/// `/metrics` authenticated by `authenticator` ([`auth`]).
+pub fn router(
+    controller: Arc<Controller>,
+    metrics: Arc<Metrics>,
+    authenticator: Arc<Authenticator>,
+) -> Router {
+    let app = App {
+        controller,
+        metrics,
+        authenticator,
+    };
     Router::new()
         .route("/", get(assets::index))
         .route("/favicon.ico", get(assets::favicon))
@@ -76,11 +91,14 @@ pub fn router(controller: Arc<Controller>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/stream", get(stream::stream))
         .fallback(not_found)
+        // Run bottom-up: body size, then method, then who is asking.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn(read_only))
-        .with_state(App {
-            controller,
-            metrics,
-        })
+        .layer(middleware::from_fn(auth::limit_body))
+        .with_state(app)
 }
 
 /// Why a request failed.
@@ -107,6 +125,7 @@ impl WebError {
                 StatusCode::NOT_FOUND
             }
             WebError::Control(ControlError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            WebError::Control(ControlError::PermissionDenied(_)) => StatusCode::FORBIDDEN,
             // The engine thread is gone or busy shutting down: try again later.
             WebError::Control(ControlError::Engine(_)) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,48 +200,60 @@ async fn metrics_text(State(app): State<App>) -> Result<Response, WebError> {
         .into_response())
 }
 
-async fn pf(State(app): State<App>) -> Result<Response, WebError> {
+async fn pf(
+    State(app): State<App>,
+    Extension(_who): Extension<Principal>,
+) -> Result<Response, WebError> {
     let pf = blocking(move || Ok(app.controller.get_pf()?)).await?;
     json_response(&pf)
 }
 
-async fn vfs(State(app): State<App>) -> Result<Response, WebError> {
+async fn vfs(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, WebError> {
     #[derive(Serialize)]
     struct Body {
         vfs: Vec<VfView>,
     }
-    let vfs = blocking(move || Ok(app.controller.list_vfs()?)).await?;
+    let vfs = blocking(move || Ok(app.controller.list_vfs(&who)?)).await?;
     json_response(&Body {
         vfs: vfs.into_iter().map(VfView::from).collect(),
     })
 }
 
-async fn nfs(State(app): State<App>) -> Result<Response, WebError> {
+async fn nfs(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, WebError> {
     #[derive(Serialize)]
     struct Body {
         nfs: Vec<NfView>,
     }
     let nfs = blocking(move || {
         let c = &app.controller;
-        Ok(c.list_nfs()
+        c.list_nfs(&who)
             .into_iter()
             .map(|nf| {
-                let report = c.nf_report(&nf.name);
-                NfView::new(nf, report.as_deref())
+                let report = c.nf_report(&who, &nf.name)?;
+                Ok(NfView::new(nf, report.as_deref()))
             })
-            .collect())
+            .collect::<Result<Vec<_>, WebError>>()
     })
     .await?;
     json_response(&Body { nfs })
 }
 
 /// `/api/v1/nfs/{name}/report`: the NF's latest self-report, as it wrote it.
-async fn nf_report(State(app): State<App>, Path(name): Path<String>) -> Result<Response, WebError> {
+async fn nf_report(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, WebError> {
     let report = blocking(move || {
-        let c = &app.controller;
-        // The NF's existence first, so "no such NF" and "no report yet" differ.
-        c.get_nf(&name)?;
-        c.nf_report(&name)
+        // "No such NF" (or not the caller's) and "no report yet" differ.
+        app.controller
+            .nf_report(&who, &name)?
             .ok_or_else(|| WebError::NotFound(format!("{} has no report yet", nf_name(&name))))
     })
     .await?;
@@ -231,12 +262,15 @@ async fn nf_report(State(app): State<App>, Path(name): Path<String>) -> Result<R
     json_response(&value)
 }
 
-async fn chains(State(app): State<App>) -> Result<Response, WebError> {
+async fn chains(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, WebError> {
     #[derive(Serialize)]
     struct Body {
         chains: Vec<ChainView>,
     }
-    let chains = blocking(move || Ok(app.controller.list_chains())).await?;
+    let chains = blocking(move || Ok(app.controller.list_chains(&who))).await?;
     json_response(&Body {
         chains: chains.into_iter().map(ChainView::from).collect(),
     })
@@ -249,6 +283,7 @@ struct EventsQuery {
 
 async fn events(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, WebError> {
     #[derive(Serialize)]
@@ -256,7 +291,7 @@ async fn events(
         events: Vec<EventView>,
     }
     let limit = query.limit.unwrap_or(DEFAULT_EVENTS).min(MAX_EVENTS);
-    let events = blocking(move || Ok(app.controller.events(limit)?)).await?;
+    let events = blocking(move || Ok(app.controller.events(&who, limit)?)).await?;
     json_response(&Body {
         events: events.into_iter().map(EventView::from).collect(),
     })
@@ -270,8 +305,9 @@ struct StatsQuery {
 
 async fn stats(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Query(query): Query<StatsQuery>,
 ) -> Result<Response, WebError> {
-    let stats = blocking(move || Ok(app.controller.stats(query.active_only)?)).await?;
+    let stats = blocking(move || Ok(app.controller.stats(&who, query.active_only)?)).await?;
     json_response(&stats)
 }

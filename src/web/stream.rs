@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -27,7 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::App;
 use super::views::EventView;
-use crate::control::Controller;
+use crate::auth::Principal;
+use crate::control::{Controller, sees_event};
 use nfhost_api::names::parse_vf;
 use nfhost_api::proto;
 
@@ -165,16 +167,23 @@ pub(super) fn rates(before: &proto::Stats, now: &proto::Stats, elapsed: Duration
 }
 
 /// `GET /api/v1/stream`.
-pub(super) async fn stream(State(app): State<App>) -> impl IntoResponse {
+pub(super) async fn stream(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(pump(app.controller, tx));
+    tokio::spawn(pump(app.controller, who, tx));
     // Proxies close connections that say nothing; stats speak every second, but a
     // stalled engine would leave the line quiet.
     Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
 }
 
-/// Feeds one connection until it closes.
-async fn pump(controller: Arc<Controller>, tx: mpsc::Sender<Result<Event, Infallible>>) {
+/// Feeds one connection of `who` (its VFs' rates, its events) until it closes.
+async fn pump(
+    controller: Arc<Controller>,
+    who: Principal,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
     // Subscribing only clones a broadcast receiver: no lock, nothing that blocks.
     let mut events = controller.subscribe();
     let mut events_open = true;
@@ -186,8 +195,9 @@ async fn pump(controller: Arc<Controller>, tx: mpsc::Sender<Result<Event, Infall
             () = tx.closed() => return,
             _ = ticker.tick() => {
                 let c = controller.clone();
+                let who = who.clone();
                 let sample = tokio::task::spawn_blocking(move || {
-                    c.stats(false).map(|s| (Instant::now(), s))
+                    c.stats(&who, false).map(|s| (Instant::now(), s))
                 })
                 .await;
                 // A failed sample (engine busy or stopping) is skipped; the next
@@ -203,7 +213,8 @@ async fn pump(controller: Arc<Controller>, tx: mpsc::Sender<Result<Event, Infall
                 }
             }
             received = events.recv(), if events_open => match received {
-                Ok(e) => sse_event("event", &EventView::from(e)),
+                Ok(e) if sees_event(&who, &e) => sse_event("event", &EventView::from(e)),
+                Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     sse_event("lagged", &serde_json::json!({ "missed": missed }))
                 }

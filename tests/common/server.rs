@@ -65,6 +65,14 @@ pub struct Server {
 impl Server {
     /// Starts `nfhost serve` on `data` with extra flags; waits until it reports SERVING.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let server = Server::spawn(data, extra, Stdio::inherit());
+        server.wait_serving();
+        server
+    }
+
+    /// Starts `nfhost serve` on `data` with extra flags and its log going to
+    /// `stderr`; does not wait for it.
+    pub fn spawn(data: &Path, extra: &[&str], stderr: Stdio) -> Server {
         let port = free_port();
         // Every server gets its own dashboard port too, unless the test picks one.
         let http = if extra.contains(&"--http") {
@@ -79,19 +87,18 @@ impl Server {
             .arg(data)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("nfhost serve starts");
-        let server = Server { child, port };
-        server.wait_serving();
-        server
+        Server { child, port }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn wait_serving(&self) {
+    /// Waits until the health service says SERVING (it needs no credentials).
+    pub fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let rt = runtime();
         loop {

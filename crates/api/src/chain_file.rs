@@ -367,6 +367,8 @@ pub fn parse_chain(text: &str) -> Result<proto::Chain, ChainFileError> {
         nfs,
         vfs: Vec::new(),
         restart_policy: restart.into(),
+        // Output only: the server records the caller's tenant.
+        tenant: String::new(),
     })
 }
 
@@ -497,6 +499,7 @@ mod tests {
                 ],
                 vfs: vec![],
                 restart_policy: proto::RestartPolicy::Always.into(),
+                tenant: String::new(),
             }
         );
     }

@@ -60,6 +60,7 @@ pub fn plan(
             "*" => {}
             p if MASK_FIELDS.contains(&p) => {}
             "vfs" => v.add("update_mask", "vfs is output only"),
+            "tenant" => v.add("update_mask", "tenant is output only"),
             "name" => v.add(
                 "update_mask",
                 "name says which chain to update; a chain cannot be renamed",
@@ -252,13 +253,15 @@ mod tests {
             ],
             vfs: vec!["pfs/0/vfs/0".into(), "pfs/0/vfs/1".into()],
             restart_policy: proto::RestartPolicy::Always as i32,
+            tenant: "blue".into(),
         }
     }
 
-    /// The stored chain as a chain file sends it: no VFs.
+    /// The stored chain as a chain file sends it: no VFs, no tenant.
     fn request() -> proto::Chain {
         proto::Chain {
             vfs: Vec::new(),
+            tenant: String::new(),
             ..stored()
         }
     }
@@ -286,6 +289,7 @@ mod tests {
         assert!(!planned.restart_policy_changed);
         assert_eq!(planned.chain.nfs[0].config, r#"{"top":2}"#);
         assert_eq!(planned.chain.vfs, stored().vfs);
+        assert_eq!(planned.chain.tenant, "blue", "the owner is the stored one");
         // Back to the kind's defaults is a change too.
         let mut r = request();
         r.nfs[0].config = String::new();

@@ -517,6 +517,8 @@ fn event(seq: u64) -> proto::Event {
             access: "write".into(),
             reason: "unmapped".into(),
         }),
+        principal: String::new(),
+        tenant: String::new(),
     }
 }
 

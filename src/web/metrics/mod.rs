@@ -34,6 +34,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use exposition::{Family, Histogram, Kind, Labels};
 
+use crate::auth::Principal;
 use crate::control::{ControlError, Controller};
 use nfhost_api::names::{chain_id, nf_id};
 use nfhost_api::proto;
@@ -143,11 +144,14 @@ impl Metrics {
 
     /// Reads the controller's counters, NFs and NF reports and publishes them.
     pub fn sample(&self, controller: &Controller) -> Result<(), ControlError> {
-        let stats = controller.stats(false)?;
-        let nfs = controller.list_nfs();
+        // The host's metrics: every VF and NF, read as the service itself (the
+        // HTTP side lets only admins read them).
+        let who = Principal::service();
+        let stats = controller.stats(&who, false)?;
+        let nfs = controller.list_nfs(&who);
         let reports: HashMap<String, String> = nfs
             .iter()
-            .filter_map(|nf| Some((nf.name.clone(), controller.nf_report(&nf.name)?)))
+            .filter_map(|nf| Some((nf.name.clone(), controller.nf_report(&who, &nf.name).ok()??)))
             .collect();
         self.publish(&stats, &nfs, &reports);
         Ok(())
