@@ -14,7 +14,19 @@
 #   5. the nfhost entrypoint is executable and parses (sh -n), and so do the
 #      scripts written inline in the compose file (bash -n / sh -n);
 #   6. examples/stick.toml is valid TOML with a name and at least one NF, and
-#      the Prometheus scrape target is a compose service.
+#      the Prometheus scrape target is a compose service;
+#   7. authentication (nfhost listens on 0.0.0.0 in its container, so it runs
+#      with --auth): the entrypoint passes --auth to `nfhost serve` (and not
+#      --insecure); every nfctl the compose file runs (healthchecks, entrypoint +
+#      command) has --token-file on a volume mounted in its container, the one
+#      nfhost writes the tokens to, and talks to a loopback address (nfctl sends a
+#      token over http:// only there); every Prometheus scrape job has
+#      `authorization` with a credentials_file on a volume mounted into the
+#      prometheus service, that same secrets volume;
+#   8. dashboards/prometheus.yml passes `promtool check config --syntax-only`
+#      (promtool comes with Debian's prometheus package, installed with apt when
+#      missing; --syntax-only because the token file exists only in the
+#      containers).
 #
 # Exits non-zero, naming each failure, if any check fails.
 set -euo pipefail
@@ -329,10 +341,233 @@ try:
         ok(f"dashboards/prometheus.yml scrapes {', '.join(targets)} (compose service names)")
 except (OSError, yaml.YAMLError) as e:
     fail(f"dashboards/prometheus.yml: {e}")
+    prom = {}
+
+
+# --- 7. Authentication: --auth, token files for nfctl and Prometheus.
+
+def mounts_of(svc):
+    """(source, target, read_only) of each volume of a service, short or long syntax."""
+    out = []
+    for vol in svc.get("volumes") or []:
+        if isinstance(vol, dict):
+            out.append((vol.get("source", ""), vol.get("target", ""), bool(vol.get("read_only"))))
+            continue
+        parts = interpolate(vol).split(":")
+        if len(parts) == 1:
+            out.append(("", parts[0], False))
+        else:
+            opts = parts[2].split(",") if len(parts) > 2 else []
+            out.append((parts[0], parts[1], "ro" in opts))
+    return out
+
+
+def named_volume_under(svc, path):
+    """The named volume mounted in `svc` at a directory holding `path`, and its mount."""
+    best = None
+    for src, target, ro in mounts_of(svc):
+        target = target.rstrip("/")
+        if path.startswith(target + "/") and (best is None or len(target) > len(best[1])):
+            best = (src, target, ro)
+    if best is None or best[0].startswith((".", "/", "~")) or not best[0]:
+        return None, best
+    return best[0], best
+
+
+# The entrypoint's `exec nfhost serve ...`, continuation lines joined.
+entrypoint_path = os.path.join(root, "docker", "nfhost-entrypoint.sh")
+serve_words = []
+try:
+    text = open(entrypoint_path).read().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = line.split()
+        if words[:3] == ["exec", "nfhost", "serve"]:
+            serve_words = words[3:]
+except OSError as e:
+    fail(f"docker/nfhost-entrypoint.sh: {e}")
+secrets_dir = None
+if not serve_words:
+    fail("docker/nfhost-entrypoint.sh: no `exec nfhost serve ...` line found")
+elif "--auth" not in serve_words:
+    fail("docker/nfhost-entrypoint.sh: `nfhost serve` runs without --auth, but listens on "
+         + " ".join(w for w in serve_words if w.startswith("0.0.0.0")) + " (a non-loopback address)")
+elif "--insecure" in serve_words:
+    fail("docker/nfhost-entrypoint.sh: `nfhost serve` runs with --insecure")
+else:
+    auth_arg = serve_words[serve_words.index("--auth") + 1].strip('"')
+    ok(f"docker/nfhost-entrypoint.sh: nfhost serve --auth {auth_arg}")
+    # The directory of the principals file, e.g. "$secrets_dir" -> the default the
+    # script gives NFHOST_SECRETS_DIR.
+    m = re.search(r"secrets_dir=\$\{NFHOST_SECRETS_DIR:-([^}]+)\}", text)
+    if m:
+        secrets_dir = services.get("nfhost", {}).get("environment", {}).get("NFHOST_SECRETS_DIR") or m.group(1)
+    else:
+        fail("docker/nfhost-entrypoint.sh: no secrets_dir=${NFHOST_SECRETS_DIR:-...} default found")
+
+nfhost_svc = services.get("nfhost") or {}
+secrets_volume = None
+if secrets_dir:
+    secrets_volume, mount = named_volume_under(nfhost_svc, secrets_dir + "/x")
+    if not secrets_volume or mount[1] != secrets_dir.rstrip("/"):
+        fail(f"service nfhost: its secrets directory {secrets_dir} is not a named volume mounted there")
+        secrets_volume = None
+    elif mount[2]:
+        fail(f"service nfhost: the secrets volume {secrets_volume} is mounted read-only; the entrypoint writes it")
+    else:
+        ok(f"service nfhost: tokens and principals in named volume {secrets_volume} at {secrets_dir}")
+
+
+def argv_of(v):
+    if isinstance(v, list):
+        return [str(x) for x in v]
+    if isinstance(v, str):
+        return shlex.split(v)
+    return []
+
+
+def check_nfctl(where, svc_name, svc, argv):
+    """One nfctl invocation: a token file on the secrets volume, a loopback server."""
+    flags = {}
+    for i, w in enumerate(argv[:-1]):
+        if w.startswith("--"):
+            flags.setdefault(w, argv[i + 1])
+    for w in argv:
+        if w.startswith("--") and "=" in w:
+            k, _, v = w.partition("=")
+            flags.setdefault(k, v)
+    token_file = flags.get("--token-file")
+    if not token_file:
+        fail(f"{where}: nfctl without --token-file (nfhost runs with --auth): {' '.join(argv)}")
+        return
+    volume, mount = named_volume_under(svc, token_file)
+    if not volume:
+        fail(f"{where}: --token-file {token_file} is not on a named volume mounted in {svc_name}")
+        return
+    if secrets_volume and volume != secrets_volume:
+        fail(f"{where}: --token-file {token_file} is on volume {volume}, not {secrets_volume}, where nfhost writes the tokens")
+        return
+    if secrets_dir and os.path.basename(token_file) not in ("ops.token", "prometheus.token"):
+        fail(f"{where}: --token-file {token_file}: the entrypoint writes ops.token and prometheus.token only")
+        return
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env if "=" in e)
+    server = flags.get("--server") or env.get("NFHOST_SERVER") or "http://127.0.0.1:50051"
+    host = re.sub(r"^[a-z]+://", "", server).rsplit(":", 1)[0].strip("[]")
+    if server.startswith("http://") or "://" not in server:
+        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+            fail(f"{where}: nfctl --server {server}: nfctl sends a token over http:// only to a loopback address")
+            return
+        if svc_name != "nfhost" and svc.get("network_mode") != "service:nfhost":
+            fail(f"{where}: nfctl --server {server} (loopback) from a container that is not in nfhost's"
+                 " network namespace (network_mode: service:nfhost)")
+            return
+    ok(f"{where}: nfctl --token-file {token_file} (volume {volume}{', read-only' if mount[2] else ''}) --server {server}")
+
+
+nfctl_runs = 0
+for name, svc in services.items():
+    hc = (svc.get("healthcheck") or {}).get("test")
+    hc_argv = argv_of(hc)
+    if hc_argv[:1] in (["CMD"], ["CMD-SHELL"]):
+        if hc_argv[0] == "CMD-SHELL":
+            hc_argv = shlex.split(" ".join(hc_argv[1:]))
+        else:
+            hc_argv = hc_argv[1:]
+    runs = []
+    if any(os.path.basename(w) == "nfctl" for w in hc_argv):
+        runs.append((f"service {name} healthcheck", hc_argv))
+    image = svc.get("image", "")
+    if "entrypoint" in svc:
+        run_argv = argv_of(svc.get("entrypoint")) + argv_of(svc.get("command"))
+    else:
+        # The nfhost image's own entrypoint (nfhost-entrypoint) runs no nfctl.
+        run_argv = argv_of(svc.get("command")) if not image.startswith("nfhost:") else []
+    if any(os.path.basename(w) == "nfctl" for w in run_argv):
+        runs.append((f"service {name} entrypoint+command", run_argv))
+    for where, argv in runs:
+        nfctl_runs += 1
+        # From the word nfctl on; an inline shell script is not parsed here.
+        start = next(i for i, w in enumerate(argv) if os.path.basename(w) == "nfctl")
+        if start > 0 and argv[0] in shells:
+            fail(f"{where}: nfctl inside a shell script; this check reads only plain argv")
+            continue
+        check_nfctl(where, name, svc, argv[start:])
+    # Whatever else mentions nfctl (an inline script, environment) is not checked:
+    # say so rather than pass it silently.
+    rest = yaml.safe_dump({k: v for k, v in svc.items() if k not in ("healthcheck", "entrypoint", "command")})
+    if re.search(r"\bnfctl\b", rest):
+        fail(f"service {name}: mentions nfctl outside healthcheck/entrypoint/command; check its token by hand and extend this check")
+if nfctl_runs == 0:
+    fail("no nfctl invocation found in the compose file (healthcheck, apply-chain): the checks above saw nothing")
+
+prom_svc = services.get("prometheus")
+jobs = prom.get("scrape_configs", []) if isinstance(prom, dict) else []
+if not prom_svc:
+    fail("no prometheus service in the compose file")
+for job in jobs:
+    name = job.get("job_name", "?")
+    auth = job.get("authorization")
+    if job.get("bearer_token_file") or job.get("bearer_token"):
+        fail(f"dashboards/prometheus.yml: job {name}: use authorization.credentials_file, not bearer_token*")
+    if not isinstance(auth, dict) or not auth.get("credentials_file"):
+        fail(f"dashboards/prometheus.yml: job {name}: no authorization.credentials_file (nfhost's /metrics wants an admin token)")
+        continue
+    if auth.get("type", "Bearer") != "Bearer":
+        fail(f"dashboards/prometheus.yml: job {name}: authorization type {auth.get('type')!r}, not Bearer")
+        continue
+    creds = auth["credentials_file"]
+    if not creds.startswith("/"):
+        fail(f"dashboards/prometheus.yml: job {name}: credentials_file {creds} is relative (to the config file's directory); use the absolute path in the container")
+        continue
+    if not prom_svc:
+        continue
+    volume, mount = named_volume_under(prom_svc, creds)
+    if not volume:
+        fail(f"dashboards/prometheus.yml: job {name}: credentials_file {creds} is not on a named volume mounted into the prometheus service")
+    elif secrets_volume and volume != secrets_volume:
+        fail(f"dashboards/prometheus.yml: job {name}: credentials_file {creds} is on volume {volume}, not {secrets_volume}, where nfhost writes the tokens")
+    elif os.path.basename(creds) != "prometheus.token":
+        fail(f"dashboards/prometheus.yml: job {name}: credentials_file {creds}: the entrypoint writes the prometheus principal's token to prometheus.token")
+    else:
+        ok(f"dashboards/prometheus.yml: job {name}: Bearer credentials_file {creds} (volume {volume}"
+           f"{', read-only' if mount[2] else ''}, mounted into prometheus)")
+if prom_svc:
+    # prometheus.token is 0640 with group 65534: Prometheus must run in that group,
+    # and nfhost's entrypoint must be in it to give the file to it.
+    gid = str((services.get("nfhost", {}).get("environment") or {}).get("NFHOST_PROMETHEUS_GID", "65534"))
+    user = str(prom_svc.get("user", ""))
+    groups = [str(g) for g in nfhost_svc.get("group_add") or []]
+    if user.partition(":")[2] != gid:
+        fail(f"service prometheus: user {user!r}: its group must be {gid} (NFHOST_PROMETHEUS_GID), the group of prometheus.token")
+    elif gid not in groups:
+        fail(f"service nfhost: group_add {groups} lacks {gid}: the entrypoint cannot give prometheus.token to that group")
+    else:
+        ok(f"prometheus runs as {user}; nfhost is in group {gid} to give it prometheus.token")
 
 sys.exit(1 if failed else 0)
 PYEOF
     failures=$((failures + 1))
+fi
+
+log "promtool check config --syntax-only dashboards/prometheus.yml"
+if ! command -v promtool >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]]; then
+        log "installing prometheus (for promtool)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    fi
+fi
+if command -v promtool >/dev/null 2>&1; then
+    # --syntax-only: the credentials_file (/run/nfhost-secrets/prometheus.token)
+    # exists only inside the containers; check 7 above checks where it comes from.
+    if promtool check config --syntax-only dashboards/prometheus.yml; then
+        echo "ok: promtool $(promtool --version 2>&1 | awk 'NR == 1 { print $3 }') accepts dashboards/prometheus.yml"
+    else
+        fail "promtool check config --syntax-only dashboards/prometheus.yml"
+    fi
+else
+    fail "promtool not found and not root to install it (apt-get install prometheus)"
 fi
 
 entrypoint=docker/nfhost-entrypoint.sh

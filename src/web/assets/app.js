@@ -1,6 +1,13 @@
 // nfhost dashboard. Loads the JSON API, follows the server-sent event stream
 // (/api/v1/stream: `stats` once a second with rates computed by the server, `event`
 // as things happen) and draws. No framework; uPlot draws the chart.
+//
+// With `nfhost serve --auth` every /api/v1/* call needs `Authorization: Bearer TOKEN`
+// and answers 401 without it: the page then shows a sign-in form and keeps the
+// token in sessionStorage (this tab only, gone when it closes). The token goes in
+// that header and nowhere else: not in a URL, not in the console. The stream is
+// read with fetch (EventSource cannot send headers). Without --auth no call answers
+// 401, so the form never shows and no header is sent.
 'use strict';
 
 (() => {
@@ -31,6 +38,8 @@
     hist: new Map(),
     lastFrameAt: 0,
     streamError: false,
+    /** The API answered 401 and the sign-in form is up: nothing is fetched. */
+    signedOut: false,
   };
 
   const $ = (sel) => document.querySelector(sel);
@@ -108,28 +117,92 @@
     el.innerHTML = html;
   }
 
+  // ---------------------------------------------------------------- token
+
+  /** sessionStorage key of the bearer token. */
+  const TOKEN_KEY = 'nfhost.token';
+  /** Where the token lives if sessionStorage is unavailable (disabled, sandboxed). */
+  let memoryToken = null;
+
+  function token() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return memoryToken;
+    }
+  }
+
+  function setToken(t) {
+    memoryToken = t;
+    try {
+      if (t === null) sessionStorage.removeItem(TOKEN_KEY);
+      else sessionStorage.setItem(TOKEN_KEY, t);
+    } catch {
+      // Kept in memory only: lost on reload.
+    }
+  }
+
+  /** `extra` plus `Authorization: Bearer …` when a token is stored (`t`: that one). */
+  function authHeaders(extra, t = token()) {
+    const h = { ...extra };
+    if (t) h.Authorization = `Bearer ${t}`;
+    return h;
+  }
+
+  /** A 401: the server wants a (valid) token. Carries no token. */
+  class Unauthorized extends Error {
+    constructor(path) {
+      super(`${path}: HTTP 401`);
+      this.name = 'Unauthorized';
+    }
+  }
+
+  /**
+   * fetch with the token. A 401 shows the sign-in form, unless the token was
+   * replaced while the request was out (the new one is being tried already).
+   */
+  async function apiFetch(path, init = {}) {
+    const sent = token();
+    const r = await fetch(path, { ...init, headers: authHeaders(init.headers, sent) });
+    if (r.status === 401) {
+      if (sent === token()) needSignIn();
+      throw new Unauthorized(path);
+    }
+    return r;
+  }
+
   // ---------------------------------------------------------------- data
 
   async function getJSON(path) {
-    const r = await fetch(path, { cache: 'no-store', headers: { Accept: 'application/json' } });
+    const r = await apiFetch(path, { cache: 'no-store', headers: { Accept: 'application/json' } });
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
 
+  /**
+   * Counts sign-ins and sign-outs: an answer to a request sent before the latest one
+   * belongs to another principal (or to none) and is dropped.
+   */
+  let epoch = 0;
+
   let refreshing = null;
   async function refresh() {
+    if (state.signedOut) return undefined;
     if (refreshing) return refreshing;
-    refreshing = (async () => {
+    const mine = epoch;
+    const p = (async () => {
       const [pf, vfs, nfs, chains] = await Promise.allSettled([
         getJSON('/api/v1/pf'), getJSON('/api/v1/vfs'), getJSON('/api/v1/nfs'), getJSON('/api/v1/chains'),
       ]);
+      if (mine !== epoch) return;
       if (pf.status === 'fulfilled') state.pf = pf.value;
       if (vfs.status === 'fulfilled') state.vfs = vfs.value.vfs;
       if (nfs.status === 'fulfilled') state.nfs = nfs.value.nfs;
       if (chains.status === 'fulfilled') state.chains = chains.value.chains;
       renderLive();
-    })().finally(() => { refreshing = null; });
-    return refreshing;
+    })().finally(() => { if (refreshing === p) refreshing = null; });
+    refreshing = p;
+    return p;
   }
 
   let refreshTimer = 0;
@@ -140,8 +213,12 @@
   }
 
   async function loadEvents() {
+    if (state.signedOut) return;
+    const mine = epoch;
     try {
-      state.events = (await getJSON(`/api/v1/events?limit=${MAX_EVENTS}`)).events;
+      const { events } = await getJSON(`/api/v1/events?limit=${MAX_EVENTS}`);
+      if (mine !== epoch) return;
+      state.events = events;
       renderEvents(new Set());
     } catch {
       // The stream's status shows the server is unreachable; the next load retries.
@@ -184,13 +261,200 @@
     refreshSoon();
   }
 
-  function connect() {
-    const es = new EventSource('/api/v1/stream');
-    es.addEventListener('open', () => { state.streamError = false; renderConn(); });
-    es.addEventListener('error', () => { state.streamError = true; renderConn(); });
-    es.addEventListener('stats', (m) => { state.streamError = false; onFrame(JSON.parse(m.data)); });
-    es.addEventListener('event', (m) => onEvent(JSON.parse(m.data)));
-    es.addEventListener('lagged', () => loadEvents());
+  // ---------------------------------------------------------------- stream
+
+  /** What the stream's named events do (the names EventSource listened for). */
+  const STREAM_HANDLERS = {
+    stats: (data) => { state.streamError = false; onFrame(JSON.parse(data)); },
+    event: (data) => onEvent(JSON.parse(data)),
+    lagged: () => loadEvents(),
+  };
+
+  /** First wait before reconnecting (a `retry:` field from the server replaces it). */
+  const RETRY_MS = 1000;
+  /** Longest wait between reconnects while they keep failing. */
+  const MAX_RETRY_MS = 30_000;
+  /**
+   * No byte in this long means the connection is dead though not closed: the
+   * server's keep-alive comments come every 15 s, stats every second.
+   */
+  const SILENT_MS = 45_000;
+
+  const stream = {
+    /** The AbortController of the connection being read, if any. */
+    current: null,
+    reconnectTimer: 0,
+    /** Reconnect delay in force: RETRY_MS, or what `retry:` said. */
+    retryMs: RETRY_MS,
+    /** Failed attempts since an event last came through: the backoff exponent. */
+    failures: 0,
+    /** The last `id:` seen, sent back as Last-Event-ID as EventSource does. */
+    lastEventId: '',
+  };
+
+  /**
+   * A server-sent event stream parser (the WHATWG "event stream interpretation"):
+   * feed it decoded text as it arrives; it calls `dispatch(type, data)` for each
+   * complete event. Lines end in CRLF, LF or CR; `:` lines are comments; `event`,
+   * `data` (several join with newlines), `id` and `retry` are the fields; a blank
+   * line ends an event; an event without data is dropped.
+   */
+  function sseParser(dispatch, onId, onRetry) {
+    let buf = '';
+    let type = '';
+    let data = '';
+    let hasData = false;
+    let first = true;
+
+    function line(l) {
+      if (l === '') {
+        if (hasData) dispatch(type || 'message', data.endsWith('\n') ? data.slice(0, -1) : data);
+        type = '';
+        data = '';
+        hasData = false;
+        return;
+      }
+      if (l[0] === ':') return;
+      const colon = l.indexOf(':');
+      const field = colon < 0 ? l : l.slice(0, colon);
+      let value = colon < 0 ? '' : l.slice(colon + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      if (field === 'event') type = value;
+      else if (field === 'data') { data += `${value}\n`; hasData = true; }
+      else if (field === 'id') { if (!value.includes('\0')) onId(value); }
+      else if (field === 'retry') { if (/^\d+$/.test(value)) onRetry(Number(value)); }
+    }
+
+    return {
+      push(text) {
+        buf += text;
+        if (first && buf.length) {
+          if (buf[0] === '\uFEFF') buf = buf.slice(1);
+          first = buf.length === 0;
+        }
+        let start = 0;
+        for (;;) {
+          const lf = buf.indexOf('\n', start);
+          const cr = buf.indexOf('\r', start);
+          if (lf < 0 && cr < 0) break;
+          let end;
+          let next;
+          if (cr >= 0 && (lf < 0 || cr < lf)) {
+            // A CR at the end of what came so far may be the first half of a CRLF.
+            if (cr === buf.length - 1) break;
+            end = cr;
+            next = buf[cr + 1] === '\n' ? cr + 2 : cr + 1;
+          } else {
+            end = lf;
+            next = lf + 1;
+          }
+          line(buf.slice(start, end));
+          start = next;
+        }
+        buf = buf.slice(start);
+      },
+      /** The stream ended: a lone CR still ends its line; an unfinished event is dropped. */
+      end() {
+        if (buf.endsWith('\r')) line(buf.slice(0, -1));
+        buf = '';
+      },
+    };
+  }
+
+  /** Closes the stream on purpose: no reconnect follows. */
+  function stopStream() {
+    clearTimeout(stream.reconnectTimer);
+    stream.reconnectTimer = 0;
+    const ctrl = stream.current;
+    stream.current = null;
+    if (ctrl) ctrl.abort();
+  }
+
+  /** The connection failed or ended: try again after the backoff, as EventSource would. */
+  function reconnectLater() {
+    state.streamError = true;
+    renderConn();
+    if (state.signedOut || stream.reconnectTimer) return;
+    const backoff = Math.min(MAX_RETRY_MS, stream.retryMs * 2 ** Math.min(stream.failures, 10));
+    stream.failures += 1;
+    // Up to a fifth more, so many pages do not all come back in the same instant.
+    const wait = backoff + Math.random() * backoff * 0.2;
+    stream.reconnectTimer = setTimeout(() => {
+      stream.reconnectTimer = 0;
+      connect();
+    }, wait);
+  }
+
+  /** Reports a handler's exception as an uncaught one would be, and goes on reading. */
+  function report(e) {
+    if (typeof reportError === 'function') reportError(e);
+    else setTimeout(() => { throw e; });
+  }
+
+  /**
+   * Follows /api/v1/stream: fetch with the token, the body read as it comes and
+   * parsed as server-sent events. Reconnects when the connection fails or ends,
+   * waiting longer after each failure in a row; a 401 shows the sign-in form.
+   */
+  async function connect() {
+    stopStream();
+    if (state.signedOut) return;
+    const ctrl = new AbortController();
+    stream.current = ctrl;
+    // Aborting for silence is not on purpose: stream.current stays, so it reconnects.
+    let silentTimer = 0;
+    const quiet = () => {
+      clearTimeout(silentTimer);
+      silentTimer = setTimeout(() => ctrl.abort(), SILENT_MS);
+    };
+    const sent = token();
+    const headers = { Accept: 'text/event-stream' };
+    if (stream.lastEventId) headers['Last-Event-ID'] = stream.lastEventId;
+    try {
+      quiet();
+      const r = await fetch('/api/v1/stream', {
+        headers: authHeaders(headers, sent), cache: 'no-store', signal: ctrl.signal,
+      });
+      if (r.status === 401) {
+        if (stream.current === ctrl) stream.current = null;
+        if (sent === token()) needSignIn();
+        return;
+      }
+      if (!r.ok || !r.body) throw new Error(`/api/v1/stream: HTTP ${r.status}`);
+      state.streamError = false;
+      renderConn();
+      const parser = sseParser((type, data) => {
+        if (stream.current !== ctrl) return;
+        // An event came through: the connection works, the backoff starts over.
+        stream.failures = 0;
+        const handle = STREAM_HANDLERS[type];
+        if (!handle) return;
+        try {
+          handle(data);
+        } catch (e) {
+          report(e);
+        }
+      }, (id) => { stream.lastEventId = id; }, (ms) => { stream.retryMs = ms; });
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        quiet();
+        parser.push(decoder.decode(value, { stream: true }));
+      }
+      parser.push(decoder.decode());
+      parser.end();
+    } catch {
+      // Refused, reset, aborted or silent too long: reconnect below, unless this
+      // connection was stopped on purpose (sign-in, sign-out, a newer connect).
+    } finally {
+      clearTimeout(silentTimer);
+    }
+    if (stream.current === ctrl) {
+      stream.current = null;
+      reconnectLater();
+    }
   }
 
   // ---------------------------------------------------------------- chart
@@ -310,7 +574,8 @@
   function renderConn() {
     const el = $('#conn');
     const fresh = Date.now() - state.lastFrameAt < STALE_MS;
-    const [s, text] = fresh ? ['live', 'live']
+    const [s, text] = state.signedOut ? ['signed-out', 'signed out']
+      : fresh ? ['live', 'live']
       : state.streamError ? ['down', 'reconnecting']
         : ['connecting', state.lastFrameAt ? 'stale' : 'connecting'];
     if (el.dataset.state !== s || el.lastElementChild.textContent !== text) {
@@ -329,11 +594,12 @@
       $('#pf-vfs').textContent = `${pf.num_vfs} / ${pf.total_vfs}`;
       $('#pf-assigned').textContent = String(pf.assigned_vfs);
       $('#pf-wire').textContent = pf.wire || '–';
+    } else {
+      for (const id of ['#pf-name', '#pf-mac', '#pf-vfs', '#pf-assigned', '#pf-wire']) $(id).textContent = '–';
+      setHTML($('#pf-link'), '–');
     }
-    if (state.wire) {
-      $('#wire-rx').textContent = rate(state.wire.rx_pps, 'pps');
-      $('#wire-tx').textContent = rate(state.wire.tx_pps, 'pps');
-    }
+    $('#wire-rx').textContent = state.wire ? rate(state.wire.rx_pps, 'pps') : '–';
+    $('#wire-tx').textContent = state.wire ? rate(state.wire.tx_pps, 'pps') : '–';
   }
 
   // ---------------------------------------------------------------- VF table
@@ -517,6 +783,120 @@
     }).join(''));
   }
 
+  // ---------------------------------------------------------------- sign-in
+
+  /** Forgets everything shown: the next principal sees only what it may see. */
+  function resetData() {
+    epoch += 1;
+    refreshing = null;
+    state.pf = null;
+    state.vfs = [];
+    state.nfs = [];
+    state.chains = [];
+    state.events = [];
+    state.rates = new Map();
+    state.wire = null;
+    state.times = [];
+    state.hist = new Map();
+    state.lastFrameAt = 0;
+    state.streamError = false;
+    stream.lastEventId = '';
+    renderLive();
+    renderEvents(new Set());
+  }
+
+  function renderAuth() {
+    document.body.classList.toggle('signed-out', state.signedOut);
+    $('#signin').hidden = !state.signedOut;
+    $('#signout').hidden = state.signedOut || !token();
+  }
+
+  function signInMessage(text, bad) {
+    const msg = $('#signin-msg');
+    msg.textContent = text;
+    msg.classList.toggle('bad', bad);
+  }
+
+  /**
+   * The API answered 401: stop fetching, forget what is shown, ask for a token.
+   * A stored token that drew the 401 was refused, and is forgotten too.
+   */
+  function needSignIn() {
+    if (state.signedOut) return;
+    const refused = token() !== null;
+    if (refused) setToken(null);
+    state.signedOut = true;
+    stopStream();
+    clearTimeout(refreshTimer);
+    resetData();
+    signInMessage(refused ? 'The token was refused. Enter a valid one.' : 'This nfhost needs a token.', refused);
+    renderAuth();
+    const input = $('#signin-token');
+    input.value = '';
+    input.focus();
+  }
+
+  /** Loads everything and follows the stream, with the token stored now. */
+  function start() {
+    refresh();
+    loadEvents();
+    connect();
+  }
+
+  $('#signin').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const input = $('#signin-token');
+    const button = form.querySelector('button');
+    // A pasted token often brings a newline with it.
+    const candidate = input.value.trim();
+    if (!candidate) {
+      signInMessage('Enter the token.', true);
+      input.focus();
+      return;
+    }
+    // A bearer token is one word of printable ASCII (RFC 6750's b64token and more);
+    // anything else could not even be put in a header.
+    if (!/^[\x21-\x7e]+$/.test(candidate)) {
+      signInMessage('A token is one word of printable ASCII: no spaces, no other characters.', true);
+      input.focus();
+      return;
+    }
+    button.disabled = true;
+    signInMessage('Checking…', false);
+    try {
+      // Tried once before it is kept, so a typo leaves the form up with a message.
+      const r = await fetch('/api/v1/pf', {
+        cache: 'no-store', headers: authHeaders({ Accept: 'application/json' }, candidate),
+      });
+      if (r.status === 401) {
+        signInMessage('The token was refused. Check it and try again.', true);
+        input.select();
+        return;
+      }
+    } catch {
+      // Unreachable just now: keep the token; the retries below say what happens.
+    } finally {
+      button.disabled = false;
+    }
+    setToken(candidate);
+    input.value = '';
+    state.signedOut = false;
+    renderAuth();
+    renderConn();
+    start();
+  });
+
+  $('#signout').addEventListener('click', () => {
+    setToken(null);
+    stopStream();
+    clearTimeout(refreshTimer);
+    resetData();
+    renderAuth();
+    // With --auth this draws a 401, and the form.
+    start();
+  });
+
   // ---------------------------------------------------------------- main
 
   /** Everything but the events, which change only when one arrives. */
@@ -529,9 +909,8 @@
     renderChains();
   }
 
-  refresh();
-  loadEvents();
-  connect();
+  renderAuth();
+  start();
   setInterval(refresh, REFRESH_MS);
   setInterval(renderConn, 1000);
 })();
