@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -259,11 +259,38 @@ fn nfctl(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         command.env(k, v);
     }
-    let o = command.output().expect("nfctl runs");
+    let o = within_a_time_limit(command, args);
     let printed = format!("{}{}", stdout(&o), stderr(&o));
     for secret in SECRETS {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
     }
+    o
+}
+
+/// How long nfctl may take: a broken refusal would otherwise leave it waiting
+/// for an answer from a listener nobody serves.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `command`, killed (and the test failed) if it is not done within `LIMIT`.
+fn within_a_time_limit(mut command: Command, args: &[&str]) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nfctl runs");
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = finished.recv_timeout(LIMIT).is_err();
+        if late {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        late
+    });
+    let o = child.wait_with_output().expect("nfctl ends");
+    let _ = done.send(());
+    let late = watchdog.join().expect("watchdog");
+    assert!(!late, "nfctl {args:?} took longer than {LIMIT:?}");
     o
 }
 
