@@ -8,18 +8,17 @@ use std::fmt::Write as _;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use crate::auth::TOKEN_ENV;
+use crate::link::LinkError;
+use crate::tls;
+
 /// A command failed.
 #[derive(Debug)]
 pub enum Failure {
     /// Something given on the command line or in a file is wrong; nothing was sent.
     Invalid(String),
-    /// `--server` is not a URL tonic can use.
-    BadServer {
-        /// As given.
-        server: String,
-        /// Why.
-        reason: String,
-    },
+    /// The server cannot be reached as asked (URL, TLS files, token); nothing was sent.
+    Link(LinkError),
     /// No connection to the server.
     Connect {
         /// The server URL.
@@ -65,8 +64,15 @@ impl Failure {
     pub fn report(&self) -> String {
         match self {
             Self::Invalid(message) | Self::Protocol(message) => format!("nfctl: {message}"),
-            Self::BadServer { server, reason } => {
-                format!("nfctl: --server {server:?} is not a usable URL: {reason}")
+            Self::Link(error) => format!("nfctl: {}", causes(error)),
+            Self::Connect { server, error }
+                if server.starts_with("https://") && tls::is_handshake_failure(error) =>
+            {
+                format!(
+                    "nfctl: TLS handshake with nfhost at {server} failed: {}\n{}",
+                    causes(error),
+                    tls_hint()
+                )
             }
             Self::Connect { server, error } => {
                 let refused = sources(error)
@@ -96,6 +102,10 @@ impl Failure {
                     code_name(status.code()),
                     status.message()
                 );
+                let local = transport_causes(status);
+                if let Some(causes) = &local {
+                    let _ = write!(text, ": {causes}");
+                }
                 if let Some(bad) = status.get_details_bad_request() {
                     for v in bad.field_violations {
                         let _ = write!(text, "\n  {}: {}", v.field, v.description);
@@ -103,6 +113,15 @@ impl Failure {
                 }
                 if let Some(hint) = hint {
                     let _ = write!(text, "\n  {hint}");
+                }
+                if status.code() == Code::Unauthenticated {
+                    let _ = write!(text, "\n  {}", auth_hint());
+                }
+                // TLS 1.3 lets a server refuse a client's certificate (or its
+                // absence) only after the client's handshake is done: the first
+                // call is what fails (RFC 8446 §4.4.2.4).
+                if local.is_some() && server.starts_with("https://") {
+                    let _ = write!(text, "\n  {}", client_cert_hint());
                 }
                 if status.code() == Code::Unavailable {
                     let _ = write!(
@@ -122,16 +141,47 @@ fn server_hint() -> &'static str {
     "  start it with `nfhost serve`, or point nfctl at it with --server URL (or NFHOST_SERVER)"
 }
 
+fn tls_hint() -> &'static str {
+    "  does the server speak TLS there? Its certificate must name the URL's host and be signed by the CA of --ca (or a system root)"
+}
+
+fn client_cert_hint() -> &'static str {
+    "if the server wants a client certificate, give one it trusts with --cert/--key"
+}
+
+fn auth_hint() -> String {
+    format!(
+        "give a token with --token-file or {TOKEN_ENV}, or a client certificate with --cert/--key"
+    )
+}
+
 /// `error` and its causes.
-fn sources<'a>(
+pub fn sources<'a>(
     error: &'a (dyn Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     std::iter::successors(Some(error), |e: &&'a (dyn Error + 'static)| (*e).source())
 }
 
+/// What went wrong on nfctl's side of a failed call (the connection broke, TLS
+/// failed), when the status comes from tonic's transport rather than the server;
+/// on one line, without what the status message already says.
+fn transport_causes(status: &Status) -> Option<String> {
+    let transport = status
+        .source()
+        .filter(|e| e.is::<tonic::transport::Error>())?;
+    let mut parts = cause_list(transport);
+    parts.retain(|c| c != status.message());
+    (!parts.is_empty()).then(|| parts.join(": "))
+}
+
 /// The causes of a transport error on one line, without the layers that only say
 /// "transport error" or repeat their cause.
 fn causes(error: &(dyn Error + 'static)) -> String {
+    cause_list(error).join(": ")
+}
+
+/// The parts of [`causes`].
+fn cause_list(error: &(dyn Error + 'static)) -> Vec<String> {
     let mut parts: Vec<String> = Vec::new();
     for e in sources(error) {
         let text = e.to_string();
@@ -139,7 +189,7 @@ fn causes(error: &(dyn Error + 'static)) -> String {
             parts.push(text);
         }
     }
-    parts.join(": ")
+    parts
 }
 
 /// The canonical name of a gRPC status code, as the API's docs write it.

@@ -5,39 +5,51 @@
 //! files. Usage errors exit 2 (clap); everything else that fails prints one line
 //! `nfctl: <what failed>: <why>` (for a refused call, the gRPC status code, the
 //! server's message and its field violations) and exits 1.
+//!
+//! How nfctl reaches the server (global flags, see [`link::LinkArgs`]):
+//! - `--server URL` (or `NFHOST_SERVER`): `https://` is always TLS, with the URL's
+//!   host as the name the server's certificate must have, and never falls back to
+//!   cleartext; `http://` (or a bare `host:port`) is cleartext.
+//! - `--ca FILE`: PEM CA certificate(s) to trust instead of the system's roots.
+//! - `--cert FILE --key FILE`: a PEM client certificate and its key, for mutual TLS;
+//!   one without the other is a usage error. TLS flags with `http://` are refused.
+//! - `--token-file FILE` (its first line), else `NFHOST_TOKEN`: a bearer token, sent
+//!   with every call as `authorization: Bearer TOKEN` and never printed. Over
+//!   `http://` it is refused unless the server is 127.0.0.0/8, ::1 or localhost.
+//!
+//! A call refused as UNAUTHENTICATED says how to give credentials.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
+mod auth;
 mod chain;
 mod fail;
+mod link;
 mod names;
 mod nf;
 mod pf;
 mod render;
 mod telemetry;
+mod tls;
 mod vf;
 
 use fail::Failure;
-
-const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+use link::{Conn, Link, LinkArgs};
 
 /// Control an nfhost service: its PF and VFs, network functions, chains, telemetry.
 #[derive(Debug, Parser)]
 #[command(name = "nfctl", version)]
 struct Cli {
-    /// The nfhost gRPC endpoint [env: NFHOST_SERVER] [default: http://127.0.0.1:50051].
-    #[arg(long, global = true, value_name = "URL")]
-    server: Option<String>,
     /// Output format: aligned tables for people, or the API messages as JSON.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    #[command(flatten)]
+    link: LinkArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,40 +88,29 @@ enum Command {
     Events(telemetry::EventsArgs),
 }
 
-/// What every command needs: where the server is and how to print.
+/// What every command needs: how to reach the server and how to print.
 #[derive(Debug)]
 pub struct Ctx {
-    pub server: String,
+    pub link: Link,
     pub output: Output,
 }
 
 impl Ctx {
-    /// Connects to the server, so an absent server is reported as such rather than
-    /// as the first call's failure.
-    pub async fn connect(&self) -> Result<Channel, Failure> {
-        let endpoint =
-            Endpoint::from_shared(self.server.clone()).map_err(|e| Failure::BadServer {
-                server: self.server.clone(),
-                reason: e.to_string(),
-            })?;
-        endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|error| Failure::Connect {
-                server: self.server.clone(),
-                error,
-            })
+    /// Connects to the server (TLS handshake included), so an absent or untrusted
+    /// server is reported as such rather than as the first call's failure. Every
+    /// generated client takes the result: `PfServiceClient::new(ctx.connect().await?)`.
+    pub async fn connect(&self) -> Result<Conn, Failure> {
+        self.link.connect().await
     }
 
     /// A refused or failed call.
     pub fn rpc(&self, what: impl Into<String>, status: tonic::Status) -> Failure {
-        Failure::rpc(what, &self.server, status)
+        Failure::rpc(what, self.link.server(), status)
     }
 
     /// A refused or failed call, with what to do about it.
     pub fn rpc_hint(&self, what: String, status: tonic::Status, hint: Option<String>) -> Failure {
-        match Failure::rpc(what, &self.server, status) {
+        match Failure::rpc(what, self.link.server(), status) {
             Failure::Rpc {
                 what,
                 status,
@@ -179,22 +180,6 @@ where
     }
 }
 
-/// `--server`, else `NFHOST_SERVER`, else the default; `host:port` gets `http://`.
-fn server_url(flag: Option<String>) -> String {
-    let url = flag
-        .or_else(|| {
-            std::env::var("NFHOST_SERVER")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    if url.contains("://") {
-        url
-    } else {
-        format!("http://{url}")
-    }
-}
-
 async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
     match command {
         Command::Pf { command } => pf::run(ctx, command).await,
@@ -208,9 +193,23 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = Ctx {
-        server: server_url(cli.server),
-        output: cli.output,
+    if cli.link.cert.is_some() != cli.link.key.is_some() {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--cert and --key go together: give both for mutual TLS, or neither",
+            )
+            .exit();
+    }
+    let ctx = match Link::new(&cli.link) {
+        Ok(link) => Ctx {
+            link,
+            output: cli.output,
+        },
+        Err(e) => {
+            eprintln!("{}", Failure::Link(e).report());
+            return ExitCode::FAILURE;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
