@@ -307,3 +307,97 @@ fn a_deleted_nfs_series_go_and_its_vf_counts_on_under_a_new_owner() {
     assert!(gone(&text), "{text}");
     server.stop();
 }
+
+/// With `--auth`, a real Prometheus scrapes `/metrics` with an admin's token from
+/// its `credentials_file`; a tenant's token is refused (the target is down).
+#[test]
+fn a_real_prometheus_scrapes_with_an_admin_token_and_not_with_a_tenants() {
+    let data = TempDir::new("prometheus-auth");
+    let admin = "prometheus-scrape-token-5d2f";
+    let tenant = "tenant-scrape-token-91ab";
+    let digest = nfhost::auth::principals::token_digest_hex;
+    let principals = data.0.join("principals.toml");
+    std::fs::write(
+        &principals,
+        format!(
+            "[[admin]]\nname = \"prometheus\"\ntoken_sha256 = \"{}\"\n[[tenant]]\nname = \"blue\"\ntoken_sha256 = \"{}\"\n",
+            digest(admin.as_bytes()),
+            digest(tenant.as_bytes())
+        ),
+    )
+    .expect("principals");
+    for (file, token) in [("admin.token", admin), ("tenant.token", tenant)] {
+        std::fs::write(data.0.join(file), token).expect("token file");
+    }
+    let http = free_port();
+    let server = Server::start(
+        &data.0.join("state"),
+        &[
+            "--auth",
+            principals.to_str().expect("utf-8"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--wire",
+            "none",
+            "--vfs",
+            "4",
+        ],
+    );
+    let prom_port = free_port();
+    let config = data.0.join("prometheus.yml");
+    let job = |name: &str, file: &str| {
+        format!(
+            "  - job_name: {name}\n    authorization:\n      type: Bearer\n      credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{http}']\n",
+            data.0.join(file).display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+            job("admin", "admin.token"),
+            job("tenant", "tenant.token")
+        ),
+    )
+    .expect("config");
+    let mut prometheus = Command::new(tool("prometheus"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.0.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let result = std::panic::catch_unwind(|| {
+        wait_until("Prometheus to scrape both jobs", 30, || {
+            if TcpStream::connect(("127.0.0.1", prom_port)).is_err() {
+                return false;
+            }
+            let (status, body) = get(prom_port, "/api/v1/query?query=up");
+            if status != 200 {
+                return false;
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let up = |job: &str| {
+                v["data"]["result"]
+                    .as_array()
+                    .and_then(|r| r.iter().find(|s| s["metric"]["job"] == job))
+                    .and_then(|s| s["value"][1].as_str())
+                    .map(str::to_owned)
+            };
+            up("admin").as_deref() == Some("1") && up("tenant").as_deref() == Some("0")
+        });
+        // What the admin's scrapes brought in: nfhost's own series.
+        let (_, body) = get(prom_port, "/api/v1/query?query=nfhost_vfs");
+        assert!(body.contains("nfhost_vfs"), "{body}");
+    });
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    server.stop();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
