@@ -1015,3 +1015,55 @@ fn no_token_in_log(w: World) {
         assert!(!text.contains(token), "a token is in the log");
     }
 }
+
+/// nfctl, as a tenant would use it: `chain apply` creates the chain (the name is
+/// nobody's), applies it again unchanged, and another tenant's apply of the same
+/// file is refused without touching it; the token travels in NFHOST_TOKEN.
+#[test]
+fn nfctl_applies_a_tenants_chain_and_another_tenant_cannot() {
+    let mut w = start();
+    let nfctl = |token: &str, args: &[&str]| {
+        let out = Command::new(server::nfctl_bin())
+            .args(["--server", &w.server.url()])
+            .args(args)
+            .env("NFHOST_TOKEN", token)
+            .output()
+            .expect("nfctl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(token.is_empty() || !text.contains(token), "nfctl printed its token");
+        (out.status.success(), text)
+    };
+    let (ok, text) = nfctl(BLUE, &["chain", "apply", "examples/edge.toml"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("chains/edge: created"), "{text}");
+    let (ok, text) = nfctl(BLUE, &["chain", "apply", "examples/edge.toml"]);
+    assert!(ok && text.contains("unchanged"), "{text}");
+    let before = snapshot(&w.rt, &mut w.c);
+    let (ok, text) = nfctl(RED, &["chain", "apply", "examples/edge.toml"]);
+    assert!(!ok, "red applied blue's chain: {text}");
+    assert!(text.contains("PERMISSION_DENIED"), "{text}");
+    let (ok, text) = nfctl(RED, &["chain", "delete", "edge"]);
+    assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+    let (ok, text) = nfctl("", &["nf", "list"]);
+    assert!(!ok && text.contains("UNAUTHENTICATED"), "{text}");
+    assert_eq!(
+        snapshot(&w.rt, &mut w.c),
+        before,
+        "red's attempts changed nothing"
+    );
+    let chain =
+        w.rt.block_on(w.c.chain.get_chain(req(
+            BLUE,
+            proto::GetChainRequest {
+                name: "chains/edge".into(),
+            },
+        )))
+        .expect("blue's")
+        .into_inner();
+    assert_eq!(chain.tenant, "blue");
+    no_token_in_log(w);
+}

@@ -95,6 +95,9 @@ async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<(), Failure> {
     {
         Ok(r) => Some(r.into_inner()),
         Err(s) if s.code() == tonic::Code::NotFound => None,
+        // A tenant is told PERMISSION_DENIED for a name that is nobody's as for
+        // another tenant's (AIP-211): create it, and the server tells which.
+        Err(s) if s.code() == tonic::Code::PermissionDenied => None,
         Err(s) => return Err(ctx.rpc(format!("get {name}"), s)),
     };
     let Some(stored) = stored else {
