@@ -1034,7 +1034,10 @@ fn nfctl_applies_a_tenants_chain_and_another_tenant_cannot() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(token.is_empty() || !text.contains(token), "nfctl printed its token");
+        assert!(
+            token.is_empty() || !text.contains(token),
+            "nfctl printed its token"
+        );
         (out.status.success(), text)
     };
     let (ok, text) = nfctl(BLUE, &["chain", "apply", "examples/edge.toml"]);
