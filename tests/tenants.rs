@@ -1045,6 +1045,20 @@ fn nfctl_applies_a_tenants_chain_and_another_tenant_cannot() {
     assert!(text.contains("chains/edge: created"), "{text}");
     let (ok, text) = nfctl(BLUE, &["chain", "apply", "examples/edge.toml"]);
     assert!(ok && text.contains("unchanged"), "{text}");
+    let (ok, text) = nfctl(BLUE, &["chain", "get", "edge"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Tenant:") && l.ends_with("blue")),
+        "{text}"
+    );
+    let (ok, text) = nfctl(BLUE, &["events"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" blue ") && l.contains("chain chains/edge created")),
+        "the event says who: {text}"
+    );
     let before = snapshot(&w.rt, &mut w.c);
     let (ok, text) = nfctl(RED, &["chain", "apply", "examples/edge.toml"]);
     assert!(!ok, "red applied blue's chain: {text}");

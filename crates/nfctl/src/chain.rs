@@ -289,6 +289,7 @@ fn list(chains: &[proto::Chain]) -> String {
 fn view(chain: &proto::Chain) -> String {
     let mut out = fields(&[
         ("Name", chain.name.clone()),
+        ("Tenant", or_dash(&chain.tenant)),
         ("Isolation", isolation(chain.isolation)),
         ("Classifier", classifier(chain.classifier.as_ref())),
         ("Egress", egress(chain.egress.as_ref())),

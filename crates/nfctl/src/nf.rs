@@ -228,6 +228,7 @@ fn view(nf: &proto::Nf) -> String {
         ("Kind", nf.kind.clone()),
         ("VF", or_dash(&nf.vf)),
         ("Chain", or_dash(&nf.chain)),
+        ("Tenant", or_dash(&nf.tenant)),
         (
             "Config",
             if nf.config.is_empty() {

@@ -176,6 +176,7 @@ fn events_table() -> Table {
         ("KIND", Align::Left),
         ("VF", Align::Right),
         ("NF", Align::Left),
+        ("BY", Align::Left),
         ("MESSAGE", Align::Left),
     ])
 }
@@ -199,6 +200,12 @@ fn event_row(e: &proto::Event) -> Vec<String> {
         event_kind(e.kind),
         short(&e.vf).to_owned(),
         short(&e.nf).to_owned(),
+        // The principal whose request it records; `-` for what nfhost did itself.
+        if e.principal.is_empty() {
+            "-".to_owned()
+        } else {
+            e.principal.clone()
+        },
         message,
     ]
 }
