@@ -897,7 +897,7 @@ fn an_unauthenticated_listener_beyond_loopback_is_refused() {
 fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let auth = authorization
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
@@ -907,8 +907,16 @@ fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String,
     )
     .unwrap();
     let mut buf = Vec::new();
-    // The stream never ends: read what comes within the timeout.
-    let _ = s.read_to_end(&mut buf);
+    // A response ends when the server closes; the live stream never does: read
+    // what comes within 3 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut chunk = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -983,6 +991,26 @@ fn http_matrix(w: &World) {
             if who == "ops" { 200 } else { 403 },
             "{who} /metrics"
         );
+    }
+    // The live stream, as blue: rates of blue's VFs only (read for 3 s: a few frames).
+    let (status, _, body) = http_get(w.http, "/api/v1/stream", Some(&bearer(BLUE)));
+    assert_eq!(status, 200, "{body}");
+    let frames: Vec<serde_json::Value> = body
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: stats"))
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).expect("a stats frame is JSON"))
+        .collect();
+    assert!(!frames.is_empty(), "no stats frame in 3 s: {body}");
+    let blue_vfs: BTreeSet<String> = [w.vf["blue"].clone(), w.vf["blue-hop"].clone()].into();
+    for f in &frames {
+        let vfs: BTreeSet<String> = f["vfs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["vf"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(vfs, blue_vfs, "blue's stream shows other VFs: {f}");
     }
     // Bodies over the limit: 413.
     use std::io::{Read, Write};
@@ -1082,5 +1110,66 @@ fn nfctl_applies_a_tenants_chain_and_another_tenant_cannot() {
         .expect("blue's")
         .into_inner();
     assert_eq!(chain.tenant, "blue");
+    no_token_in_log(w);
+}
+
+/// SIGHUP re-reads the principals file: a rotated token works at once on the
+/// same connection, the old one is refused; a broken file keeps the principals.
+#[test]
+fn sighup_rotates_tokens_without_dropping_connections() {
+    let mut w = start();
+    let auth = w._data.0.join("principals.toml");
+    let list = |w: &mut World, token: &str| {
+        code(
+            w.rt.block_on(
+                w.c.nf
+                    .list_nfs(req(token, proto::ListNfsRequest::default())),
+            ),
+        )
+    };
+    assert_eq!(list(&mut w, BLUE), Code::Ok);
+    let rotated = "blue-token-rotated-3f7c";
+    std::fs::write(
+        &auth,
+        principals().replace(
+            &token_digest_hex(BLUE.as_bytes()),
+            &token_digest_hex(rotated.as_bytes()),
+        ),
+    )
+    .unwrap();
+    let hup = |w: &World| {
+        let status = Command::new("kill")
+            .args(["-HUP", &w.server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(&w);
+    // The reload is asynchronous to the signal: wait for its effect.
+    server::wait_until("the rotated token to be taken", 10, || {
+        list(&mut w, rotated) == Code::Ok
+    });
+    assert_eq!(
+        list(&mut w, BLUE),
+        Code::Unauthenticated,
+        "the old token still works"
+    );
+    // A broken file: the principals stay as they were.
+    std::fs::write(&auth, "[[admin]]\nname = 42\n").unwrap();
+    hup(&w);
+    server::wait_until("the log to say the file was not taken", 10, || {
+        std::fs::read_to_string(&w.log).is_ok_and(|l| l.contains("principals file not taken"))
+    });
+    assert_eq!(
+        list(&mut w, rotated),
+        Code::Ok,
+        "a broken file dropped the principals"
+    );
+    assert_eq!(list(&mut w, OPS), Code::Ok);
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(
+        log.contains("principals file not taken"),
+        "the log says why"
+    );
     no_token_in_log(w);
 }
