@@ -149,21 +149,22 @@ fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> BTreeSet<String> {
 /// The service, its log file and the objects of each principal.
 struct World {
     _data: TempDir,
-    log: std::path::PathBuf,
-    server: Server,
+    /// The service's logs, one per start.
+    logs: Vec<std::path::PathBuf>,
+    server: Option<Server>,
     http: u16,
     rt: tokio::runtime::Runtime,
     c: Clients,
+    /// A second connection, the admin's, to look at the stored state with.
+    snap: Clients,
     /// VF names: blue's NF, blue's chain hop, red's NF, red's hop, the admin's NF, a free one.
     vf: std::collections::BTreeMap<&'static str, String>,
 }
 
-fn start() -> World {
-    let data = TempDir::new("tenants");
+/// Starts `nfhost serve --auth` on `data`'s state, logging to a new file.
+fn serve(data: &TempDir, http: u16, logs: &mut Vec<std::path::PathBuf>) -> Server {
     let auth = data.0.join("principals.toml");
-    std::fs::write(&auth, principals()).unwrap();
-    let log = data.0.join("serve.log");
-    let http = free_port();
+    let log = data.0.join(format!("serve-{}.log", logs.len()));
     let server = Server::spawn(
         &data.0.join("state"),
         &[
@@ -178,7 +179,57 @@ fn start() -> World {
         ],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
+    logs.push(log);
     server.wait_serving();
+    server
+}
+
+/// Waits until `n` NFs run, so that no start is still to be recorded while a
+/// test compares the stored state.
+fn wait_running(rt: &tokio::runtime::Runtime, c: &mut Clients, n: usize) {
+    server::wait_until("every NF running", 30, || {
+        let nfs = rt
+            .block_on(c.nf.list_nfs(req(OPS, proto::ListNfsRequest::default())))
+            .expect("list")
+            .into_inner()
+            .nfs;
+        nfs.len() == n
+            && nfs
+                .iter()
+                .all(|n| n.status.as_ref().map(|s| s.state) == Some(proto::NfState::Running as i32))
+    });
+}
+
+impl World {
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("the service runs")
+    }
+
+    /// Stops the service, reads every stored key and value but the event log
+    /// (and the boot counter), and starts it again.
+    fn restart_dumping(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.server.take().expect("running").stop();
+        let dump: Vec<_> = nfhost::store::Store::open(&self._data.0.join("state"))
+            .expect("the store opens")
+            .dump()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"ev/"))
+            .collect();
+        let server = serve(&self._data, self.http, &mut self.logs);
+        self.c = Clients::new(server.channel(&self.rt));
+        self.snap = Clients::new(server.channel(&self.rt));
+        self.server = Some(server);
+        wait_running(&self.rt, &mut self.c, 5);
+        dump
+    }
+}
+
+fn start() -> World {
+    let data = TempDir::new("tenants");
+    std::fs::write(data.0.join("principals.toml"), principals()).unwrap();
+    let http = free_port();
+    let mut logs = Vec::new();
+    let server = serve(&data, http, &mut logs);
     let rt = runtime();
     let mut c = Clients::new(server.channel(&rt));
     let mut vf = std::collections::BTreeMap::new();
@@ -226,26 +277,16 @@ fn start() -> World {
     assert_eq!(o1.tenant, "", "an admin's NF is no tenant's");
     vf.insert("ops", o1.vf);
     vf.insert("free", "pfs/0/vfs/31".into());
-    // Every NF running, so that no start is still to be recorded while the
-    // matrix compares the stored state.
-    server::wait_until("five NFs running", 30, || {
-        let nfs = rt
-            .block_on(c.nf.list_nfs(req(OPS, proto::ListNfsRequest::default())))
-            .expect("list")
-            .into_inner()
-            .nfs;
-        nfs.len() == 5
-            && nfs
-                .iter()
-                .all(|n| n.status.as_ref().map(|s| s.state) == Some(proto::NfState::Running as i32))
-    });
+    wait_running(&rt, &mut c, 5);
+    let snap = Clients::new(server.channel(&rt));
     World {
         _data: data,
-        log,
-        server,
+        logs,
+        server: Some(server),
         http,
         rt,
         c,
+        snap,
         vf,
     }
 }
@@ -261,6 +302,7 @@ struct Row {
 #[test]
 fn tenant_matrix_over_every_rpc_and_route() {
     let mut w = start();
+    let stored = w.restart_dumping();
     let before = snapshot(&w.rt, &mut w.c);
     let mut rows = Vec::new();
     let tokens = [("blue", BLUE), ("red", RED), ("ops", OPS)];
@@ -291,7 +333,16 @@ fn tenant_matrix_over_every_rpc_and_route() {
         };
         let c = &mut w.c;
         let rt = &w.rt;
+        let snap = &mut w.snap;
         let mut row = |what: String, got: Code, want: Code| {
+            // After every refusal, the stored state as it was.
+            if got != Code::Ok {
+                assert_eq!(
+                    snapshot(rt, snap),
+                    before,
+                    "{who} {what}: refused with {got:?}, and the stored state changed"
+                );
+            }
             rows.push(Row {
                 who,
                 what,
@@ -638,6 +689,11 @@ fn tenant_matrix_over_every_rpc_and_route() {
 
     // The HTTP side: the same principals, the same scoping.
     http_matrix(&w);
+    assert_eq!(
+        w.restart_dumping(),
+        stored,
+        "the store is not byte for byte what it was before the matrix"
+    );
 
     // Changes are recorded with who made them.
     let rt = &w.rt;
@@ -745,7 +801,7 @@ fn bad_credentials_are_unauthenticated() {
         );
     }
     // Health needs no credentials (probes).
-    let mut health = tonic_health::pb::health_client::HealthClient::new(w.server.channel(&w.rt));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(w.server().channel(&w.rt));
     assert!(
         w.rt.block_on(health.check(tonic_health::pb::HealthCheckRequest::default()))
             .is_ok()
@@ -771,7 +827,7 @@ fn bad_credentials_are_unauthenticated() {
 #[test]
 fn quotas_hold_under_concurrency() {
     let w = start();
-    let url = w.server.url();
+    let url = w.server().url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -1028,19 +1084,46 @@ fn http_matrix(w: &World) {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
+    // A chunked body without a length: 413 once the limit is passed.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", w.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/nfs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPS}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..8 {
+        // The server may answer and close before all of it is sent.
+        if write!(s, "{:x}\r\n", chunk.len()).is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// Stops the service and checks that no token reached its log.
 fn no_token_in_log(w: World) {
-    let World { server, log, .. } = w;
-    server.stop();
-    let text = std::fs::read_to_string(&log).expect("log");
-    assert!(
-        text.contains("listening"),
-        "the log is the service's: {text}"
-    );
-    for token in [OPS, BLUE, RED, GREEN] {
-        assert!(!text.contains(token), "a token is in the log");
+    let World { server, logs, .. } = w;
+    server.expect("running").stop();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(
+            text.contains("listening"),
+            "the log is the service's: {text}"
+        );
+        for token in [OPS, BLUE, RED, GREEN, "blue-token-rotated-3f7c"] {
+            assert!(!text.contains(token), "a token is in {}", log.display());
+        }
     }
 }
 
@@ -1050,9 +1133,10 @@ fn no_token_in_log(w: World) {
 #[test]
 fn nfctl_applies_a_tenants_chain_and_another_tenant_cannot() {
     let mut w = start();
+    let url = w.server().url();
     let nfctl = |token: &str, args: &[&str]| {
         let out = Command::new(server::nfctl_bin())
-            .args(["--server", &w.server.url()])
+            .args(["--server", &url])
             .args(args)
             .env("NFHOST_TOKEN", token)
             .output()
@@ -1139,7 +1223,7 @@ fn sighup_rotates_tokens_without_dropping_connections() {
     .unwrap();
     let hup = |w: &World| {
         let status = Command::new("kill")
-            .args(["-HUP", &w.server.child.id().to_string()])
+            .args(["-HUP", &w.server().child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -1158,7 +1242,7 @@ fn sighup_rotates_tokens_without_dropping_connections() {
     std::fs::write(&auth, "[[admin]]\nname = 42\n").unwrap();
     hup(&w);
     server::wait_until("the log to say the file was not taken", 10, || {
-        std::fs::read_to_string(&w.log).is_ok_and(|l| l.contains("principals file not taken"))
+        std::fs::read_to_string(&w.logs[0]).is_ok_and(|l| l.contains("principals file not taken"))
     });
     assert_eq!(
         list(&mut w, rotated),
@@ -1166,10 +1250,5 @@ fn sighup_rotates_tokens_without_dropping_connections() {
         "a broken file dropped the principals"
     );
     assert_eq!(list(&mut w, OPS), Code::Ok);
-    let log = std::fs::read_to_string(&w.log).unwrap();
-    assert!(
-        log.contains("principals file not taken"),
-        "the log says why"
-    );
     no_token_in_log(w);
 }

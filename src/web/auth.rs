@@ -1,7 +1,8 @@
 //! Who calls the dashboard's API and `/metrics`: the same principals, tokens and
-//! client certificates as the gRPC API ([`Authenticator`]). The page and its
-//! assets are public; `/api/v1/*` needs a principal (a tenant sees only its own
-//! objects), `/metrics` an admin. Without `--auth` every caller is an admin.
+//! client certificates as the gRPC API
+//! ([`Authenticator`](crate::auth::Authenticator)). The page and its assets are
+//! public; `/api/v1/*` needs a principal (a tenant sees only its own objects),
+//! `/metrics` an admin. Without `--auth` every caller is an admin.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -90,18 +91,32 @@ pub(super) async fn authenticate(
     next.run(request).await
 }
 
-/// Answers 413 to a request that says its body is over [`MAX_BODY`].
+/// Answers 413 to a request whose body is over [`MAX_BODY`]: at once when its
+/// `Content-Length` says so, else (a chunked body) once that much has come.
 pub(super) async fn limit_body(request: Request, next: Next) -> Response {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes"),
+        )
+    };
     let length = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|n| n > MAX_BODY) {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {MAX_BODY} bytes"),
-        );
+        return too_large();
+    }
+    if length.is_none() && request.headers().contains_key(header::TRANSFER_ENCODING) {
+        // No route reads a body: take it here, up to the limit.
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY as usize).await else {
+            return too_large();
+        };
+        return next
+            .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+            .await;
     }
     next.run(request).await
 }

@@ -20,6 +20,8 @@ use crate::auth::tls::common_name;
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the
 /// connections in flight to finish their responses.
@@ -90,8 +92,11 @@ where
         request.extensions_mut().insert(peer.clone());
         request
     });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(
+    let connection = hyper::server::conn::http1::Builder::new()
+        // A client gets this long to send a request's head (slowloris).
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(
             TokioIo::new(stream),
             TowerToHyperService::new(service.map_request(
                 |r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
