@@ -681,6 +681,11 @@ fn tenant_matrix_over_every_rpc_and_route() {
         "the matrix is whole: {} calls",
         rows.len()
     );
+    println!(
+        "tenant matrix: {} calls, {} refused, each answered as expected",
+        rows.len(),
+        rows.iter().filter(|r| r.want != Code::Ok).count()
+    );
     assert_eq!(
         snapshot(&w.rt, &mut w.c),
         before,
