@@ -1,7 +1,10 @@
 //! `nfhost bench`: the real engine and real NF processes on the traffic wire, as fast as
 //! the machine goes, with 64-byte frames. Prints packets per second through one NF
 //! and through 3-NF chains (shared and strict), the NIC's copied bytes per packet, CPU
-//! seconds per million packets, and the CPU use of idle attached NFs.
+//! seconds per million packets, and the CPU use of idle attached NFs; then the demo
+//! chain at fixed offered loads ([`load_points`]).
+
+mod load_points;
 
 use std::time::{Duration, Instant};
 
@@ -220,6 +223,12 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             measure(1, Isolation::Strict, &spec, traffic, args.seconds)?,
         ));
     }
+    let mut points = Vec::new();
+    for rate in load_points::RATES {
+        log(&format!("demo chain at {rate} pps"));
+        points.push(load_points::measure(rate, args.seconds)?);
+    }
+    let points_json: Vec<String> = points.iter().map(load_points::LoadPoint::json).collect();
     let per_nf_json: Vec<String> = per_nf
         .iter()
         .map(|(k, r)| format!("\"{k}\":{:.3}", r.mpps))
@@ -227,7 +236,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     if args.json {
         println!(
-            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}}}}",
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"load_points\":[{}]}}",
             args.seconds,
             single.mpps,
             shared.mpps,
@@ -236,7 +245,8 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             strict.copied_per_packet,
             single.cpu_seconds_per_mpkt,
             idle,
-            per_nf_json.join(",")
+            per_nf_json.join(","),
+            points_json.join(",")
         );
         return Ok(());
     }
@@ -274,5 +284,6 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             r.mpps, r.cpu_seconds_per_mpkt
         );
     }
+    print!("{}", load_points::table(&points, args.seconds));
     Ok(())
 }
