@@ -7,10 +7,9 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use axum::response::Response;
 
-use super::App;
+use super::{App, error_response};
 use crate::auth::Principal;
 
 /// The most a request body may be: every route is GET, so a body is a mistake
@@ -21,26 +20,6 @@ pub const MAX_BODY: u64 = 64 * 1024;
 /// listener found it: `None` without one, `Some(None)` for one without a CN.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCertificate(pub Option<Option<String>>);
-
-fn error(status: StatusCode, message: String) -> Response {
-    #[derive(Serialize)]
-    struct Body {
-        error: String,
-    }
-    let body = serde_json::to_vec(&Body { error: message }).unwrap_or_default();
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body,
-    )
-        .into_response()
-}
 
 /// Whether `path` needs a principal.
 fn protected(path: &str) -> bool {
@@ -73,7 +52,7 @@ pub(super) async fn authenticate(
         Ok(who) => who,
         Err(why) => {
             tracing::warn!(path, reason = %why, "HTTP request refused: not authenticated");
-            let mut response = error(StatusCode::UNAUTHORIZED, why.to_string());
+            let mut response = error_response(StatusCode::UNAUTHORIZED, why.to_string());
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"nfhost\""),
@@ -82,7 +61,7 @@ pub(super) async fn authenticate(
         }
     };
     if path == "/metrics" && !who.is_admin() {
-        return error(
+        return error_response(
             StatusCode::FORBIDDEN,
             format!("permission denied: /metrics is for admins; {who} may not"),
         );
@@ -95,7 +74,7 @@ pub(super) async fn authenticate(
 /// `Content-Length` says so, else (a chunked body) once that much has come.
 pub(super) async fn limit_body(request: Request, next: Next) -> Response {
     let too_large = || {
-        error(
+        error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body over {MAX_BODY} bytes"),
         )

@@ -135,17 +135,20 @@ impl WebError {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
-        let body = Body {
-            error: crate::error_chain(&self),
-        };
-        let mut response = json_response(&body).unwrap_or_else(|_| body.error.into_response());
-        *response.status_mut() = self.status();
-        response
+        error_response(self.status(), crate::error_chain(&self))
     }
+}
+
+/// `{"error": message}` with `status`: how the API and `/metrics` refuse.
+fn error_response(status: StatusCode, message: String) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        error: String,
+    }
+    let body = Body { error: message };
+    let mut response = json_response(&body).unwrap_or_else(|_| body.error.into_response());
+    *response.status_mut() = status;
+    response
 }
 
 /// Runs a blocking controller call off the runtime's workers.
