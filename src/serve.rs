@@ -495,7 +495,7 @@ pub async fn run(
         metrics.clone(),
         started.authenticator.clone(),
     );
-    let http_tls = started.tls.as_ref().map(|t| t.http()).transpose()?;
+    let http_tls = started.tls.as_ref().map(|t| t.http());
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::web::listener::serve(
         http_listener,

@@ -50,6 +50,8 @@ pub struct TlsMaterial {
     /// Without `--auth`, a client certificate is the only credential: TLS
     /// itself turns away clients without one.
     client_auth_required: bool,
+    /// The dashboard's configuration, built from the same files at load.
+    http: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -90,35 +92,54 @@ fn certificates(
 }
 
 impl TlsMaterial {
-    /// Reads the files and checks that they make a working server configuration.
+    /// Reads the files and builds the server configuration from them, which
+    /// checks that they work together.
     pub fn load(
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
         client_auth_required: bool,
     ) -> Result<Self, TlsError> {
-        let material = TlsMaterial {
-            cert_pem: read("--tls-cert", cert)?,
-            key_pem: read("--tls-key", key)?,
-            client_ca_pem: client_ca.map(|p| read("--client-ca", p)).transpose()?,
-            client_auth_required,
-        };
-        material.check(cert, key, client_ca)?;
-        Ok(material)
-    }
-
-    fn check(&self, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<(), TlsError> {
-        certificates("--tls-cert", cert, &self.cert_pem)?;
-        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Pem {
+        let cert_pem = read("--tls-cert", cert)?;
+        let key_pem = read("--tls-key", key)?;
+        let client_ca_pem = client_ca.map(|p| read("--client-ca", p)).transpose()?;
+        let certs = certificates("--tls-cert", cert, &cert_pem)?;
+        let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
             what: "--tls-key",
             path: key.to_owned(),
             problem: format!("holds no PEM private key ({e})"),
         })?;
-        if let (Some(path), Some(pem)) = (client_ca, &self.client_ca_pem) {
-            certificates("--client-ca", path, pem)?;
-        }
-        self.rustls_config()?;
-        Ok(())
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match (client_ca, &client_ca_pem) {
+            (Some(path), Some(pem)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in certificates("--client-ca", path, pem)? {
+                    roots.add(c)?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                let verifier = if client_auth_required {
+                    verifier.build()?
+                } else {
+                    verifier.allow_unauthenticated().build()?
+                };
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let mut http = builder.with_single_cert(certs, private_key)?;
+        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsMaterial {
+            cert_pem,
+            key_pem,
+            client_ca_pem,
+            client_auth_required,
+            http: Arc::new(http),
+        })
     }
 
     /// Whether client certificates are verified (`--client-ca`).
@@ -139,43 +160,8 @@ impl TlsMaterial {
     }
 
     /// The dashboard's TLS (HTTP/1.1).
-    pub fn http(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config = self.rustls_config()?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-
-    fn rustls_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let here = Path::new("(read at start)");
-        let certs = certificates("--tls-cert", here, &self.cert_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Pem {
-            what: "--tls-key",
-            path: here.to_owned(),
-            problem: e.to_string(),
-        })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
-        let builder = match &self.client_ca_pem {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in certificates("--client-ca", here, ca)? {
-                    roots.add(c)?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                );
-                let verifier = if self.client_auth_required {
-                    verifier.build()?
-                } else {
-                    verifier.allow_unauthenticated().build()?
-                };
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        Ok(builder.with_single_cert(certs, key)?)
+    pub fn http(&self) -> Arc<rustls::ServerConfig> {
+        self.http.clone()
     }
 }
 
