@@ -112,25 +112,22 @@ pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::er
             .collect()
     };
     let own = || process_cpu_time(std::process::id()).unwrap_or_default();
+    // Generated, delivered, dropped, own CPU, each NF's CPU, when.
+    let sample = |r: &Runner| {
+        (
+            counters.wire.rx_packets.get(),
+            counters.wire.tx_packets.get(),
+            drops(&counters, &vfs),
+            own(),
+            nf_cpu(r),
+            Instant::now(),
+        )
+    };
     // Attach and first batches settle first.
     std::thread::sleep(Duration::from_millis(500));
-    let (g0, d0, x0, e0, n0, t0) = (
-        counters.wire.rx_packets.get(),
-        counters.wire.tx_packets.get(),
-        drops(&counters, &vfs),
-        own(),
-        nf_cpu(&runner),
-        Instant::now(),
-    );
+    let (g0, d0, x0, e0, n0, t0) = sample(&runner);
     std::thread::sleep(Duration::from_secs_f64(seconds));
-    let (g1, d1, x1, e1, n1, t1) = (
-        counters.wire.rx_packets.get(),
-        counters.wire.tx_packets.get(),
-        drops(&counters, &vfs),
-        own(),
-        nf_cpu(&runner),
-        Instant::now(),
-    );
+    let (g1, d1, x1, e1, n1, t1) = sample(&runner);
     let latency = runner.engine().view().sink().latency;
     runner.stop();
     let wall = (t1 - t0).as_secs_f64();
