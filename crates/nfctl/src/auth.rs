@@ -132,14 +132,7 @@ impl Interceptor for Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nfctl-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    }
+    use crate::scratch_file as file;
 
     fn header(token: Token) -> String {
         let mut auth = Auth::new(Some(token));

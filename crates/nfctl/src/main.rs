@@ -191,6 +191,16 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
     }
 }
 
+/// A file `name` holding `text`, in a scratch directory of this test process.
+#[cfg(test)]
+fn scratch_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("nfctl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.link.cert.is_some() != cli.link.key.is_some() {

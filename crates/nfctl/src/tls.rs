@@ -144,14 +144,7 @@ pub fn is_handshake_failure(error: &(dyn Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nfctl-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    }
+    use crate::scratch_file as file;
 
     #[test]
     fn a_file_without_pem_is_named() {

@@ -2,11 +2,13 @@
 //! from a server gets it from a scripted in-process double of the gRPC API on
 //! `127.0.0.1:0`, so the tables, paging, and error reports are checked end to end.
 
+mod common;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use common::{serve_on_a_thread, stderr, stdout};
 use nfhost_api::proto::{
     self, chain_service_server::ChainService, chain_service_server::ChainServiceServer,
     nf_service_server::NfService, nf_service_server::NfServiceServer, pf_service_server::PfService,
@@ -26,14 +28,6 @@ fn nfctl(args: &[&str]) -> Output {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .output()
         .expect("nfctl runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn bad_file(name: &str, text: &str) -> std::path::PathBuf {
@@ -622,24 +616,12 @@ impl Service<HttpRequest> for Routes {
 fn serve() -> (String, Double) {
     let double = Double::default();
     let served = double.clone();
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
-                .expect("bind");
-            tx.send(incoming.local_addr().expect("address"))
-                .expect("send address");
-            tonic::transport::Server::builder()
-                .serve_with_incoming(Routes::new(served), incoming)
-                .await
-                .expect("serve");
-        });
+    let addr = serve_on_a_thread(move |incoming| async move {
+        tonic::transport::Server::builder()
+            .serve_with_incoming(Routes::new(served), incoming)
+            .await
+            .expect("serve");
     });
-    let addr = rx.recv().expect("server address");
     (format!("http://{addr}"), double)
 }
 

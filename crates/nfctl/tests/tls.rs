@@ -3,12 +3,15 @@
 //! records the `authorization` header and the client certificate of each call.
 //! The certificates are made by each test with rcgen.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{serve_on_a_thread, stderr, stdout};
 use nfhost_api::proto::{
     self,
     vf_service_server::{VfService, VfServiceServer},
@@ -219,28 +222,16 @@ impl VfService for Door {
 /// Serves `door` on `127.0.0.1:0`, with `tls` or in cleartext, from a thread of its
 /// own for the rest of the test. The listener is bound before this returns.
 fn serve(door: Door, tls: Option<ServerTlsConfig>) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
-                .expect("bind");
-            tx.send(incoming.local_addr().expect("address"))
-                .expect("send address");
-            let mut server = Server::builder();
-            if let Some(tls) = tls {
-                server = server.tls_config(tls).expect("server TLS");
-            }
-            server
-                .serve_with_incoming(VfServiceServer::new(door), incoming)
-                .await
-                .expect("serve");
-        });
-    });
-    rx.recv().expect("server address")
+    serve_on_a_thread(move |incoming| async move {
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("server TLS");
+        }
+        server
+            .serve_with_incoming(VfServiceServer::new(door), incoming)
+            .await
+            .expect("serve");
+    })
 }
 
 // ------------------------------------------------------------- running nfctl
@@ -292,14 +283,6 @@ fn within_a_time_limit(mut command: Command, args: &[&str]) -> Output {
     let late = watchdog.join().expect("watchdog");
     assert!(!late, "nfctl {args:?} took longer than {LIMIT:?}");
     o
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn token_file(pki: &Pki, text: &str) -> String {
