@@ -6,6 +6,8 @@
 //! them; no token reaches the log; an unauthenticated non-loopback listener is
 //! refused at start.
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/server.rs"]
 mod server;
 
@@ -954,38 +956,15 @@ fn an_unauthenticated_listener_beyond_loopback_is_refused() {
     );
 }
 
-/// A GET with an optional `Authorization` value: status, head, body.
+/// A GET with an optional `Authorization` value: status, head, body. The live
+/// stream, which never ends, is read for 3 s.
 fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    // A response ends when the server closes; the live stream never does: read
-    // what comes within 3 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let mut chunk = [0u8; 4096];
-    while std::time::Instant::now() < deadline {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    let (status, head, body, _) = http::get_with(port, path, &headers, Duration::from_secs(3));
+    (status, head, body)
 }
 
 fn http_matrix(w: &World) {

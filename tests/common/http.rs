@@ -5,19 +5,49 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A plain HTTP/1.1 GET; returns (status, body).
 pub fn get(port: u16, path: &str) -> (u16, String) {
+    let (status, _, body, ended) = get_with(port, path, &[], Duration::from_secs(10));
+    assert!(ended, "GET {path}: no whole response within 10 s");
+    (status, body)
+}
+
+/// A GET with `headers` added; returns (status, head, body, whether the server
+/// ended the response). A response the server does not end, such as the live
+/// stream, is read for `within` and cut there.
+pub fn get_with(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    within: Duration,
+) -> (u16, String, String, bool) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_read_timeout(Some(within)).ok();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("send");
+    let deadline = Instant::now() + within;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
+    let mut chunk = [0u8; 4096];
+    let mut ended = false;
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -33,7 +63,7 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_owned(), body, ended)
 }
 
 fn dechunk(mut body: &str) -> String {
