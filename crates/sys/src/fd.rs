@@ -26,6 +26,15 @@ pub enum FdError {
     /// Making a received eventfd nonblocking failed.
     #[error("setting O_NONBLOCK on the eventfd failed")]
     SetNonblock(#[source] Errno),
+    /// Creating a timerfd failed.
+    #[error("timerfd creation failed")]
+    TimerCreate(#[source] Errno),
+    /// Arming a timerfd failed.
+    #[error("arming the timerfd failed")]
+    TimerSet(#[source] Errno),
+    /// Setting the thread's timer slack failed.
+    #[error("setting the timer slack failed")]
+    TimerSlack(#[source] Errno),
     /// Writing to the eventfd failed.
     #[error("eventfd write failed")]
     Notify(#[source] Errno),
@@ -122,6 +131,79 @@ impl AsFd for EventFd {
     }
 }
 
+/// A nonblocking, close-on-exec timer on `CLOCK_MONOTONIC` (`timerfd_create(2)`): a
+/// one-shot deadline with nanosecond resolution, readable when it expires. The engine
+/// sleeps on it where a frame is due in microseconds, which a millisecond timer
+/// wheel would round up (set the thread's timer slack low as well, see
+/// [`set_timer_slack`]).
+#[derive(Debug)]
+pub struct TimerFd {
+    fd: OwnedFd,
+}
+
+impl TimerFd {
+    /// A disarmed timer.
+    pub fn new() -> Result<Self, FdError> {
+        let fd = rustix::time::timerfd_create(
+            rustix::time::TimerfdClockId::Monotonic,
+            rustix::time::TimerfdFlags::NONBLOCK | rustix::time::TimerfdFlags::CLOEXEC,
+        )
+        .map_err(FdError::TimerCreate)?;
+        Ok(Self { fd })
+    }
+
+    /// Arms the timer to expire once, `after` from now (at least 1 ns: a zero
+    /// duration would disarm it), replacing any earlier deadline.
+    pub fn arm(&self, after: std::time::Duration) -> Result<(), FdError> {
+        let after = after.max(std::time::Duration::from_nanos(1));
+        let spec = rustix::time::Itimerspec {
+            it_interval: rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: rustix::time::Timespec {
+                tv_sec: after.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: after.subsec_nanos().into(),
+            },
+        };
+        rustix::time::timerfd_settime(&self.fd, rustix::time::TimerfdTimerFlags::empty(), &spec)
+            .map(|_| ())
+            .map_err(FdError::TimerSet)
+    }
+
+    /// Reads and resets the expiry count: `Some(n)` if it expired, `None` if not.
+    pub fn try_read(&self) -> Result<Option<u64>, FdError> {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&self.fd, &mut buf) {
+            Ok(8) => Ok(Some(u64::from_ne_bytes(buf))),
+            Ok(n) => Err(FdError::ShortTransfer(n)),
+            Err(Errno::AGAIN) => Ok(None),
+            Err(e) => Err(FdError::Read(e)),
+        }
+    }
+}
+
+impl AsFd for TimerFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for TimerFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+}
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`): how late the kernel
+/// may fire its timers to batch wake-ups. The default, 50 µs, is longer than the
+/// gaps the engine and the NF loop sleep through.
+pub fn set_timer_slack(slack: std::time::Duration) -> Result<(), FdError> {
+    let ns = u64::try_from(slack.as_nanos()).unwrap_or(u64::MAX);
+    rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(ns))
+        .map_err(FdError::TimerSlack)
+}
+
 /// Sends `bytes` with `fds` attached (`SCM_RIGHTS`) on a connected Unix
 /// socket. The fds ride on the first byte; if the kernel takes only part of
 /// `bytes`, the rest follows in plain sends. Intended for blocking sockets:
@@ -212,11 +294,36 @@ pub fn async_fd(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, std::i
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
+/// Registers a [`TimerFd`] with the current tokio reactor, to await its expiry.
+pub fn async_timer(timer: TimerFd) -> Result<tokio::io::unix::AsyncFd<TimerFd>, std::io::Error> {
+    // SAFETY: as for `async_fd`: the `TimerFd` owns its descriptor through an
+    // `OwnedFd`, which stays open, and keeps the same raw fd, until the `TimerFd`
+    // is dropped, which only happens when the `AsyncFd` is dropped or unwrapped.
+    unsafe { tokio::io::unix::AsyncFd::register(timer) }.map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::shm::SharedMemory;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn timerfd_expires_once_after_its_deadline() {
+        let timer = TimerFd::new().expect("timerfd");
+        assert_eq!(timer.try_read().expect("read"), None, "disarmed");
+        let armed = std::time::Instant::now();
+        timer
+            .arm(std::time::Duration::from_micros(200))
+            .expect("arm");
+        assert_eq!(timer.try_read().expect("read"), None, "not yet");
+        while timer.try_read().expect("read").is_none() {
+            std::hint::spin_loop();
+        }
+        assert!(armed.elapsed() >= std::time::Duration::from_micros(200));
+        assert_eq!(timer.try_read().expect("read"), None, "one shot");
+        set_timer_slack(std::time::Duration::from_micros(1)).expect("slack");
+    }
 
     #[test]
     fn eventfd_counts() {

@@ -31,7 +31,7 @@ pub mod umem;
 pub mod wire;
 
 pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
-pub use fd::{EventFd, FdError, async_fd, recv_with_fds, send_with_fds};
+pub use fd::{EventFd, FdError, TimerFd, async_fd, recv_with_fds, send_with_fds, set_timer_slack};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
 pub use shm::{SharedMemory, ShmError};
 pub use umem::{FrameLender, LendError};
