@@ -31,6 +31,13 @@ pub struct TargetId(pub u32);
 pub trait InterruptSink {
     /// Signals `target` for `vector` of `vf`.
     fn deliver(&mut self, vf: VfId, vector: Vector, target: TargetId);
+
+    /// The vector's mask bit as the driver last wrote it, where the sink can read
+    /// it (the engine reads the BAR register). A coalesced delivery that falls due
+    /// while the driver has masked the vector is dropped, as masking drops it.
+    fn current_mask(&self, _vf: VfId, _vector: Vector) -> Option<bool> {
+        None
+    }
 }
 
 /// A refused interrupt-table write. Nothing was changed.
@@ -148,6 +155,11 @@ impl VfIrq {
 #[derive(Debug, Clone, Default)]
 pub struct IrqRemap {
     vfs: Vec<VfIrq>,
+    /// Entries that turned pending, in order, so that polling and the next deadline
+    /// cost what is pending, not the size of the table. An entry whose pending flag
+    /// was cleared since (masked, unbound, reset) is skipped and dropped at the next
+    /// poll.
+    pending: Vec<(VfId, Vector)>,
 }
 
 impl IrqRemap {
@@ -155,6 +167,7 @@ impl IrqRemap {
     pub fn new(num_vfs: u16) -> Self {
         IrqRemap {
             vfs: (0..num_vfs).map(|_| VfIrq::new()).collect(),
+            pending: Vec::new(),
         }
     }
 
@@ -297,44 +310,72 @@ impl IrqRemap {
             sink.deliver(vf, vector, target);
             Raise::Delivered
         } else {
-            entry.pending = true;
+            if !entry.pending {
+                entry.pending = true;
+                self.pending.push((vf, vector));
+            }
             state.counts.coalesced += 1;
             Raise::Coalesced
         }
     }
 
     /// Delivers coalesced interrupts whose interval has ended by `now`. Returns how many.
+    /// Costs what is pending: nothing when nothing is.
     pub fn poll(&mut self, now: Micros, sink: &mut dyn InterruptSink) -> usize {
-        let mut delivered = 0;
-        for (i, state) in self.vfs.iter_mut().enumerate() {
-            let vf = VfId(i as u16);
-            for (v, entry) in state.entries.iter_mut().enumerate() {
-                if !entry.pending || now < entry.due(now) {
-                    continue;
-                }
-                entry.pending = false;
-                if let (Some(target), false) = (entry.target, entry.masked) {
-                    entry.last_delivery = Some(now);
-                    state.counts.delivered += 1;
-                    delivered += 1;
-                    sink.deliver(vf, Vector(v as u16), target);
-                }
-            }
+        if self.pending.is_empty() {
+            return 0;
         }
+        let mut delivered = 0;
+        let vfs = &mut self.vfs;
+        self.pending.retain(|&(vf, vector)| {
+            let Some(state) = vfs.get_mut(vf.index()) else {
+                return false;
+            };
+            let Some(entry) = state.entries.get_mut(usize::from(vector.0)) else {
+                return false;
+            };
+            if !entry.pending {
+                return false;
+            }
+            if now < entry.due(now) {
+                return true;
+            }
+            entry.pending = false;
+            if let Some(masked) = sink.current_mask(vf, vector) {
+                entry.masked = masked;
+            }
+            if let (Some(target), false) = (entry.target, entry.masked) {
+                entry.last_delivery = Some(now);
+                state.counts.delivered += 1;
+                delivered += 1;
+                sink.deliver(vf, vector, target);
+            }
+            false
+        });
         delivered
     }
 
     /// The earliest time a pending interrupt falls due, for the engine's timer.
     pub fn next_deadline(&self) -> Option<Micros> {
-        self.vfs
+        self.pending
             .iter()
-            .flat_map(|s| s.entries.iter())
+            .filter_map(|&(vf, vector)| {
+                self.vfs.get(vf.index())?.entries.get(usize::from(vector.0))
+            })
             .filter(|e| e.pending)
             .filter_map(|e| {
                 e.last_delivery
                     .map(|l| Micros(l.0.saturating_add(u64::from(e.itr_us))))
             })
             .min()
+    }
+
+    /// The throttle interval of a vector in µs (0 for an unknown one).
+    pub fn itr(&self, vf: VfId, vector: Vector) -> u32 {
+        self.vf(vf)
+            .ok()
+            .and_then(|s| s.entries.get(usize::from(vector.0)))
+            .map_or(0, |e| e.itr_us)
     }
 
     /// Counters of one VF.
@@ -503,6 +544,36 @@ mod tests {
         irq.set_masked(VfId(0), Vector::TX, true).unwrap();
         assert_eq!(irq.poll(Micros(100), &mut rec), 0);
         assert_eq!(rec.0.len(), 1);
+    }
+
+    /// A sink whose driver masked every vector since the last raise.
+    struct MaskedNow(Recorder);
+
+    impl InterruptSink for MaskedNow {
+        fn deliver(&mut self, vf: VfId, vector: Vector, target: TargetId) {
+            self.0.deliver(vf, vector, target);
+        }
+        fn current_mask(&self, _vf: VfId, _vector: Vector) -> Option<bool> {
+            Some(true)
+        }
+    }
+
+    #[test]
+    fn a_mask_read_at_delivery_time_drops_the_pending_delivery() {
+        let mut irq = owned(1);
+        let mut sink = MaskedNow(Recorder::default());
+        irq.bind(VfId(0), Vector::RX, &Owner::new("nf0"), TargetId(2))
+            .unwrap();
+        irq.set_masked(VfId(0), Vector::RX, false).unwrap();
+        irq.set_itr(VfId(0), Vector::RX, 50).unwrap();
+        irq.raise(VfId(0), Vector::RX, Micros(0), &mut sink);
+        irq.raise(VfId(0), Vector::RX, Micros(10), &mut sink);
+        assert_eq!(irq.next_deadline(), Some(Micros(50)));
+        // The driver masked in between (it is polling): nothing more is delivered.
+        assert_eq!(irq.poll(Micros(100), &mut sink), 0);
+        assert_eq!(sink.0.0.len(), 1);
+        assert_eq!(irq.next_deadline(), None);
+        assert!(irq.is_masked(VfId(0), Vector::RX));
     }
 
     #[test]
