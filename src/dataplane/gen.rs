@@ -570,6 +570,28 @@ impl Pacer {
         frames as u32
     }
 
+    /// How many whole frames are due at `now` (as many as wanted for rate 0).
+    pub fn due_frames(&self, now: Micros) -> u64 {
+        if self.rate_pps == 0 {
+            return u64::MAX;
+        }
+        self.credit_at(now) / UNIT
+    }
+
+    /// When the `j`-th (oldest first) of the `granted` frames that
+    /// [`allowance`](Self::allowance) granted at `now` fell due: a frame taken later
+    /// than it was due carries the time it was due, so the latency measured from its
+    /// stamp includes the wait. `now` for rate 0.
+    pub fn due_at(&self, now: Micros, granted: u32, j: u32) -> Micros {
+        if self.rate_pps == 0 || j >= granted {
+            return now;
+        }
+        let behind = self
+            .credit
+            .saturating_add(u64::from(granted - 1 - j).saturating_mul(UNIT));
+        Micros(now.0.saturating_sub(behind / self.rate_pps))
+    }
+
     /// When the next frame is due: `now` if one is due already, `None` for rate 0.
     pub fn next_due(&self, now: Micros) -> Option<Micros> {
         if self.rate_pps == 0 {
@@ -1264,6 +1286,22 @@ mod tests {
         // Time going backwards grants nothing and breaks nothing.
         assert_eq!(pacer.allowance(Micros(0), 8), 0);
         assert_eq!(pacer.next_due(Micros(0)), Some(Micros(20_005)));
+    }
+
+    #[test]
+    fn frames_taken_late_carry_the_time_they_were_due() {
+        let mut pacer = Pacer::new(100_000); // one frame per 10 µs
+        assert_eq!(pacer.allowance(Micros(1_000), 64), 1);
+        assert_eq!(pacer.due_at(Micros(1_000), 1, 0), Micros(1_000));
+        // 45 µs later: four frames due (at 1010, 1020, 1030, 1040), half of a fifth.
+        assert_eq!(pacer.due_frames(Micros(1_045)), 4);
+        assert_eq!(pacer.allowance(Micros(1_045), 64), 4);
+        let due: Vec<u64> = (0..4)
+            .map(|j| pacer.due_at(Micros(1_045), 4, j).0)
+            .collect();
+        assert_eq!(due, [1_010, 1_020, 1_030, 1_040]);
+        assert_eq!(pacer.due_frames(Micros(1_045)), 0);
+        assert_eq!(Pacer::new(0).due_at(Micros(7), 3, 0), Micros(7));
     }
 
     #[test]
