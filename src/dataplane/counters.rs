@@ -136,6 +136,10 @@ pub struct VfCounters {
     pub handed_over: Counter,
     /// Descriptors or ring indices the NIC refused to obey.
     pub ring_errors: Counter,
+    /// Times the engine looked at the VF's transmit ring. The engine looks only at
+    /// VFs with work (frames delivered, a doorbell, recent sends), so an idle VF's
+    /// count stands still however much traffic others carry.
+    pub visits: Counter,
 }
 
 impl VfCounters {
@@ -164,6 +168,7 @@ impl VfCounters {
             copied_bytes: self.copied_bytes.get(),
             handed_over: self.handed_over.get(),
             ring_errors: self.ring_errors.get(),
+            visits: self.visits.get(),
         }
     }
 }
@@ -193,6 +198,8 @@ pub struct VfStats {
     pub handed_over: u64,
     /// See [`VfCounters::ring_errors`].
     pub ring_errors: u64,
+    /// See [`VfCounters::visits`].
+    pub visits: u64,
 }
 
 impl VfStats {

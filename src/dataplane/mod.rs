@@ -6,6 +6,7 @@
 //! | [`counters`] | per-VF hot-path counters (single-writer atomics) |
 //! | [`gen`] | the `gen` wire: traffic generator and sink |
 //! | [`host_wire`] | the `tap:` and `afpacket:` wires: host interfaces over io_uring |
+//! | [`moderation`] | adaptive interrupt moderation: a VF's throttle interval from its rate |
 //! | [`port`] | the engine's state of one attached VF |
 //! | [`shared_umem`] | packet memory of a `shared` chain and its frame ownership |
 //! | [`nf_process`] | NF child processes (self-exec) |
@@ -15,6 +16,7 @@ pub mod counters;
 pub mod engine;
 pub mod r#gen;
 pub mod host_wire;
+pub mod moderation;
 pub mod nf_process;
 pub mod port;
 pub mod runner;

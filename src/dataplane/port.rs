@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use nfhost_sys::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemory, VfConfig};
 
+use crate::dataplane::moderation::Moderation;
 use crate::nic::irq::VECTORS_PER_VF;
 use crate::nic::{Owner, VfId};
 
@@ -78,6 +79,13 @@ pub struct Port {
     pub mailbox: Option<(u32, String)>,
     /// Which attachment this is (events from an older socket are ignored).
     pub epoch: u64,
+    /// Whether the engine looks at this VF's transmit ring every pass. When not, the
+    /// ring's `NEED_WAKEUP` flag is set and the NF rings the doorbell to be looked at.
+    pub polled: bool,
+    /// Consecutive visits that found nothing to send.
+    pub quiet: u32,
+    /// The VF's interrupt moderation.
+    pub moderation: Moderation,
 }
 
 impl Port {
@@ -98,6 +106,9 @@ impl Port {
             report: None,
             mailbox: None,
             epoch: 0,
+            polled: false,
+            quiet: 0,
+            moderation: Moderation::default(),
         }
     }
 

@@ -215,11 +215,13 @@ impl Engine {
                 if !self.active.contains(&vf) {
                     self.active.push(vf);
                 }
+                self.start_polling(vf);
                 self.activated(vf);
                 Ok(Reply::Ok)
             }
             Command::Reset { .. } => {
                 self.active.retain(|v| *v != vf);
+                self.stop_polling(vf);
                 self.nic.flr(vf).map_err(|e| refuse(Code::Internal, &e))?;
                 if let Some(port) = self.port_mut(vf) {
                     port.rings = None;
@@ -313,8 +315,8 @@ impl Engine {
             }
         }
         let epoch = port.epoch;
-        let wake = self.wake.clone();
-        tokio_uring::spawn(read_doorbell(doorbell, wake, epoch));
+        let rung = self.doorbells.clone();
+        tokio_uring::spawn(read_doorbell(doorbell, vf, epoch, rung));
         self.shared.push_event(EngineEvent::Attached {
             vf,
             owner: self
@@ -345,7 +347,7 @@ impl Engine {
         if !self.is_active(vf) {
             return None;
         }
-        let port = self.port_mut(vf)?;
+        let port = self.ports.get_mut(vf.index()).and_then(Option::as_mut)?;
         let bar = port.bar.as_ref()?;
         let generation = match bar.posted_mailbox().wrapping_add(1) {
             0 => 1,
@@ -353,6 +355,9 @@ impl Engine {
         };
         bar.post_mailbox(generation);
         port.mailbox = Some((generation, config));
+        if port.rx_since_irq == 0 && port.tx_since_irq == 0 {
+            self.touched.push(vf);
+        }
         port.rx_since_irq += 1;
         let (waiter, answer) = AnswerTo::channel();
         // A waiter for an older generation gets no answer: that one was superseded.

@@ -31,6 +31,8 @@ pub(super) struct Dma<'a> {
     regions: &'a [Option<RegionSlot>],
     pub(super) counters: &'a Counters,
     umems: &'a mut HashMap<DomainId, SharedUmem>,
+    /// VFs that got frames since interrupts were last raised.
+    touched: &'a mut Vec<VfId>,
 }
 
 /// The uplinks, borrowed next to [`Dma`]: frames come from and go to them.
@@ -53,6 +55,7 @@ impl Engine {
             wire,
             host,
             scratch,
+            touched,
             ..
         } = self;
         let dma = Dma {
@@ -61,6 +64,7 @@ impl Engine {
             regions,
             counters,
             umems,
+            touched,
         };
         let uplink = Uplink {
             wire: wire.as_mut(),
@@ -166,6 +170,9 @@ impl Dma<'_> {
         };
         if rings.rx.produce(&desc).is_err() {
             return Err(DropReason::RingFull);
+        }
+        if port.rx_since_irq == 0 && port.tx_since_irq == 0 {
+            self.touched.push(vf);
         }
         port.rx_since_irq += 1;
         let c = self.counters.vf(vf);
@@ -318,6 +325,9 @@ impl Dma<'_> {
         };
         if rings.rx.produce(&rx).is_err() {
             return Err(DropReason::RingFull);
+        }
+        if port.rx_since_irq == 0 && port.tx_since_irq == 0 {
+            self.touched.push(to);
         }
         port.rx_since_irq += 1;
         if let Some(domain) = self.nic.iommu().domain_of(to) {

@@ -1,15 +1,22 @@
-//! The engine's loop: one pass over the wire and every active VF, then sleep on
-//! doorbells, sockets, the control channel and the next deadline when there is no work.
+//! The engine's loop: one pass over the wire and the VFs with work, then sleep on
+//! doorbells, sockets, the control channel and the next deadline when there is none.
+//!
+//! Work is found, not searched for: a VF is *polled* (its transmit ring looked at
+//! every pass) while it has work (frames were delivered to it, it sent recently, or
+//! it rang its doorbell); after [`QUIET_VISITS`] visits without a send it leaves the
+//! polled set with `NEED_WAKEUP` set on its transmit ring, and its NF rings the
+//! doorbell when it next sends. Interrupts are raised for the VFs that got work this
+//! pass, not for every VF. So a pass costs the VFs with traffic, and idle VFs cost
+//! nothing however many are attached.
 
 use std::os::fd::OwnedFd;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use nfhost_sys::{Desc, EventFd, IrqVector};
+use nfhost_sys::{Desc, EventFd, IrqVector, TimerFd};
 use std::os::fd::AsFd;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::attach::PortEvent;
 use super::handle::Msg;
@@ -18,8 +25,17 @@ use crate::dataplane::host_wire::HostWire;
 use crate::dataplane::port::{Port, PortState};
 use crate::nic::{InterruptSink, Micros, Raise, TargetId, Vector, VfId};
 
-/// Polls without work before the engine goes to sleep.
-const IDLE_SPINS: u32 = 64;
+/// Passes without work before the engine goes to sleep.
+const IDLE_SPINS: u32 = 16;
+/// Visits without a send before a VF leaves the polled set.
+pub(super) const QUIET_VISITS: u32 = 64;
+/// Busy passes between two turns of the runtime (doorbell and socket tasks).
+const YIELD_EVERY: u64 = 64;
+/// At a paced rate, the gen wire hands frames over at most this often (µs) unless a
+/// whole batch is due: frames land in bursts, as a NIC's receive interrupts come in
+/// moderated bursts, instead of waking the engine for every frame. Frames carry the
+/// time they were due, so the wait is part of the latency measured.
+pub(super) const GEN_TICK_US: u64 = crate::dataplane::moderation::MAX_ITR_US as u64;
 
 /// Delivers interrupts by writing the NF's eventfd.
 struct FdSink<'a> {
@@ -27,6 +43,16 @@ struct FdSink<'a> {
 }
 
 impl InterruptSink for FdSink<'_> {
+    fn current_mask(&self, vf: VfId, vector: Vector) -> Option<bool> {
+        let bar = self.ports.get(vf.index())?.as_ref()?.bar.as_ref()?;
+        let bit = match vector {
+            Vector::RX => IrqVector::RX,
+            Vector::TX => IrqVector::TX,
+            _ => return None,
+        };
+        Some(bar.irq_masked(bit))
+    }
+
     fn deliver(&mut self, vf: VfId, vector: Vector, _target: TargetId) {
         let fd = self
             .ports
@@ -46,9 +72,10 @@ impl Engine {
         mut self,
         mut control: mpsc::UnboundedReceiver<Msg>,
         mut port_events: mpsc::UnboundedReceiver<PortEvent>,
+        mut doorbells: mpsc::UnboundedReceiver<(VfId, u64)>,
     ) {
         let mut idle = 0u32;
-        let mut polls = 0u64;
+        let mut passes = 0u64;
         loop {
             loop {
                 match control.try_recv() {
@@ -63,10 +90,13 @@ impl Engine {
             while let Ok(event) = port_events.try_recv() {
                 self.on_port_event(event);
             }
+            while let Ok((vf, epoch)) = doorbells.try_recv() {
+                self.doorbell_rung(vf, epoch);
+            }
             let now = self.now();
             let work = self.poll_once(now);
-            polls += 1;
-            if polls % 1024 == 0 {
+            passes += 1;
+            if passes % YIELD_EVERY == 0 {
                 self.publish();
                 // Let the socket and doorbell tasks run.
                 tokio::task::yield_now().await;
@@ -79,25 +109,34 @@ impl Engine {
             if idle < IDLE_SPINS {
                 continue;
             }
-            // Going to sleep: ask every NF for a doorbell, then look once more so a
-            // transmit posted in between is not missed.
+            // Going to sleep: ask every polled NF for a doorbell, then look once more so
+            // a transmit posted in between is not missed.
             self.set_tx_wakeup(true);
             fence(Ordering::SeqCst);
-            if self.tx_pending() || self.host_pending() {
+            let pending = self.tx_pending();
+            if pending == Pending::Ready || self.host_pending() {
                 self.set_tx_wakeup(false);
                 continue;
             }
             self.publish();
-            let deadline = self.next_deadline(now);
-            let wake = self.wake.clone();
-            let sleep = async {
-                match deadline {
-                    Some(d) => {
-                        tokio::time::sleep(Duration::from_micros(d.0.saturating_sub(now.0))).await
-                    }
-                    None => std::future::pending::<()>().await,
+            let mut deadline = self.next_deadline(now);
+            if pending == Pending::Blocked {
+                // A hop's backlog waits for room in the next hop, whose NF may free
+                // it without sending anything: look again soon.
+                deadline = deadline.min(Micros(now.0 + GEN_TICK_US));
+            }
+            // Re-arming costs a system call (and, in a VM, an exit): a timer already
+            // set for no later than this deadline stays, and an early expiry only
+            // makes the loop look and sleep again.
+            let fresh = self.now();
+            if !self.armed.is_some_and(|a| a > fresh && a <= deadline) {
+                let after = Duration::from_micros(deadline.0.saturating_sub(fresh.0));
+                match self.timer.get_ref().arm(after) {
+                    Ok(()) => self.armed = Some(deadline),
+                    Err(e) => tracing::warn!(error = %e, "nic-engine: arming the timer failed"),
                 }
-            };
+            }
+            let wake = self.wake.clone();
             tokio::select! {
                 _ = wake.notified() => {}
                 msg = control.recv() => match msg {
@@ -110,28 +149,93 @@ impl Engine {
                 event = port_events.recv() => if let Some(event) = event {
                     self.on_port_event(event);
                 },
+                rung = doorbells.recv() => if let Some((vf, epoch)) = rung {
+                    self.doorbell_rung(vf, epoch);
+                },
                 _ = wire_readable(self.host_wake.as_ref()) => {}
-                _ = sleep => {}
+                _ = expired(&self.timer) => self.armed = None,
             }
             self.set_tx_wakeup(false);
             idle = 0;
         }
     }
 
-    fn next_deadline(&self, now: Micros) -> Option<Micros> {
-        let generated = self.wire.as_ref().and_then(|w| w.pacer.next_due(now));
+    /// The NF on `vf` rang its doorbell: it sent while its VF was not polled.
+    fn doorbell_rung(&mut self, vf: VfId, epoch: u64) {
+        if self.port(vf).is_some_and(|p| p.epoch == epoch) && self.is_active(vf) {
+            self.start_polling(vf);
+        }
+    }
+
+    /// Puts `vf` in the polled set (if it is not there) and clears its transmit
+    /// ring's `NEED_WAKEUP`: the engine looks at it every pass from now on.
+    pub(super) fn start_polling(&mut self, vf: VfId) {
+        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        port.quiet = 0;
+        if port.polled {
+            return;
+        }
+        port.polled = true;
+        if let Some(rings) = port.rings.as_ref() {
+            rings.tx.clear_need_wakeup();
+        }
+        self.polled.push(vf);
+    }
+
+    /// Takes `vf` out of the polled set (a detach or reset: its rings are gone).
+    pub(super) fn stop_polling(&mut self, vf: VfId) {
+        self.polled.retain(|v| *v != vf);
+        if let Some(port) = self.port_mut(vf) {
+            port.polled = false;
+        }
+    }
+
+    /// After a visit that found nothing to send: counts it, and after
+    /// [`QUIET_VISITS`] of them asks the NF for a doorbell and lets the VF go, unless
+    /// a send arrived meanwhile. True if the VF left the polled set.
+    fn quiet_visit(&mut self, vf: VfId) -> bool {
+        let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+            return true;
+        };
+        port.quiet += 1;
+        if port.quiet < QUIET_VISITS || port.rx_since_irq > 0 || port.tx_since_irq > 0 {
+            return false;
+        }
+        let Some(rings) = port.rings.as_mut() else {
+            port.polled = false;
+            return true;
+        };
+        rings.tx.set_need_wakeup();
+        // Pairs with the NF's fence between submitting and reading the flag.
+        fence(Ordering::SeqCst);
+        if rings.tx.available().is_ok_and(|n| n > 0) {
+            rings.tx.clear_need_wakeup();
+            port.quiet = 0;
+            return false;
+        }
+        port.polled = false;
+        true
+    }
+
+    fn next_deadline(&self, now: Micros) -> Micros {
+        let generated = self.wire.as_ref().and_then(|w| {
+            let due = w.pacer.next_due(now)?;
+            Some(due.max(Micros(w.last_pass.0 + GEN_TICK_US)))
+        });
         let irq = self.nic.irq().next_deadline();
         let link_status = self.host.as_ref().map(HostWire::next_status);
-        // While any NF is attached, wake at least every 100 ms to publish counters.
-        let tick = Some(Micros(now.0 + 100_000));
-        [generated, irq, link_status, tick]
+        // Wake at least every 100 ms to publish counters.
+        let tick = Micros(now.0 + 100_000);
+        [generated, irq, link_status]
             .into_iter()
             .flatten()
-            .min()
+            .fold(tick, Micros::min)
     }
 
     fn set_tx_wakeup(&self, on: bool) {
-        for vf in &self.active {
+        for vf in &self.polled {
             if let Some(rings) = self.port(*vf).and_then(|p| p.rings.as_ref()) {
                 if on {
                     rings.tx.set_need_wakeup();
@@ -142,13 +246,25 @@ impl Engine {
         }
     }
 
-    fn tx_pending(&mut self) -> bool {
-        let active = self.active.clone();
-        active.into_iter().any(|vf| {
-            self.port_mut(vf)
+    /// Whether a polled VF has sends waiting, and whether the engine can carry
+    /// any of them now.
+    fn tx_pending(&mut self) -> Pending {
+        let mut pending = Pending::None;
+        for i in 0..self.polled.len() {
+            let vf = self.polled[i];
+            let waiting = self
+                .port_mut(vf)
                 .and_then(|p| p.rings.as_mut())
-                .is_some_and(|r| r.tx.available().is_ok_and(|n| n > 0))
-        })
+                .is_some_and(|r| r.tx.available().is_ok_and(|n| n > 0));
+            if !waiting {
+                continue;
+            }
+            if self.hop_budget(vf) > 0 {
+                return Pending::Ready;
+            }
+            pending = Pending::Blocked;
+        }
+        pending
     }
 
     fn publish(&mut self) {
@@ -184,12 +300,19 @@ impl Engine {
         ring.has_completions()
     }
 
-    /// One pass over the wire and every active VF. Returns the frames handled.
+    /// One pass over the wire and the polled VFs. Returns the frames handled.
     fn poll_once(&mut self, now: Micros) -> u32 {
         let mut work = self.wire_rx(now) + self.host_rx(now);
-        for i in 0..self.active.len() {
-            let vf = self.active[i];
-            work += self.vf_tx(vf, now);
+        let mut i = 0;
+        while i < self.polled.len() {
+            let vf = self.polled[i];
+            let sent = self.vf_tx(vf, now);
+            work += sent;
+            if sent == 0 && self.quiet_visit(vf) {
+                self.polled.swap_remove(i);
+                continue;
+            }
+            i += 1;
         }
         if let Some(host) = self.host.as_mut() {
             if let Err(e) = host.ring_mut().flush() {
@@ -206,10 +329,21 @@ impl Engine {
         let Some(wire) = uplink.wire else {
             return 0;
         };
+        let paced = wire.pacer.rate_pps() > 0;
+        if paced
+            && now.0 < wire.last_pass.0 + GEN_TICK_US
+            && wire.pacer.due_frames(now) < u64::from(BATCH)
+        {
+            return 0;
+        }
         let n = wire.pacer.allowance(now, BATCH);
+        if n > 0 {
+            wire.last_pass = now;
+        }
         let scratch = uplink.scratch;
-        for _ in 0..n {
-            let Some(len) = wire.generator.write_next(scratch, now) else {
+        for j in 0..n {
+            let due = wire.pacer.due_at(now, n, j);
+            let Some(len) = wire.generator.write_next(scratch, due) else {
                 break;
             };
             let frame = &scratch[..len];
@@ -218,7 +352,7 @@ impl Engine {
             let backlogged = dma.receive_from_wire(frame);
             // Flat out (rate 0), the generator follows the receiver like a port
             // honouring flow control: a full receiver ends this burst.
-            if backlogged && wire.pacer.rate_pps() == 0 {
+            if backlogged && !paced {
                 break;
             }
         }
@@ -259,19 +393,24 @@ impl Engine {
         Some(fill.min(free))
     }
 
-    fn vf_tx(&mut self, vf: VfId, now: Micros) -> u32 {
-        // A chain hop sends only what the next hop can take: the backlog stays in this
-        // hop's tx ring, so an overloaded chain drops at its ingress, before any NF has
-        // spent work on a frame, never in the middle.
-        let budget = match self.nic.veb().tx_rule(vf) {
+    /// How many frames `vf` may send now: a chain hop sends only what the next hop
+    /// can take, so the backlog stays in this hop's tx ring and an overloaded chain
+    /// drops at its ingress, before any NF has spent work on a frame, never in the
+    /// middle.
+    fn hop_budget(&mut self, vf: VfId) -> u32 {
+        match self.nic.veb().tx_rule(vf) {
             Some(crate::nic::TxSteer::ToVf(next)) => self.rx_budget(next).unwrap_or(BATCH),
             _ => BATCH,
         }
-        .min(BATCH);
+        .min(BATCH)
+    }
+
+    fn vf_tx(&mut self, vf: VfId, now: Micros) -> u32 {
+        self.counters.vf(vf).visits.add(1);
+        let budget = self.hop_budget(vf);
         if budget == 0 {
             return 0;
         }
-        let mut descs = [Desc::default(); BATCH as usize];
         let n = {
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 return 0;
@@ -283,14 +422,8 @@ impl Engine {
                 return 0;
             };
             match rings.tx.peek(budget) {
-                Ok(n) => {
-                    for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
-                        *d = rings.tx.read(i as u32);
-                    }
-                    // Descriptors are copied out; the frames stay the NIC's until completion.
-                    rings.tx.release(n);
-                    n
-                }
+                Ok(0) => return 0,
+                Ok(n) => n,
                 Err(_) => {
                     port.state = PortState::Halted;
                     self.counters.vf(vf).ring_errors.add(1);
@@ -298,8 +431,13 @@ impl Engine {
                 }
             }
         };
-        if n == 0 {
-            return 0;
+        let mut descs = [Desc::default(); BATCH as usize];
+        if let Some(rings) = self.port_mut(vf).and_then(|p| p.rings.as_mut()) {
+            for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
+                *d = rings.tx.read(i as u32);
+            }
+            // Descriptors are copied out; the frames stay the NIC's until completion.
+            rings.tx.release(n);
         }
         let (mut dma, mut uplink) = self.dma();
         let mut completions = [Desc::default(); BATCH as usize];
@@ -317,6 +455,9 @@ impl Engine {
             rings.completion.write(i as u32, c);
         }
         rings.completion.submit(granted);
+        if port.rx_since_irq == 0 && port.tx_since_irq == 0 && granted > 0 {
+            self.touched.push(vf);
+        }
         port.tx_since_irq += granted;
         if granted < n {
             self.counters.vf(vf).ring_errors.add(u64::from(n - granted));
@@ -325,27 +466,44 @@ impl Engine {
     }
 
     /// Raises the rx vector of every VF that received frames and the tx-completion
-    /// vector of every VF that got completions, since the last poll.
+    /// vector of every VF that got completions, since the last poll, after feeding
+    /// each VF's interrupt moderation. Only VFs that got work are visited; a VF that
+    /// received frames is polled from now on, since it will likely send.
     pub(super) fn raise_interrupts(&mut self, now: Micros) {
+        if self.touched.is_empty() {
+            return;
+        }
         // Pairs with the NF's fence between unmasking and re-checking its rings: either
         // the NF sees the new descriptors or the NIC sees the vector unmasked.
         fence(Ordering::SeqCst);
-        for i in 0..self.active.len() {
-            let vf = self.active[i];
+        let mut touched = std::mem::take(&mut self.touched);
+        for &vf in &touched {
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 continue;
             };
+            let rx = std::mem::take(&mut port.rx_since_irq);
+            let tx = std::mem::take(&mut port.tx_since_irq);
+            // Completions matter to an NF when it needs its frames back to keep
+            // receiving: its fill ring is below a quarter. Until then they wait for
+            // its next poll, which an rx interrupt or its own sends bring, and cost
+            // no wake-up of their own.
+            let fill_low = port.rings.as_mut().is_none_or(|r| {
+                let quarter = r.fill.size() / 4;
+                r.fill.available().map_or(true, |n| n < quarter)
+            });
+            let moderated = port.moderation.record(rx + tx, now);
+            let tx = if fill_low { tx } else { 0 };
+            if let Some(itr) = moderated {
+                for vector in [Vector::RX, Vector::TX] {
+                    let _ = self.nic.set_irq_itr(vf, vector, itr);
+                }
+            }
+            let Some(port) = self.ports.get(vf.index()).and_then(Option::as_ref) else {
+                continue;
+            };
             let pending = [
-                (
-                    Vector::RX,
-                    IrqVector::RX,
-                    std::mem::take(&mut port.rx_since_irq),
-                ),
-                (
-                    Vector::TX,
-                    IrqVector::TX,
-                    std::mem::take(&mut port.tx_since_irq),
-                ),
+                (Vector::RX, IrqVector::RX, rx),
+                (Vector::TX, IrqVector::TX, tx),
             ];
             let masks = pending.map(|(_, bar_vector, _)| {
                 port.bar.as_ref().is_none_or(|b| b.irq_masked(bar_vector))
@@ -365,7 +523,32 @@ impl Engine {
                     Raise::Blocked(_) => c.irq_blocked.add(1),
                 }
             }
+            if rx > 0 && self.is_active(vf) {
+                self.start_polling(vf);
+            }
         }
+        // Keep the allocation: nothing is allocated per pass.
+        touched.clear();
+        self.touched = touched;
+    }
+}
+
+/// Whether polled VFs have sends waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// None.
+    None,
+    /// Some, but every one waits for room in its next hop.
+    Blocked,
+    /// Some the engine can carry now.
+    Ready,
+}
+
+/// Waits until the engine's timer expires, and resets it.
+async fn expired(timer: &tokio::io::unix::AsyncFd<TimerFd>) {
+    if let Ok(mut guard) = timer.readable().await {
+        let _ = timer.get_ref().try_read();
+        guard.clear_ready();
     }
 }
 
@@ -382,23 +565,39 @@ async fn wire_readable(wake: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
     }
 }
 
-/// Sleeps on a VF's doorbell (an io_uring read of its eventfd) and wakes the loop.
-pub(super) async fn read_doorbell(doorbell: Arc<EventFd>, wake: Rc<Notify>, _epoch: u64) {
-    let Ok(fd) = doorbell.as_fd().try_clone_to_owned() else {
+/// Waits on a VF's doorbell and tells the loop which VF rang, with the attachment
+/// it belongs to. The eventfd is watched through the reactor (epoll), which the
+/// runtime also polls when the busy loop yields, so a doorbell is heard under load
+/// too (an io_uring read would be resubmitted only when the runtime parks).
+pub(super) async fn read_doorbell(
+    doorbell: Arc<EventFd>,
+    vf: VfId,
+    epoch: u64,
+    rung: mpsc::UnboundedSender<(VfId, u64)>,
+) {
+    let Ok(afd) = doorbell
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(nfhost_sys::async_fd)
+    else {
         return;
     };
-    let file = tokio_uring::fs::File::from_std(std::fs::File::from(fd));
-    let mut buf = vec![0u8; 8];
     loop {
+        let Ok(mut guard) = afd.readable().await else {
+            break;
+        };
         // Once the engine drops the port, this task holds the last reference.
         if Arc::strong_count(&doorbell) == 1 {
             break;
         }
-        let (res, b) = file.read_at(buf, 0).await;
-        buf = b;
-        if res.is_err() {
-            break;
+        match doorbell.try_read() {
+            Ok(Some(_)) => {
+                if rung.send((vf, epoch)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => guard.clear_ready(),
+            Err(_) => break,
         }
-        wake.notify_one();
     }
 }

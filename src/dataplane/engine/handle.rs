@@ -114,8 +114,24 @@ impl EngineHandle {
                             return;
                         }
                     };
+                    let timer = match nfhost_sys::TimerFd::new()
+                        .map_err(std::io::Error::other)
+                        .and_then(nfhost_sys::fd::async_timer)
+                    {
+                        Ok(timer) => timer,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(EngineError::Socket(e)));
+                            return;
+                        }
+                    };
+                    // Deadlines are microseconds apart: the default 50 µs of slack
+                    // would stretch every sleep.
+                    if let Err(e) = nfhost_sys::set_timer_slack(Duration::from_micros(1)) {
+                        tracing::warn!(error = %e, "nic-engine: timer slack stays at its default");
+                    }
                     let _ = started_tx.send(Ok(()));
                     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+                    let (bell_tx, bell_rx) = mpsc::unbounded_channel();
                     let engine = Engine {
                         nic,
                         ports: (0..config.pf.total_vfs).map(|_| None).collect(),
@@ -132,10 +148,15 @@ impl EngineHandle {
                         scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
                         epoch: 0,
                         active: Vec::new(),
+                        polled: Vec::new(),
+                        touched: Vec::new(),
+                        doorbells: bell_tx,
+                        timer,
+                        armed: None,
                         answers: HashMap::new(),
                         activation: Vec::new(),
                     };
-                    engine.run(rx, ev_rx).await;
+                    engine.run(rx, ev_rx, bell_rx).await;
                 });
             })
             .map_err(EngineError::Spawn)?;

@@ -16,7 +16,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`handle`] | the thread: [`EngineHandle`] (start, stop) and the [`SharedView`] it publishes |
-//! | `event_loop` | the loop: polls, wire receive, sleeping on deadlines, raising interrupts |
+//! | `event_loop` | the loop: the polled set, wire receive, sleeping on deadlines, raising interrupts |
 //! | `attach` | the attach-protocol server: an NF's commands on its socket, and its mailbox |
 //! | `regions` | NF memory and VF ownership: attach, detach, release, region slots |
 //! | `chains` | chain installation: steering, shared domains |
@@ -177,6 +177,8 @@ struct GenWire {
     generator: Generator,
     pacer: Pacer,
     sink: Sink,
+    /// When frames were last taken from the generator.
+    last_pass: Micros,
 }
 
 impl GenWire {
@@ -185,6 +187,7 @@ impl GenWire {
             generator: Generator::new(config)?,
             pacer: Pacer::new(config.rate_pps),
             sink: Sink::default(),
+            last_pass: Micros(0),
         })
     }
 }
@@ -207,8 +210,19 @@ struct Engine {
     umems: HashMap<DomainId, SharedUmem>,
     scratch: Box<[u8]>,
     epoch: u64,
-    /// VFs with an attached, enabled NF: the ones the loop polls.
+    /// VFs with an attached, enabled NF.
     active: Vec<VfId>,
+    /// The active VFs whose transmit rings the loop looks at every pass (the others
+    /// have `NEED_WAKEUP` set and ring their doorbells).
+    polled: Vec<VfId>,
+    /// VFs that got frames or completions since interrupts were last raised.
+    touched: Vec<VfId>,
+    /// Tells the loop which VF rang its doorbell (and in which attachment).
+    doorbells: mpsc::UnboundedSender<(VfId, u64)>,
+    /// The loop's deadline timer (µs precision).
+    timer: tokio::io::unix::AsyncFd<nfhost_sys::TimerFd>,
+    /// When the timer is set to expire, if it is.
+    armed: Option<Micros>,
     /// Who waits for the answer of the NF on a VF to the configuration generation
     /// posted in its mailbox.
     answers: HashMap<VfId, (u32, request::Reply<request::ConfigAnswer>)>,
@@ -221,6 +235,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("num_vfs", &self.nic.pf().num_vfs())
             .field("active", &self.active)
+            .field("polled", &self.polled)
             .finish()
     }
 }

@@ -45,6 +45,7 @@ impl Engine {
     /// dropped, mappings and vectors removed. The VF stays assigned to its owner (for
     /// a restart); [`Engine::release`] gives it back.
     pub fn detach(&mut self, vf: VfId) -> Option<(Owner, Vec<Mapping>)> {
+        self.stop_polling(vf);
         let port = self.ports.get_mut(vf.index())?.take()?;
         self.active.retain(|v| *v != vf);
         // Whoever waits for this NF's answer to a configuration, or for it to enable
