@@ -17,12 +17,17 @@ use nfhost::nic::{VfId, VlanTag, WireMatch};
 
 /// The offered loads, packets per second.
 pub const RATES: [u64; 3] = [20_000, 200_000, 1_000_000];
+/// Idle NFs attached beside the chain for the crowded load point (the PF's 64 VFs,
+/// less the chain's two and two spare).
+pub const CROWD: u16 = 60;
 
 /// One offered load through the demo chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadPoint {
     /// Offered, packets per second.
     pub rate_pps: u64,
+    /// Idle NFs attached beside the chain (no traffic reaches them).
+    pub idle_nfs: u16,
     /// Frames the generator sent in the window.
     pub offered: u64,
     /// Frames that came back out to the wire in the window.
@@ -49,8 +54,9 @@ impl LoadPoint {
             .map(|c| format!("{c:.2}"))
             .collect();
         format!(
-            "{{\"rate_pps\":{},\"offered\":{},\"delivered\":{},\"dropped\":{},\"engine_cpu_percent\":{:.2},\"nf_cpu_percent\":[{}],\"p50_us\":{},\"p99_us\":{}}}",
+            "{{\"rate_pps\":{},\"idle_nfs\":{},\"offered\":{},\"delivered\":{},\"dropped\":{},\"engine_cpu_percent\":{:.2},\"nf_cpu_percent\":[{}],\"p50_us\":{},\"p99_us\":{}}}",
             self.rate_pps,
+            self.idle_nfs,
             self.offered,
             self.delivered,
             self.dropped,
@@ -70,8 +76,13 @@ fn drops(c: &Counters, vfs: &[VfId]) -> u64 {
             .sum::<u64>()
 }
 
-/// Runs the demo chain at `rate_pps` and measures `seconds` of it.
-pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::error::Error>> {
+/// Runs the demo chain at `rate_pps`, beside `idle_nfs` attached NFs that get no
+/// traffic, and measures `seconds` of it.
+pub fn measure(
+    rate_pps: u64,
+    idle_nfs: u16,
+    seconds: f64,
+) -> Result<LoadPoint, Box<dyn std::error::Error>> {
     let traffic = GenConfig {
         rate_pps,
         frame_size: 128,
@@ -81,12 +92,15 @@ pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::er
     };
     let dst = traffic.dst_mac;
     let config = EngineConfig {
-        num_vfs: 8,
+        num_vfs: (idle_nfs + 4).max(8),
         wire: WireConfig::Gen(traffic),
         ..Default::default()
     };
     let mut runner = Runner::start(config, current_exe()?)?;
     let vfs = [VfId(0), VfId(1)];
+    for i in 0..idle_nfs {
+        runner.run_nf(VfId(4 + i), &NfSpec::new(&format!("idle{i}"), "l2fwd"))?;
+    }
     let nfs = [
         NfSpec {
             name: "mon".into(),
@@ -108,6 +122,7 @@ pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::er
     let counters = runner.engine().counters().clone();
     let nf_cpu = |r: &Runner| -> Vec<Duration> {
         r.processes()
+            .filter(|(vf, _)| vfs.contains(vf))
             .map(|(_, p)| p.cpu_time().unwrap_or_default())
             .collect()
     };
@@ -134,6 +149,7 @@ pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::er
     let percent = |d: Duration| d.as_secs_f64() / wall * 100.0;
     Ok(LoadPoint {
         rate_pps,
+        idle_nfs,
         offered: g1 - g0,
         delivered: d1 - d0,
         dropped: x1 - x0,
@@ -151,11 +167,12 @@ pub fn measure(rate_pps: u64, seconds: f64) -> Result<LoadPoint, Box<dyn std::er
 /// The table `nfhost bench` prints for the load points.
 pub fn table(points: &[LoadPoint], seconds: f64) -> String {
     let mut out = format!(
-        "\ndemo chain (monitor -> l2fwd, shared, 128-byte frames) at fixed offered loads, {seconds:.1} s each:\n"
+        "\ndemo chain (monitor -> l2fwd, shared, 128-byte frames) at fixed offered loads, {seconds:.1} s each (idle: NFs attached beside it without traffic):\n"
     );
     out += &format!(
-        "{:>10} {:>10} {:>10} {:>9} {:>12} {:>16} {:>8} {:>8}\n",
+        "{:>10} {:>5} {:>10} {:>10} {:>9} {:>12} {:>16} {:>8} {:>8}\n",
         "offered/s",
+        "idle",
         "sent",
         "delivered",
         "dropped",
@@ -167,8 +184,9 @@ pub fn table(points: &[LoadPoint], seconds: f64) -> String {
     for p in points {
         let nf: Vec<String> = p.nf_cpu_percent.iter().map(|c| format!("{c:.1}")).collect();
         out += &format!(
-            "{:>10} {:>10} {:>10} {:>9} {:>12.1} {:>16} {:>8} {:>8}\n",
+            "{:>10} {:>5} {:>10} {:>10} {:>9} {:>12.1} {:>16} {:>8} {:>8}\n",
             p.rate_pps,
+            p.idle_nfs,
             p.offered,
             p.delivered,
             p.dropped,
@@ -189,6 +207,7 @@ mod tests {
     fn a_load_point_is_the_documented_json() {
         let p = LoadPoint {
             rate_pps: 200_000,
+            idle_nfs: 60,
             offered: 600_000,
             delivered: 599_990,
             dropped: 10,
@@ -199,6 +218,7 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&p.json()).expect("JSON");
         assert_eq!(v["rate_pps"], 200_000);
+        assert_eq!(v["idle_nfs"], 60);
         assert_eq!(v["engine_cpu_percent"], 18.25);
         assert_eq!(v["nf_cpu_percent"], serde_json::json!([4.5, 3.25]));
         assert_eq!(v["dropped"], 10);

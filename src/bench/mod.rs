@@ -4,6 +4,7 @@
 //! seconds per million packets, and the CPU use of idle attached NFs; then the demo
 //! chain at fixed offered loads ([`load_points`]).
 
+mod dpdk;
 mod load_points;
 
 use std::time::{Duration, Instant};
@@ -200,6 +201,18 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     log("1 NF");
     let single = measure_chain(1, Isolation::Strict, &args.kind, args.seconds)?;
+    // The peer, right after: DPDK's memif NF on the same machine in the same run.
+    let dpdk = match dpdk::testpmd() {
+        Some(exe) => {
+            log("DPDK testpmd as a memif NF");
+            Some(dpdk::measure(&exe, args.seconds))
+        }
+        None => None,
+    };
+    let dpdk_mpps = match &dpdk {
+        Some(Ok(mpps)) => format!("{mpps:.3}"),
+        _ => "null".to_owned(),
+    };
     log("3-NF chain, shared");
     let shared = measure_chain(3, Isolation::Shared, &args.kind, args.seconds)?;
     log("3-NF chain, strict");
@@ -226,8 +239,12 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut points = Vec::new();
     for rate in load_points::RATES {
         log(&format!("demo chain at {rate} pps"));
-        points.push(load_points::measure(rate, args.seconds)?);
+        points.push(load_points::measure(rate, 0, args.seconds)?);
     }
+    // The same 200 kpps beside a crowd of idle NFs: the engine should not notice them.
+    let crowd = load_points::CROWD;
+    log(&format!("demo chain at 200000 pps beside {crowd} idle NFs"));
+    points.push(load_points::measure(200_000, crowd, args.seconds)?);
     let points_json: Vec<String> = points.iter().map(load_points::LoadPoint::json).collect();
     let per_nf_json: Vec<String> = per_nf
         .iter()
@@ -236,7 +253,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     if args.json {
         println!(
-            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"load_points\":[{}]}}",
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"dpdk_memif_nf_mpps\":{},\"load_points\":[{}]}}",
             args.seconds,
             single.mpps,
             shared.mpps,
@@ -246,6 +263,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             single.cpu_seconds_per_mpkt,
             idle,
             per_nf_json.join(","),
+            dpdk_mpps,
             points_json.join(",")
         );
         return Ok(());
@@ -275,6 +293,16 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 0.0
             }
         );
+    }
+    match &dpdk {
+        Some(Ok(mpps)) => println!(
+            "DPDK memif NF (testpmd macswap, testpmd flowgen generator): {mpps:.3} Mpps; 1 NF / DPDK = {:.2}",
+            single.mpps / mpps
+        ),
+        Some(Err(e)) => println!("DPDK memif NF: not measured: {e}"),
+        None => println!(
+            "DPDK memif NF: not measured: dpdk-testpmd not found (Debian: dpdk-dev, librte-net-memif23)"
+        ),
     }
     println!("8 idle NFs: {idle:.3}% of one core together (over {idle_seconds:.1} s)");
     println!("\neach NF alone (64-byte frames, representative config):");
