@@ -62,16 +62,20 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum NfCommand {
     /// Run one NF on the VF whose socket this process inherited (started by nfhost).
+    /// Its configuration comes over that socket, never on the command line.
     Run {
-        /// NF kind: l2fwd, monitor.
+        /// NF kind: l2fwd, monitor, firewall, nat, lb, ratelimit.
         #[arg(long)]
         kind: String,
         /// Instance name.
         #[arg(long)]
         name: String,
-        /// The NF's JSON configuration (empty for defaults).
-        #[arg(long, default_value = "")]
-        config: String,
+        /// Drop to this uid before anything else (with --gid).
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        /// Drop to this gid, the only group (with --uid).
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
     },
 }
 
@@ -86,8 +90,14 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Serve(args) => serve(*args, matches.subcommand_matches("serve")),
         Command::Nf {
-            command: NfCommand::Run { kind, name, config },
-        } => nf_run(&kind, &name, &config),
+            command:
+                NfCommand::Run {
+                    kind,
+                    name,
+                    uid,
+                    gid,
+                },
+        } => nf_run(&kind, &name, uid.zip(gid)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,15 +124,24 @@ fn serve(
     Ok(())
 }
 
-/// The NF child: build the NF, attach over the inherited socket, run the loop.
-fn nf_run(kind: &str, name: &str, config: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// The NF child: enter the sandbox, attach over the inherited socket, ask for the
+/// config, build the NF from it, run the loop.
+fn nf_run(
+    kind: &str,
+    name: &str,
+    user: Option<(u32, u32)>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let user = user.map(|(uid, gid)| nfhost::dataplane::sandbox::NfUser { uid, gid });
+    nfhost::dataplane::sandbox::enter(user)
+        .map_err(|e| format!("NF {name} ({kind}): {}", nfhost::error_chain(&e)))?;
     nfhost::dataplane::nf_process::die_with_parent()?;
-    let nf = nfhost::nf_kinds::build(kind, config)?;
     let client = nf_sdk::VfClient::from_env()?;
     let token = std::env::var(nfhost::dataplane::nf_process::ENV_VF_TOKEN).map_err(|_| {
         format!("{name}: NFHOST_VF_TOKEN is not set; NF processes are started by nfhost")
     })?;
-    nf_sdk::runtime::run(nf, client, &token, nf_sdk::runtime::Options::default())
+    let kind_owned = kind.to_owned();
+    let build = move |config: &str| nfhost::nf_kinds::build(&kind_owned, config);
+    nf_sdk::runtime::run_configured(client, &token, nf_sdk::runtime::Options::default(), build)
         .map_err(|e| format!("NF {name} ({kind}): {}", nfhost::error_chain(&e)))?;
     Ok(())
 }

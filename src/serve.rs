@@ -115,6 +115,27 @@ pub struct ServeSettings {
         "false",
     ))]
     pub insecure: Option<bool>,
+    #[arg(long, value_name = "USER", help = help(
+        "User (name or uid) NF processes run as when nfhost runs as root",
+        crate::dataplane::sandbox::DEFAULT_NF_USER,
+    ))]
+    pub nf_user: Option<String>,
+    #[arg(long, value_name = "GROUP", help = help(
+        "Group (name or gid) NF processes run as",
+        "the NF user's primary group",
+    ))]
+    pub nf_group: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help = help(
+        "Let --nf-user be root (NF processes then keep every privilege)",
+        "false",
+    ))]
+    pub allow_root_nfs: Option<bool>,
+    #[arg(long, value_name = "MS", help = help(
+        "Milliseconds frames may wait on an NF's rx ring while its heartbeat stands \
+         still before the NF is unresponsive (and a process NF is restarted); 0 = never",
+        crate::control::liveness::DEFAULT_TIMEOUT.as_millis(),
+    ))]
+    pub nf_liveness_ms: Option<u64>,
 }
 
 impl ServeSettings {
@@ -194,6 +215,42 @@ impl ServeSettings {
         Ok(())
     }
 
+    /// The liveness timeout in effect ([`crate::control::liveness`]).
+    pub fn nf_liveness_timeout(&self) -> std::time::Duration {
+        self.nf_liveness_ms.map_or(
+            crate::control::liveness::DEFAULT_TIMEOUT,
+            std::time::Duration::from_millis,
+        )
+    }
+
+    /// Who NF processes run as, from `--nf-user`, `--nf-group` and
+    /// `--allow-root-nfs`; `None` when they keep nfhost's own user.
+    pub fn nf_user(&self) -> Result<Option<crate::dataplane::sandbox::NfUser>, ServeError> {
+        let user = self
+            .nf_user
+            .as_deref()
+            .unwrap_or(crate::dataplane::sandbox::DEFAULT_NF_USER);
+        let allow_root = self.allow_root_nfs.unwrap_or(false);
+        let resolved =
+            crate::dataplane::sandbox::resolve(user, self.nf_group.as_deref(), allow_root)?;
+        match resolved {
+            Some(u) => tracing::info!(
+                user,
+                uid = u.uid,
+                gid = u.gid,
+                "NF processes run unprivileged"
+            ),
+            None if rustix::process::geteuid().is_root() => {
+                tracing::warn!(user, "--allow-root-nfs: NF processes run as root")
+            }
+            None => tracing::info!(
+                uid = rustix::process::geteuid().as_raw(),
+                "nfhost is not root: NF processes run as its own user"
+            ),
+        }
+        Ok(resolved)
+    }
+
     /// Who may call, from `--auth` and `--client-ca`.
     pub fn authenticator(&self) -> Result<crate::auth::Authenticator, ServeError> {
         use crate::auth::Authenticator;
@@ -255,6 +312,9 @@ impl ServeSettings {
 /// The service could not start or failed.
 #[derive(Debug, Error)]
 pub enum ServeError {
+    /// The NF user could not be resolved, or is root without `--allow-root-nfs`.
+    #[error(transparent)]
+    Sandbox(#[from] crate::dataplane::sandbox::SandboxError),
     /// The settings file could not be read.
     #[error("reading settings {path}")]
     ReadConfig {
@@ -354,6 +414,10 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
     settings.check_security()?;
     // Credentials before anything starts: a bad file stops the service here.
     let authenticator = Arc::new(settings.authenticator()?);
+    let launcher = crate::dataplane::nf_process::Launcher {
+        exe,
+        user: settings.nf_user()?,
+    };
     let tls = settings.tls()?;
     let data_dir = settings.data_dir();
     let store = Store::open(&data_dir)?;
@@ -372,7 +436,10 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
         wire,
         ..Default::default()
     })?;
-    let controller = Arc::new(Controller::new(store, engine, exe, wire_name, wire_mtu)?);
+    let controller = Arc::new(Controller::new(
+        store, engine, launcher, wire_name, wire_mtu,
+    )?);
+    controller.set_liveness_timeout(settings.nf_liveness_timeout());
     Ok(Started {
         controller,
         data_dir,
@@ -437,6 +504,9 @@ pub async fn run(
     let auth = crate::auth::grpc::Authenticate::new(started.authenticator.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(
+            crate::api::limits::OversizeIsExhausted,
+        ))
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENT_CALLS_PER_CONNECTION)
         .load_shed(true);
@@ -457,16 +527,18 @@ pub async fn run(
             api.clone(),
             auth.clone(),
         ))
-        .add_service(proto::nf_service_server::NfServiceServer::with_interceptor(
-            api.clone(),
+        // The two services that take NF configs say the request limit aloud (it
+        // is tonic's default, and the other services' too).
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            proto::nf_service_server::NfServiceServer::new(api.clone())
+                .max_decoding_message_size(crate::api::limits::MAX_REQUEST),
             auth.clone(),
         ))
-        .add_service(
-            proto::chain_service_server::ChainServiceServer::with_interceptor(
-                api.clone(),
-                auth.clone(),
-            ),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            proto::chain_service_server::ChainServiceServer::new(api.clone())
+                .max_decoding_message_size(crate::api::limits::MAX_REQUEST),
+            auth.clone(),
+        ))
         .add_service(
             proto::telemetry_service_server::TelemetryServiceServer::with_interceptor(api, auth),
         )

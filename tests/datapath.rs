@@ -184,9 +184,15 @@ impl TestNf {
         let (host, nf) = socketpair().expect("socketpair");
         let token = format!("{name}-token");
         let (owner, t) = (Owner::new(name), token.clone());
-        engine.attach(vf, owner, t, host).expect("attach");
+        engine
+            .attach(vf, owner, t, format!("{{\"nf\":\"{name}\"}}"), host)
+            .expect("attach");
         let mut client = VfClient::new(nf).expect("client");
         let attached = client.hello(&token).expect("hello");
+        assert_eq!(
+            client.get_config().expect("config over the socket"),
+            format!("{{\"nf\":\"{name}\"}}")
+        );
         assert_eq!(attached.vf_index, vf.0);
         assert_eq!(u64::from(attached.frame_size), FRAME);
         assert!(attached.umem.is_none(), "a strict VF gets no host UMEM");

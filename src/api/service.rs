@@ -66,7 +66,10 @@ pub fn status(err: ControlError) -> Status {
 }
 
 /// One page of a list, AIP-158 style: the token is the offset, opaque to clients.
-fn page<T: Clone>(
+/// A page ends early when its items would encode to more than
+/// [`crate::api::limits::MAX_PAGE`] bytes (NF configs can be large), with at
+/// least one item in it; `next_page_token` then continues from there.
+fn page<T: Clone + prost::Message>(
     items: &[T],
     page_size: i32,
     token: &str,
@@ -86,7 +89,20 @@ fn page<T: Clone>(
             ))
         })?
     };
-    let end = (start + size).min(items.len());
+    let wanted = items
+        .get(start..(start + size).min(items.len()))
+        .unwrap_or_default();
+    let mut bytes = 0;
+    let fit = wanted
+        .iter()
+        .take_while(|item| {
+            bytes += item.encoded_len() + 8;
+            bytes <= crate::api::limits::MAX_PAGE
+        })
+        .count()
+        .max(1)
+        .min(wanted.len());
+    let end = start + fit;
     let next = if end < items.len() {
         end.to_string()
     } else {
@@ -435,21 +451,65 @@ impl TelemetryService for Api {
 mod tests {
     use super::*;
 
-    #[test]
-    fn paging_walks_every_item_once() {
-        let items: Vec<u32> = (0..10).collect();
+    fn nfs(configs: &[usize]) -> Vec<proto::Nf> {
+        configs
+            .iter()
+            .enumerate()
+            .map(|(i, len)| proto::Nf {
+                name: format!("nfs/n{i}"),
+                config: "x".repeat(*len),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// Every page, following the tokens from the start.
+    fn walk(items: &[proto::Nf], size: i32) -> Vec<Vec<proto::Nf>> {
         let mut token = String::new();
-        let mut seen = Vec::new();
+        let mut pages = Vec::new();
         loop {
-            let (page, next) = page(&items, 3, &token, 256).unwrap();
-            seen.extend(page);
+            let (page, next) = page(items, size, &token, 256).unwrap();
+            pages.push(page);
             if next.is_empty() {
-                break;
+                return pages;
             }
             token = next;
         }
-        assert_eq!(seen, items);
+    }
+
+    #[test]
+    fn paging_walks_every_item_once() {
+        let items = nfs(&[0; 10]);
+        let pages = walk(&items, 3);
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(pages.concat(), items);
         assert!(page(&items, 3, "x", 256).is_err());
+        assert!(page(&items, 3, "99", 256).unwrap().0.is_empty());
         assert!(page(&items, -1, "", 256).is_err());
+    }
+
+    #[test]
+    fn a_page_of_large_configs_ends_at_the_byte_limit() {
+        // Ten 900 KB configs: two fit in a 2 MiB page; every NF still comes, once.
+        let items = nfs(&[900_000; 10]);
+        let pages = walk(&items, 100);
+        assert!(
+            pages.iter().all(|p| p.len() == 2),
+            "{:?}",
+            pages.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(pages.concat(), items);
+        let bytes = |p: &[proto::Nf]| p.iter().map(prost::Message::encoded_len).sum::<usize>();
+        assert!(
+            pages
+                .iter()
+                .all(|p| bytes(p) <= crate::api::limits::MAX_PAGE)
+        );
+        // One item larger than a page still comes alone.
+        let huge = nfs(&[3_000_000, 10]);
+        assert_eq!(
+            walk(&huge, 100).iter().map(Vec::len).collect::<Vec<_>>(),
+            [1, 1]
+        );
     }
 }

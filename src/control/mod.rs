@@ -18,12 +18,14 @@
 //! | `reconfigure` | an updated chain's NFs: new config in place, or restart |
 //! | `reconcile` | making the running system match the stored state |
 //! | [`supervisor`] | restart policy and the tick that applies it |
+//! | [`liveness`] | finding hung NFs by their heartbeat |
 //! | `telemetry` | counters, NF reports, events |
 //! | `convert` | API messages to and from the device model's types |
 //! | (`nfhost_api::validate`, `nfhost_api::chain_update`) | request checks, and what a chain update changes: the API schema's |
 
 mod chains;
 mod convert;
+pub mod liveness;
 mod nfs;
 mod pf;
 mod reconcile;
@@ -34,7 +36,6 @@ pub use telemetry::sees_event;
 mod vfs;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +45,7 @@ use tokio::sync::broadcast;
 use crate::auth::Principal;
 use crate::dataplane::counters::Counters;
 use crate::dataplane::engine::{EngineError, EngineHandle};
-use crate::dataplane::nf_process::NfProcess;
+use crate::dataplane::nf_process::{Launcher, NfProcess};
 use crate::nic::VfId;
 use crate::store::{Change, State, Store, StoreError};
 use nfhost_api::names::{nf_name_or_none, parse_vf, vf_name};
@@ -168,16 +169,21 @@ struct NfRun {
     restart_at: Option<Instant>,
     /// The next exit was asked for (VF reset): restart at once, not a failure.
     expect_exit: bool,
+    /// Its heartbeat as last seen.
+    watch: liveness::Watch,
+    /// The process was killed for being unresponsive (its exit says so).
+    killed_unresponsive: bool,
 }
 
 struct Inner {
     store: Store,
     desired: State,
     engine: EngineHandle,
-    exe: PathBuf,
+    launcher: Launcher,
+    /// How long frames may wait with an NF's heartbeat still; zero = never judged.
+    liveness_timeout: Duration,
     runs: BTreeMap<String, NfRun>,
     installed_chains: BTreeMap<String, Vec<VfId>>,
-    tokens: u64,
     wire: String,
     /// MTU of a host wire's links; 0 for gen and none.
     wire_mtu: u32,
@@ -203,7 +209,7 @@ impl Controller {
     pub fn new(
         store: Store,
         engine: EngineHandle,
-        exe: PathBuf,
+        launcher: Launcher,
         wire: String,
         wire_mtu: u32,
     ) -> Result<Self, ControlError> {
@@ -216,10 +222,10 @@ impl Controller {
                 store,
                 desired,
                 engine,
-                exe,
+                launcher,
+                liveness_timeout: liveness::DEFAULT_TIMEOUT,
                 runs: BTreeMap::new(),
                 installed_chains: BTreeMap::new(),
-                tokens: 0,
                 wire,
                 wire_mtu,
             }),
@@ -227,6 +233,11 @@ impl Controller {
             events,
             total_vfs,
         })
+    }
+
+    /// Sets the liveness timeout ([`liveness`]); zero turns the check off.
+    pub fn set_liveness_timeout(&self, timeout: Duration) {
+        self.lock().liveness_timeout = timeout;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -148,13 +148,12 @@ impl Inner {
     /// Spawns the NF's process and attaches it to its VF.
     pub(super) fn start(&mut self, nf: &proto::Nf) -> Option<proto::Event> {
         let vf = parse_vf(&nf.vf).map(VfId)?;
-        self.tokens += 1;
         let spec = NfSpec {
             name: nf.name.clone(),
             kind: nf.kind.clone(),
             config: nf.config.clone(),
         };
-        let spawned = spawn_attached(&self.engine, &self.exe, vf, &spec, self.tokens)
+        let spawned = spawn_attached(&self.engine, &self.launcher, vf, &spec)
             .map_err(|e| crate::error_chain(&e));
         let run = self.runs.get_mut(&nf.name)?;
         run.started_at = Instant::now();

@@ -161,6 +161,8 @@ impl Inner {
                     failures: 0,
                     restart_at: None,
                     expect_exit: false,
+                    watch: super::liveness::Watch::default(),
+                    killed_unresponsive: false,
                 },
             );
             if let Some(e) = self.start(&nf) {

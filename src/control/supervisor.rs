@@ -129,6 +129,7 @@ impl Controller {
         for name in names {
             events.extend(inner.supervise(&name, now));
         }
+        events.extend(inner.check_liveness(now));
         events.extend(inner.engine_events());
         if !events.is_empty() {
             let _ = self.commit(&mut inner, vec![], events);
@@ -149,6 +150,49 @@ impl Controller {
 }
 
 impl Inner {
+    /// Reads every NF's heartbeat ([`super::liveness`]); an NF newly found
+    /// unresponsive gets an event, a count in its status, and, since it runs as
+    /// a process nfhost started, SIGKILL: its exit then goes through the restart
+    /// policy like any other.
+    fn check_liveness(&mut self, now: Instant) -> Vec<proto::Event> {
+        let timeout = self.liveness_timeout;
+        if timeout.is_zero() {
+            return Vec::new();
+        }
+        let Ok(pulses) = self.engine.pulses() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for pulse in pulses {
+            let Some((name, run)) = self.runs.iter_mut().find(|(_, r)| r.vf == pulse.vf) else {
+                continue;
+            };
+            let verdict = run.watch.observe(&pulse, now, timeout);
+            let super::liveness::Verdict::Unresponsive { stalled, waiting } = verdict else {
+                continue;
+            };
+            run.status.unresponsive += 1;
+            let reason = format!(
+                "unresponsive: {waiting} frames waited on its rx ring for {} ms while its heartbeat stood still",
+                stalled.as_millis()
+            );
+            tracing::warn!(nf = %name, vf = %pulse.vf, waiting, stalled_ms = stalled.as_millis() as u64, "NF unresponsive; killing it for a restart per its policy");
+            if let Some(process) = run.process.as_ref() {
+                if process.signal(rustix::process::Signal::KILL).is_ok() {
+                    run.killed_unresponsive = true;
+                }
+            }
+            run.status.reason = reason.clone();
+            events.push(event(
+                proto::EventKind::NfUnresponsive,
+                Some(pulse.vf),
+                name,
+                format!("{} is {reason}", nf_name(name)),
+            ));
+        }
+        events
+    }
+
     /// Applies the policy to the NF `name`: reaps its exit, restarts it when its
     /// backoff ended. Returns the events to store.
     fn supervise(&mut self, name: &str, now: Instant) -> Vec<proto::Event> {
@@ -167,7 +211,11 @@ impl Inner {
         };
         if let Some(status) = exited {
             run.process = None;
-            let exit = Exit::from_status(status);
+            let mut exit = Exit::from_status(status);
+            if std::mem::take(&mut run.killed_unresponsive) {
+                exit.description =
+                    format!("killed after it was unresponsive ({})", exit.description);
+            }
             run.status.pid = 0;
             run.status.last_exit = exit.description.clone();
             if std::mem::take(&mut run.expect_exit) {

@@ -10,6 +10,7 @@
 //! | [`port`] | the engine's state of one attached VF |
 //! | [`shared_umem`] | packet memory of a `shared` chain and its frame ownership |
 //! | [`nf_process`] | NF child processes (self-exec) |
+//! | [`sandbox`] | who NF processes run as, and the privileges they drop |
 //! | [`runner`] | an engine plus its NF processes: spawn, attach, chain |
 
 pub mod counters;
@@ -20,4 +21,5 @@ pub mod moderation;
 pub mod nf_process;
 pub mod port;
 pub mod runner;
+pub mod sandbox;
 pub mod shared_umem;

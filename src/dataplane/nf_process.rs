@@ -5,15 +5,23 @@
 //!
 //! The child's end of the socket becomes its stdin: the one fd the standard library
 //! lets a parent hand to a child without `unsafe`, and the one a child can find
-//! without being told (`NFHOST_VF_FD=0`).
+//! without being told (`NFHOST_VF_FD=0`). Nothing else is inherited but stdout and
+//! stderr for its log: every other fd of nfhost is close-on-exec, and the child's
+//! environment is emptied but for the variables below. Its configuration is not on
+//! its command line or in its environment: it asks for it over the socket
+//! (`GetConfig`). It runs in its own process group and, first thing, enters its
+//! sandbox ([`super::sandbox`]).
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 use rustix::process::{Pid, Signal, kill_process};
 use thiserror::Error;
+
+use super::sandbox::NfUser;
 
 pub use vf_abi::attach::{ENV_VF_FD, ENV_VF_TOKEN};
 /// Environment variable carrying the parent's pid, so the child can tell whether its
@@ -39,6 +47,15 @@ pub fn die_with_parent() -> std::io::Result<()> {
     Ok(())
 }
 
+/// How NF processes are started: from which executable, as whom.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The `nfhost` executable to self-exec.
+    pub exe: PathBuf,
+    /// Who NF processes become; `None` keeps nfhost's own user.
+    pub user: Option<NfUser>,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct NfLaunch {
@@ -48,10 +65,25 @@ pub struct NfLaunch {
     pub name: String,
     /// NF kind (`l2fwd`, `monitor`, …).
     pub kind: String,
-    /// The NF's configuration (JSON; empty for defaults).
-    pub config: String,
     /// The token the child presents in `Hello`.
     pub token: String,
+    /// Who the child becomes; `None` keeps nfhost's own user.
+    pub user: Option<NfUser>,
+}
+
+/// Environment variables an NF child keeps from nfhost's (logging only).
+const KEPT_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", "NFHOST_LOG_FORMAT"];
+
+/// A fresh attach token: 128 random bits, hex. It is the child's proof, in `Hello`,
+/// that it is the process started for this VF; compared in constant time.
+pub fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Starting an NF process failed.
@@ -86,6 +118,11 @@ impl NfProcess {
     }
 
     fn spawn_here(launch: &NfLaunch) -> Result<(NfProcess, OwnedFd), SpawnError> {
+        // What this process inherited stays here: the child gets its socket,
+        // stdout and stderr, and nothing else.
+        if let Err(e) = nfhost_sys::fd::cloexec_inherited() {
+            tracing::warn!(error = %e, "cannot list this process's descriptors; an NF may inherit some");
+        }
         let (host, child_end) = socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -93,14 +130,28 @@ impl NfProcess {
             None,
         )
         .map_err(SpawnError::Socket)?;
-        let child = Command::new(&launch.exe)
+        let mut command = Command::new(&launch.exe);
+        command
             .args(["nf", "run", "--kind", &launch.kind, "--name", &launch.name])
-            .arg("--config")
-            .arg(&launch.config)
+            .env_clear()
+            .envs(
+                KEPT_ENV
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            );
+        if let Some(user) = launch.user {
+            command
+                .arg("--uid")
+                .arg(user.uid.to_string())
+                .arg("--gid")
+                .arg(user.gid.to_string());
+        }
+        let child = command
             .env(ENV_VF_FD, "0")
             .env(ENV_VF_TOKEN, &launch.token)
             .env(ENV_PARENT_PID, std::process::id().to_string())
             .stdin(Stdio::from(child_end))
+            .process_group(0)
             .spawn()
             .map_err(|source| SpawnError::Exec {
                 exe: launch.exe.clone(),

@@ -75,6 +75,9 @@ pub struct Port {
     pub tx_since_irq: u32,
     /// Latest NF report (JSON).
     pub report: Option<String>,
+    /// The configuration the NF runs with: the one it was started with, or the
+    /// newest it applied in place. Answers `GetConfig`.
+    pub config: Arc<str>,
     /// The message waiting in the mailbox: its generation and a configuration.
     pub mailbox: Option<(u32, String)>,
     /// Which attachment this is (events from an older socket are ignored).
@@ -90,11 +93,12 @@ pub struct Port {
 
 impl Port {
     /// A port waiting for its NF's `Hello`.
-    pub fn new(vf: VfId, owner: Owner, token: String, sock: OwnedFd) -> Self {
+    pub fn new(vf: VfId, owner: Owner, token: String, config: Arc<str>, sock: OwnedFd) -> Self {
         Port {
             vf,
             owner,
             token,
+            config,
             sock,
             state: PortState::AwaitHello,
             bar: None,

@@ -2,13 +2,14 @@
 //! their loops are up, and installs chains. Used by `nfhost demo`, `nfhost bench` and
 //! the tests; the control plane's reconciler drives the same steps.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use super::engine::{ChainEgress, EngineConfig, EngineError, EngineHandle, Isolation};
-use super::nf_process::{NfLaunch, NfProcess, SpawnError};
+use super::nf_process::{Launcher, NfLaunch, NfProcess, SpawnError, new_token};
+use super::sandbox::{DEFAULT_NF_USER, SandboxError};
 use crate::nic::{Owner, VfId, WireMatch};
 
 /// How long an NF may take from spawn to a running loop.
@@ -23,6 +24,12 @@ pub enum RunnerError {
     /// The NF process could not start.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// No attach token could be drawn.
+    #[error("drawing an attach token failed")]
+    Token(#[source] std::io::Error),
+    /// The NF user could not be resolved.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// The NF did not come up in time.
     #[error("NF {name} on {vf} did not attach within {timeout:?} (see its stderr above)")]
     AttachTimeout {
@@ -58,25 +65,25 @@ impl NfSpec {
 }
 
 /// Starts the NF process for `spec` and registers its socket with the engine for `vf`
-/// (which assigns the VF to the NF). `serial` makes the attach token unique.
+/// (which assigns the VF to the NF), with a fresh random attach token and the
+/// config the NF will ask for.
 pub fn spawn_attached(
     engine: &EngineHandle,
-    exe: &Path,
+    launcher: &Launcher,
     vf: VfId,
     spec: &NfSpec,
-    serial: u64,
 ) -> Result<NfProcess, RunnerError> {
-    let token = format!("{}-{}-{serial}", spec.name, std::process::id());
+    let token = new_token().map_err(RunnerError::Token)?;
     let launch = NfLaunch {
-        exe: exe.to_owned(),
+        exe: launcher.exe.clone(),
         name: spec.name.clone(),
         kind: spec.kind.clone(),
-        config: spec.config.clone(),
         token: token.clone(),
+        user: launcher.user,
     };
     let (process, sock) = NfProcess::spawn(&launch)?;
     let owner = Owner::new(&spec.name);
-    engine.attach(vf, owner, token, sock)?;
+    engine.attach(vf, owner, token, spec.config.clone(), sock)?;
     Ok(process)
 }
 
@@ -84,19 +91,19 @@ pub fn spawn_attached(
 #[derive(Debug)]
 pub struct Runner {
     engine: EngineHandle,
-    exe: PathBuf,
+    launcher: Launcher,
     nfs: Vec<(VfId, NfProcess)>,
-    tokens: u64,
 }
 
 impl Runner {
-    /// Starts an engine; NFs will be started from `exe` (`nfhost`).
+    /// Starts an engine; NFs will be started from `exe` (`nfhost`), as the
+    /// unprivileged [`DEFAULT_NF_USER`] when this process is root.
     pub fn start(config: EngineConfig, exe: PathBuf) -> Result<Self, RunnerError> {
+        let user = super::sandbox::resolve(DEFAULT_NF_USER, None, false)?;
         Ok(Runner {
             engine: EngineHandle::start(config)?,
-            exe,
+            launcher: Launcher { exe, user },
             nfs: Vec::new(),
-            tokens: 0,
         })
     }
 
@@ -107,8 +114,7 @@ impl Runner {
 
     /// Spawns an NF process for `vf` and waits until its loop is up.
     pub fn run_nf(&mut self, vf: VfId, spec: &NfSpec) -> Result<u32, RunnerError> {
-        self.tokens += 1;
-        let process = spawn_attached(&self.engine, &self.exe, vf, spec, self.tokens)?;
+        let process = spawn_attached(&self.engine, &self.launcher, vf, spec)?;
         let pid = process.pid();
         self.nfs.retain(|(v, _)| *v != vf);
         self.nfs.push((vf, process));

@@ -68,6 +68,17 @@ pub enum KindProblem {
 
 /// Checks an NF kind and its config (the NF's own validation).
 pub fn check_nf(v: &mut Violations, kinds: &dyn NfKinds, field: &str, kind: &str, config: &str) {
+    let limit = vf_abi::attach::MAX_CONFIG;
+    if config.len() > limit {
+        v.add(
+            format!("{field}.config"),
+            format!(
+                "is {} bytes; an NF config is at most {limit} bytes (1 MiB)",
+                config.len()
+            ),
+        );
+        return;
+    }
     match kinds.check(kind, config) {
         Ok(()) => {}
         Err(KindProblem::Kind(message)) => v.add(format!("{field}.kind"), message),
@@ -297,6 +308,31 @@ mod tests {
             check_id(&mut v, "x", bad);
             assert_eq!(v.0.len(), 1, "{bad:?} accepted");
         }
+    }
+
+    /// A kind catalog that accepts any config, to see the size limit alone.
+    struct AnyConfig;
+    impl NfKinds for AnyConfig {
+        fn check(&self, _: &str, _: &str) -> Result<(), KindProblem> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_config_over_one_mib_is_refused_naming_the_limit() {
+        let mut v = Violations::default();
+        let at_limit = "x".repeat(vf_abi::attach::MAX_CONFIG);
+        check_nf(&mut v, &AnyConfig, "nf", "l2fwd", &at_limit);
+        assert!(v.is_empty(), "{v:?}");
+        let over = "x".repeat(vf_abi::attach::MAX_CONFIG + 1);
+        check_nf(&mut v, &AnyConfig, "nf", "l2fwd", &over);
+        assert_eq!(v.0.len(), 1, "{v:?}");
+        let text = format!("{v:?}");
+        assert!(text.contains("nf.config"), "{text}");
+        assert!(
+            text.contains("1048577 bytes") && text.contains("at most 1048576"),
+            "{text}"
+        );
     }
 
     fn two_way(classifier: proto::Classifier, egress_vlan: u32) -> proto::Chain {

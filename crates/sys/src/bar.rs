@@ -318,6 +318,11 @@ impl Bar<Nic> {
         self.reg32(reg::MAILBOX).load(Ordering::Acquire)
     }
 
+    /// The NF's heartbeat count, as it last stored it.
+    pub fn heartbeat(&self) -> u32 {
+        self.reg32(reg::HEARTBEAT).load(Ordering::Acquire)
+    }
+
     /// Consumer end of the fill ring (empty frames from the NF).
     pub fn fill_consumer(&self) -> Result<Consumer, RingError> {
         self.consumer(self.layout.fill)
@@ -425,6 +430,11 @@ impl Bar<Nf> {
     /// The generation of the host's newest mailbox message, 0 = none yet.
     pub fn mailbox(&self) -> u32 {
         self.reg32(reg::MAILBOX).load(Ordering::Acquire)
+    }
+
+    /// Stores the loop's heartbeat count (a plain store: one writer).
+    pub fn set_heartbeat(&self, beats: u32) {
+        self.reg32(reg::HEARTBEAT).store(beats, Ordering::Release);
     }
 
     /// Masks `vector` (the NF is polling).

@@ -302,11 +302,52 @@ pub fn async_timer(timer: TimerFd) -> Result<tokio::io::unix::AsyncFd<TimerFd>, 
     unsafe { tokio::io::unix::AsyncFd::register(timer) }.map_err(|e| e.into_parts().1)
 }
 
+/// Sets close-on-exec on every open descriptor above stderr, so that a child this
+/// process starts inherits only what is handed to it explicitly (stdin, stdout,
+/// stderr). Everything Rust opens is close-on-exec already; what is not is what
+/// this process itself inherited (a shell's or a supervisor's descriptors), which
+/// must not reach an NF. Returns how many descriptors it changed.
+pub fn cloexec_inherited() -> std::io::Result<usize> {
+    // Listed first and the listing closed, so its own descriptor is not among them.
+    let fds: Vec<std::os::fd::RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    let mut changed = 0;
+    for raw in fds {
+        // SAFETY: `raw` was open a moment ago; it is borrowed only for the two
+        // fcntl calls below and not kept. If another thread closed it in between,
+        // fcntl fails with EBADF (ignored); if it was closed and the number reused,
+        // the new descriptor gets close-on-exec, which everything in Rust sets
+        // anyway. No memory is touched through it.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let Ok(flags) = rustix::io::fcntl_getfd(fd) else {
+            continue;
+        };
+        if !flags.contains(rustix::io::FdFlags::CLOEXEC)
+            && rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC).is_ok()
+        {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::shm::SharedMemory;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        // A descriptor as a parent process would leave it: without CLOEXEC.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).unwrap();
+        assert!(cloexec_inherited().unwrap() >= 1);
+        let flags = rustix::io::fcntl_getfd(&file).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
 
     #[test]
     fn timerfd_expires_once_after_its_deadline() {

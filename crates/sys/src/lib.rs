@@ -26,6 +26,7 @@ pub mod attach;
 pub mod bar;
 pub mod fd;
 pub mod ring;
+pub mod sealed;
 pub mod shm;
 pub mod umem;
 pub mod wire;

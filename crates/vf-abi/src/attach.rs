@@ -12,6 +12,10 @@ pub mod pb {
 /// Largest packet, length prefix included, either side may send.
 pub const MAX_PACKET: usize = 64 * 1024;
 
+/// Largest NF configuration, in bytes: what the API accepts, what the engine
+/// sends in a `Config` memfd, and what an NF reads from one.
+pub const MAX_CONFIG: usize = 1 << 20;
+
 /// Environment variable holding the number of the attach socket a child NF
 /// process inherits.
 pub const ENV_VF_FD: &str = "NFHOST_VF_FD";

@@ -12,7 +12,7 @@
 //! Each ring starts on a [`BAR_PAGE`] boundary, in that order, right after the
 //! previous one. Static registers are written by the NIC before the region is
 //! shared and read once by the NF; live registers (MTU, link, interrupt mask,
-//! mailbox) are atomics on their own cache lines.
+//! mailbox, heartbeat) are atomics on their own cache lines.
 
 /// `"NFBA"`, at offset 0 of the register page.
 pub const BAR_MAGIC: u32 = 0x4E46_4241;
@@ -65,6 +65,11 @@ pub mod reg {
     /// NF compares it with the last one it fetched (`FetchConfig`). Written by the
     /// NIC, read by the NF.
     pub const MAILBOX: usize = 0x100;
+    /// `AtomicU32`, the NF's heartbeat: a count the NF runtime stores on every
+    /// turn of its loop (each poll, each wake-up). Written by the NF, read by the
+    /// host, which finds an NF unresponsive when its rx ring holds frames and
+    /// this count stands still (a stopped or hung process).
+    pub const HEARTBEAT: usize = 0x140;
 }
 
 /// An MSI-X vector of a VF, `0..32` (one bit of the mask register).

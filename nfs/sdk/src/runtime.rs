@@ -60,6 +60,9 @@ pub enum RuntimeError {
     /// The interrupt read failed.
     #[error("waiting for the rx interrupt failed")]
     Wait(#[source] std::io::Error),
+    /// The NF could not be built from the configuration the host gave it.
+    #[error("the NF refused its configuration: {0}")]
+    Config(String),
 }
 
 /// Counters of the loop, reported to the host.
@@ -144,20 +147,39 @@ impl Gap {
 }
 
 /// Attaches to the VF behind `client` (presenting `token`) and runs `nf` until the
-/// VF goes away. Blocks the calling thread; the loop itself runs on a thread of its
-/// own with a tokio-uring runtime.
+/// VF goes away; the configuration the host holds for this NF is not asked for
+/// (see [`run_configured`]). Blocks the calling thread; the loop itself runs on a
+/// thread of its own with a tokio-uring runtime.
 pub fn run<N: NetworkFunction>(
     nf: N,
     client: VfClient,
     token: &str,
     options: Options,
 ) -> Result<(), RuntimeError> {
+    run_configured(client, token, options, move |_| Ok::<_, String>(nf))
+}
+
+/// Attaches to the VF behind `client` (presenting `token`), asks the host for this
+/// NF's configuration (`GetConfig`: a sealed memfd over the attach socket, never
+/// argv or the environment), builds the NF from it with `build`, and runs it until
+/// the VF goes away. A configuration `build` refuses ends the run with
+/// [`RuntimeError::Config`] before the VF is enabled.
+pub fn run_configured<N, E, B>(
+    client: VfClient,
+    token: &str,
+    options: Options,
+    build: B,
+) -> Result<(), RuntimeError>
+where
+    N: NetworkFunction,
+    E: std::fmt::Display,
+    B: FnOnce(&str) -> Result<N, E> + Send + 'static,
+{
     let token = token.to_owned();
     let thread = std::thread::Builder::new()
         .name("nf-rx".into())
         .spawn(move || -> Result<(), RuntimeError> {
-            let mut vf = VfLoop::attach(client, &token)?;
-            let mut nf = nf;
+            let (mut vf, mut nf) = VfLoop::attach(client, &token, build)?;
             tokio_uring::start(vf.run(&mut nf, &options))
         })
         .map_err(RuntimeError::Wait)?;
@@ -187,10 +209,20 @@ struct VfLoop {
     stats: LoopStats,
     /// The mailbox generation last fetched (or present at attach).
     mailbox_seen: u32,
+    /// Turns of the loop, published in the BAR's heartbeat register.
+    beats: u32,
 }
 
 impl VfLoop {
-    fn attach(mut client: VfClient, token: &str) -> Result<Self, RuntimeError> {
+    fn attach<N, E, B>(
+        mut client: VfClient,
+        token: &str,
+        build: B,
+    ) -> Result<(Self, N), RuntimeError>
+    where
+        E: std::fmt::Display,
+        B: FnOnce(&str) -> Result<N, E>,
+    {
         let Attached {
             bar,
             doorbell,
@@ -200,6 +232,8 @@ impl VfLoop {
             umem,
             ..
         } = client.hello(token)?;
+        let config = client.get_config()?;
+        let nf = build(&config).map_err(|e| RuntimeError::Config(e.to_string()))?;
         let frame_size = frame_size as usize;
         let rings = Rings {
             fill: bar.fill_producer()?,
@@ -229,6 +263,7 @@ impl VfLoop {
             doorbell,
             stats: LoopStats::default(),
             mailbox_seen,
+            beats: 0,
         };
         for i in 0..own_frames {
             let d = Desc {
@@ -243,7 +278,7 @@ impl VfLoop {
         vf.client
             .set_irq(u16::from(IrqVector::TX.index()), &vf.irq)?;
         vf.client.enable()?;
-        Ok(vf)
+        Ok((vf, nf))
     }
 
     async fn run<N: NetworkFunction>(
@@ -258,13 +293,18 @@ impl VfLoop {
             .map_err(RuntimeError::Wait)?;
         let irq = tokio_uring::fs::File::from_std(std::fs::File::from(fd));
         let mut buf = vec![0u8; 8];
-        let mut last_report = Instant::now();
+        // The first report goes out on the first pass: the host shows the NF's
+        // state as soon as it runs, not a second later.
+        let mut last_report = Instant::now()
+            .checked_sub(options.report_interval)
+            .unwrap_or_else(Instant::now);
         let mut gap = Gap::default();
         loop {
             self.bar.mask_irq(IrqVector::RX);
             self.bar.mask_irq(IrqVector::TX);
             let mut quiet_since: Option<Instant> = None;
             loop {
+                self.beat();
                 self.check_mailbox(nf);
                 let before = self.stats.batches;
                 if self.poll(nf)? > 0 {
@@ -303,6 +343,13 @@ impl VfLoop {
             res.map_err(RuntimeError::Wait)?;
             self.stats.wakeups += 1;
         }
+    }
+
+    /// Proves the loop is turning: the host finds an NF unresponsive when frames
+    /// wait on its rx ring and this count stands still.
+    fn beat(&mut self) {
+        self.beats = self.beats.wrapping_add(1);
+        self.bar.set_heartbeat(self.beats);
     }
 
     /// Takes a new configuration from the host's mailbox, if its doorbell shows

@@ -104,9 +104,10 @@ impl Engine {
             }
             Err((code, message)) => server::reply_error(port.sock.as_fd(), id, code, &message),
         };
-        if sent.is_err() {
-            // The NF is not reading its socket; its reader task will see the close.
-            tracing::warn!(%vf, "nic-engine: reply could not be sent");
+        if let Err(error) = sent {
+            // The NF is not reading its socket (its reader task will see the
+            // close), or the reply could not be built.
+            tracing::warn!(%vf, %error, "nic-engine: reply could not be sent");
         }
     }
 
@@ -135,7 +136,13 @@ impl Engine {
                         format!("ABI version {abi_version} is not supported (this NIC speaks 1)"),
                     ));
                 }
-                if self.port(vf).is_some_and(|p| p.token != token) {
+                let right = self.port(vf).is_some_and(|p| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        p.token.as_bytes(),
+                        token.as_bytes(),
+                    ))
+                });
+                if !right {
                     return Err((Code::PermissionDenied, format!("wrong token for {vf}")));
                 }
                 self.hello(vf)
@@ -254,6 +261,10 @@ impl Engine {
                     Code::FailedPrecondition,
                     "the mailbox is empty: nothing was posted".into(),
                 )),
+            Command::GetConfig { .. } => self
+                .port(vf)
+                .map(|p| Reply::Config(0, p.config.to_string()))
+                .ok_or((Code::FailedPrecondition, format!("{vf} is not attached"))),
             Command::ConfigApplied {
                 generation, error, ..
             } => {
@@ -266,7 +277,11 @@ impl Engine {
                         format!("generation {generation} is not the one in the mailbox"),
                     ));
                 }
-                port.mailbox = None;
+                if let Some((_, config)) = port.mailbox.take() {
+                    if error.is_empty() {
+                        port.config = config.into();
+                    }
+                }
                 if let Some((g, waiter)) = self.answers.remove(&vf) {
                     if g == generation {
                         waiter.send(if error.is_empty() { Ok(()) } else { Err(error) });

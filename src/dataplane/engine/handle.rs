@@ -230,12 +230,14 @@ impl EngineHandle {
         vf: VfId,
         owner: Owner,
         token: String,
+        config: String,
         sock: OwnedFd,
     ) -> Result<(), EngineError> {
         self.ask(|reply| EngineRequest::Attach {
             vf,
             owner,
             token,
+            config,
             sock,
             reply,
         })?
@@ -279,6 +281,11 @@ impl EngineHandle {
     /// See [`EngineRequest::PostConfig`].
     pub fn post_config(&self, vf: VfId, config: String) -> Result<Option<Posted>, EngineError> {
         self.ask(|reply| EngineRequest::PostConfig { vf, config, reply })
+    }
+
+    /// See [`EngineRequest::Pulses`].
+    pub fn pulses(&self) -> Result<Vec<super::request::Pulse>, EngineError> {
+        self.ask(|reply| EngineRequest::Pulses { reply })
     }
 
     /// See [`EngineRequest::IsActive`].

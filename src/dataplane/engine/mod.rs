@@ -269,6 +269,32 @@ impl Engine {
         }
     }
 
+    /// The heartbeat and rx backlog of every active VF (a halted queue shows
+    /// none: the NF has to reset it, and is not judged by it).
+    fn pulses(&mut self) -> Vec<request::Pulse> {
+        let mut pulses = Vec::with_capacity(self.active.len());
+        for &vf in &self.active {
+            let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+                continue;
+            };
+            let (Some(bar), Some(rings)) = (port.bar.as_ref(), port.rings.as_mut()) else {
+                continue;
+            };
+            let rx_waiting = match rings.rx.free() {
+                Ok(free) if port.state == super::port::PortState::Attached => {
+                    rings.rx.size() - free
+                }
+                _ => 0,
+            };
+            pulses.push(request::Pulse {
+                vf,
+                heartbeat: bar.heartbeat(),
+                rx_waiting,
+            });
+        }
+        pulses
+    }
+
     /// Counters of the wire sink.
     fn sink_stats(&self) -> Option<SinkStats> {
         self.wire.as_ref().map(|w| w.sink.stats())

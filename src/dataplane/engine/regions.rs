@@ -20,6 +20,7 @@ impl Engine {
         vf: VfId,
         owner: Owner,
         token: String,
+        config: String,
         sock: OwnedFd,
     ) -> Result<(), EngineError> {
         if self.port(vf).is_some() {
@@ -33,7 +34,7 @@ impl Engine {
         let events = self.events.clone();
         let wake = self.wake.clone();
         tokio_uring::spawn(read_socket(vf, epoch, reader, events, wake));
-        let mut port = Port::new(vf, owner, token, sock);
+        let mut port = Port::new(vf, owner, token, config.into(), sock);
         port.epoch = epoch;
         if let Some(slot) = self.ports.get_mut(vf.index()) {
             *slot = Some(port);

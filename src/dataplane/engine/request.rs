@@ -46,6 +46,18 @@ pub struct Posted {
     pub answer: Receiver<ConfigAnswer>,
 }
 
+/// What shows that the NF on a VF is alive: its heartbeat register and the
+/// frames waiting on its rx ring, read at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulse {
+    /// The VF.
+    pub vf: VfId,
+    /// The NF's heartbeat count.
+    pub heartbeat: u32,
+    /// Frames posted on rx that the NF has not taken.
+    pub rx_waiting: u32,
+}
+
 /// The PF as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PfStatus {
@@ -196,6 +208,8 @@ pub enum EngineRequest {
         owner: Owner,
         /// What the NF must say in `Hello`.
         token: String,
+        /// The NF's configuration, answered to `GetConfig` (never in argv).
+        config: String,
         /// The host end of the NF's attach socket.
         sock: OwnedFd,
         /// The answer.
@@ -249,6 +263,11 @@ pub enum EngineRequest {
         config: String,
         /// The answer.
         reply: Reply<Option<Posted>>,
+    },
+    /// The [`Pulse`] of every VF whose NF is attached with DMA enabled.
+    Pulses {
+        /// The answer.
+        reply: Reply<Vec<Pulse>>,
     },
     /// Whether an NF is attached to `vf` with DMA enabled.
     IsActive {
@@ -326,9 +345,10 @@ impl Engine {
                 vf,
                 owner,
                 token,
+                config,
                 sock,
                 reply,
-            } => reply.send(self.attach(vf, owner, token, sock)),
+            } => reply.send(self.attach(vf, owner, token, config, sock)),
             EngineRequest::Detach { vf, reply } => {
                 self.detach(vf);
                 reply.send(());
@@ -349,6 +369,7 @@ impl Engine {
                 reply.send(self.post_config(vf, config));
             }
             EngineRequest::IsActive { vf, reply } => reply.send(self.is_active(vf)),
+            EngineRequest::Pulses { reply } => reply.send(self.pulses()),
             EngineRequest::WhenActive { vf, reply } => {
                 if self.is_active(vf) {
                     reply.send(());

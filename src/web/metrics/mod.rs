@@ -63,6 +63,8 @@ pub const DMA_FAULTS: &str = "nfhost_dma_faults_total";
 pub const VFS: &str = "nfhost_vfs";
 /// Restarts of an NF.
 pub const NF_RESTARTS: &str = "nfhost_nf_restarts_total";
+/// Times an NF was found unresponsive (frames waiting, heartbeat still).
+pub const NF_UNRESPONSIVE: &str = "nfhost_nf_unresponsive_total";
 /// Per-interval mean batch processing time of an NF.
 pub const NF_BATCH_SECONDS: &str = "nfhost_nf_batch_seconds";
 /// Frames received from the wire.
@@ -91,6 +93,7 @@ pub const SERIES: &[&str] = &[
     DMA_FAULTS,
     VFS,
     NF_RESTARTS,
+    NF_UNRESPONSIVE,
     NF_BATCH_SECONDS,
     WIRE_RECEIVE_PACKETS,
     WIRE_RECEIVE_BYTES,
@@ -296,18 +299,23 @@ fn vf_families(stats: &proto::Stats) -> Vec<Family> {
     ]
 }
 
-/// [`NF_RESTARTS`] and [`NF_BATCH_SECONDS`] of the NFs in `nfs`; `history` is
+/// [`NF_RESTARTS`], [`NF_UNRESPONSIVE`] and [`NF_BATCH_SECONDS`] of the NFs in `nfs`; `history` is
 /// updated to hold exactly those NFs, so a deleted NF's series go with it and a new
 /// NF of the same name starts afresh.
 fn nf_families(
     history: &mut HashMap<String, NfHistory>,
     nfs: &[proto::Nf],
     reports: &HashMap<String, String>,
-) -> [Family; 2] {
+) -> [Family; 3] {
     let mut restarts = Family::new(
         NF_RESTARTS,
         Kind::Counter,
         "Times the supervisor restarted the NF.",
+    );
+    let mut unresponsive = Family::new(
+        NF_UNRESPONSIVE,
+        Kind::Counter,
+        "Times the NF was found unresponsive: frames waited on its rx ring while its heartbeat stood still.",
     );
     let mut batch = Family::new(
         NF_BATCH_SECONDS,
@@ -320,6 +328,8 @@ fn nf_families(
         let labels = || -> Labels { vec![("nf", short.to_owned())] };
         let n = nf.status.as_ref().map_or(0, |s| s.restarts);
         restarts.push(labels(), n.into());
+        let n = nf.status.as_ref().map_or(0, |s| s.unresponsive);
+        unresponsive.push(labels(), n.into());
 
         let h = history.entry(short.to_owned()).or_default();
         let report = reports
@@ -337,7 +347,7 @@ fn nf_families(
             batch.push_histogram(labels(), b.clone());
         }
     }
-    [restarts, batch]
+    [restarts, unresponsive, batch]
 }
 
 fn wire_families(w: &proto::WireStats) -> [Family; 5] {
@@ -571,6 +581,7 @@ mod tests {
             chain: "edge".into(),
             status: Some(proto::NfStatus {
                 restarts,
+                unresponsive: 2,
                 ..Default::default()
             }),
             ..Default::default()
@@ -648,6 +659,7 @@ mod tests {
         assert_eq!(value(&samples, VFS, &[("state", "allocated")]), 1.0);
         assert_eq!(value(&samples, VFS, &[("state", "free")]), 1.0);
         assert_eq!(value(&samples, NF_RESTARTS, &[("nf", "fw")]), 3.0);
+        assert_eq!(value(&samples, NF_UNRESPONSIVE, &[("nf", "fw")]), 2.0);
         assert_eq!(value(&samples, WIRE_RECEIVE_PACKETS, &[]), 20.0);
         assert_eq!(value(&samples, WIRE_RECEIVE_BYTES, &[]), 1280.0);
         assert_eq!(value(&samples, WIRE_TRANSMIT_PACKETS, &[]), 18.0);

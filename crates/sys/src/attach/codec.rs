@@ -76,6 +76,12 @@ pub enum ProtoError {
         /// Encoded length, prefix included.
         len: usize,
     },
+    /// A config to send is over [`vf_abi::attach::MAX_CONFIG`] bytes.
+    #[error("a config of {0} bytes is over the {max}-byte limit", max = vf_abi::attach::MAX_CONFIG)]
+    ConfigTooLarge(usize),
+    /// A config's sealed memfd could not be made or read.
+    #[error("config memfd")]
+    Sealed(#[source] crate::sealed::SealedError),
     /// A request (sent or received) has the wrong shape; received fds were
     /// closed. The receiving engine should answer `id` with
     /// `INVALID_ARGUMENT`.
@@ -168,6 +174,7 @@ pub fn request_kind(body: &request::Body) -> (&'static str, usize) {
         request::Body::Report(_) => ("Report", 0),
         request::Body::FetchConfig(_) => ("FetchConfig", 0),
         request::Body::ConfigApplied(_) => ("ConfigApplied", 0),
+        request::Body::GetConfig(_) => ("GetConfig", 0),
     }
 }
 
@@ -178,7 +185,8 @@ pub fn response_kind(body: &response::Body) -> (&'static str, usize) {
         // BAR and doorbell, plus the chain's UMEM for a shared chain.
         response::Body::Hello(h) => ("HelloReply", if h.umem_size > 0 { 3 } else { 2 }),
         response::Body::Ok(_) => ("Ok", 0),
-        response::Body::Config(_) => ("Config", 0),
+        // The sealed memfd holding the config.
+        response::Body::Config(_) => ("Config", 1),
     }
 }
 

@@ -8,7 +8,7 @@
 //! [`reply_error`] or, for `Hello`, [`reply_hello`].
 
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::codec::{InvalidMessage, ProtoError, recv_request, request_kind, send_response};
 use super::pb::{self, Response, request, response};
@@ -86,6 +86,12 @@ pub enum Command {
         /// Request id, to echo.
         id: u64,
     },
+    /// The NF asks for the configuration it runs with; answer with
+    /// [`reply_config`] (generation 0) or an error.
+    GetConfig {
+        /// Request id, to echo.
+        id: u64,
+    },
     /// The NF applied (or could not apply) a configuration while running.
     ConfigApplied {
         /// Request id, to echo.
@@ -109,6 +115,7 @@ impl Command {
             | Self::Reset { id }
             | Self::Report { id, .. }
             | Self::FetchConfig { id }
+            | Self::GetConfig { id }
             | Self::ConfigApplied { id, .. } => *id,
         }
     }
@@ -168,6 +175,7 @@ impl fmt::Debug for Command {
                 .field("json", json)
                 .finish(),
             Self::FetchConfig { id } => f.debug_struct("FetchConfig").field("id", id).finish(),
+            Self::GetConfig { id } => f.debug_struct("GetConfig").field("id", id).finish(),
             Self::ConfigApplied {
                 id,
                 generation,
@@ -257,6 +265,7 @@ pub fn read_command(sock: BorrowedFd<'_>) -> Result<Command, ProtoError> {
             json: report.json,
         },
         request::Body::FetchConfig(pb::FetchConfig {}) => Command::FetchConfig { id },
+        request::Body::GetConfig(pb::GetConfig {}) => Command::GetConfig { id },
         request::Body::ConfigApplied(applied) => Command::ConfigApplied {
             id,
             generation: applied.generation,
@@ -305,21 +314,28 @@ pub fn reply_error(
     send_response(sock, &msg, &[])
 }
 
-/// Answers `FetchConfig` request `id` with the mailbox message of `generation`.
+/// Answers `FetchConfig` or `GetConfig` request `id` with `config` of
+/// `generation`, in a sealed memfd ([`crate::sealed`]). A config over
+/// [`vf_abi::attach::MAX_CONFIG`] is refused here, before anything is sent.
 pub fn reply_config(
     sock: BorrowedFd<'_>,
     id: u64,
     generation: u32,
     config: &str,
 ) -> Result<(), ProtoError> {
+    if config.len() > vf_abi::attach::MAX_CONFIG {
+        return Err(ProtoError::ConfigTooLarge(config.len()));
+    }
+    let blob =
+        crate::sealed::seal("nfhost-nf-config", config.as_bytes()).map_err(ProtoError::Sealed)?;
     let msg = Response {
         id,
         body: Some(response::Body::Config(pb::Config {
             generation,
-            config: config.to_owned(),
+            size: config.len() as u64,
         })),
     };
-    send_response(sock, &msg, &[])
+    send_response(sock, &msg, &[blob.as_fd()])
 }
 
 /// Answers `Hello` request `id`, handing over the BAR memfd and the doorbell

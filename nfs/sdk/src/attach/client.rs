@@ -74,6 +74,10 @@ pub enum ClientError {
         /// Value in the BAR registers.
         bar: String,
     },
+    /// The config memfd from `Config` is not sealed, too large, unreadable or
+    /// not UTF-8.
+    #[error("the config from the NIC engine is unusable: {0}")]
+    Config(String),
     /// The doorbell fd from `HelloReply` cannot be used as an eventfd.
     #[error("the doorbell fd from the NIC engine is unusable")]
     Doorbell(#[source] FdError),
@@ -311,10 +315,37 @@ impl VfClient {
     /// Fetches the newest message of the host's mailbox: its generation and the
     /// configuration it carries.
     pub fn fetch_config(&mut self) -> Result<(u32, String), ClientError> {
-        match self.call(request::Body::FetchConfig(pb::FetchConfig {}), &[])? {
-            (_, response::Body::Config(c), _) => Ok((c.generation, c.config)),
-            (_, other, _) => Err(unexpected("FetchConfig", &other)),
-        }
+        let body = request::Body::FetchConfig(pb::FetchConfig {});
+        self.config("FetchConfig", body)
+    }
+
+    /// The configuration this NF instance runs with (JSON; empty for the
+    /// kind's defaults): what an NF asks for right after [`VfClient::hello`],
+    /// before it builds itself. nfhost never puts a config in argv or the
+    /// environment.
+    pub fn get_config(&mut self) -> Result<String, ClientError> {
+        let body = request::Body::GetConfig(pb::GetConfig {});
+        self.config("GetConfig", body).map(|(_, config)| config)
+    }
+
+    /// A `Config` answer: its generation and the text of its sealed memfd.
+    fn config(
+        &mut self,
+        kind: &'static str,
+        body: request::Body,
+    ) -> Result<(u32, String), ClientError> {
+        let (config, fds) = match self.call(body, &[])? {
+            (_, response::Body::Config(c), fds) => (c, fds),
+            (_, other, _) => return Err(unexpected(kind, &other)),
+        };
+        let [fd] = <[OwnedFd; 1]>::try_from(fds)
+            .map_err(|fds| ClientError::Config(format!("{} fds came with it, not 1", fds.len())))?;
+        let limit = vf_abi::attach::MAX_CONFIG as u64;
+        let bytes = nfhost_sys::sealed::read(&fd, config.size, limit)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ClientError::Config("the config is not UTF-8".into()))?;
+        Ok((config.generation, text))
     }
 
     /// Tells the host whether the configuration of `generation` was applied
