@@ -77,6 +77,23 @@ enum NfCommand {
         #[arg(long, requires = "uid")]
         gid: Option<u32>,
     },
+    /// Run a user's NF binary (an `exec` NF) on the VF whose socket this process
+    /// inherited: enter the sandbox, then execute the binary, which inherits the
+    /// socket and finds it in NFHOST_VF_FD (started by nfhost).
+    Exec {
+        /// Instance name.
+        #[arg(long)]
+        name: String,
+        /// Drop to this uid before executing the binary (with --gid).
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        /// Drop to this gid, the only group (with --uid).
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
+        /// The binary and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +115,15 @@ fn main() -> ExitCode {
                     gid,
                 },
         } => nf_run(&kind, &name, uid.zip(gid)),
+        Command::Nf {
+            command:
+                NfCommand::Exec {
+                    name,
+                    uid,
+                    gid,
+                    command,
+                },
+        } => nf_exec(&name, uid.zip(gid), &command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +148,28 @@ fn serve(
     let exe = nfhost::dataplane::nf_process::current_exe()?;
     nfhost::serve::serve(settings, exe)?;
     Ok(())
+}
+
+/// An `exec` NF's trampoline: enter the sandbox and become the user's binary (it
+/// keeps the attach socket on fd 0, the environment nfhost set, and the
+/// parent-death signal, which survives exec).
+fn nf_exec(
+    name: &str,
+    user: Option<(u32, u32)>,
+    command: &[std::ffi::OsString],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::process::CommandExt;
+    let user = user.map(|(uid, gid)| nfhost::dataplane::sandbox::NfUser { uid, gid });
+    nfhost::dataplane::sandbox::enter(user)
+        .map_err(|e| format!("NF {name} (exec): {}", nfhost::error_chain(&e)))?;
+    nfhost::dataplane::nf_process::die_with_parent()?;
+    let (program, args) = command.split_first().ok_or("no binary given")?;
+    let error = std::process::Command::new(program).args(args).exec();
+    Err(format!(
+        "NF {name} (exec): executing {}: {error}",
+        program.to_string_lossy()
+    )
+    .into())
 }
 
 /// The NF child: enter the sandbox, attach over the inherited socket, ask for the

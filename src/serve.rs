@@ -136,6 +136,16 @@ pub struct ServeSettings {
         crate::control::liveness::DEFAULT_TIMEOUT.as_millis(),
     ))]
     pub nf_liveness_ms: Option<u64>,
+    #[arg(long, value_name = "DIR", help = help(
+        "Where external NFs' endpoints live: a directory per VF with its attach socket",
+        crate::control::endpoints::DEFAULT_RUN_DIR,
+    ))]
+    pub run_dir: Option<PathBuf>,
+    #[arg(long, value_name = "GROUP", help = help(
+        "Group (name or gid) that may connect to external NFs' endpoints (sockets 0660)",
+        "root only (sockets 0600)",
+    ))]
+    pub endpoint_group: Option<String>,
 }
 
 impl ServeSettings {
@@ -213,6 +223,21 @@ impl ServeSettings {
             }
         }
         Ok(())
+    }
+
+    /// Where external NFs' endpoints live, from `--run-dir` and `--endpoint-group`.
+    pub fn endpoints(&self) -> Result<crate::control::endpoints::Endpoints, ServeError> {
+        let group = match &self.endpoint_group {
+            None => None,
+            Some(g) => Some(crate::dataplane::sandbox::group_id(g)?),
+        };
+        Ok(crate::control::endpoints::Endpoints {
+            run_dir: self
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::control::endpoints::DEFAULT_RUN_DIR)),
+            group,
+        })
     }
 
     /// The liveness timeout in effect ([`crate::control::liveness`]).
@@ -440,6 +465,7 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
         store, engine, launcher, wire_name, wire_mtu,
     )?);
     controller.set_liveness_timeout(settings.nf_liveness_timeout());
+    controller.set_endpoints(settings.endpoints()?);
     Ok(Started {
         controller,
         data_dir,

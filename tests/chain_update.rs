@@ -415,6 +415,7 @@ fn what_cannot_change_in_place_is_refused_and_nothing_changes() {
         name: name.into(),
         kind: kind.into(),
         config: String::new(),
+        exec: None,
     };
     let cases: Vec<(&str, proto::Chain, Vec<&str>, Code, &str)> = vec![
         (

@@ -396,6 +396,7 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
                     nfs: vec![
                         proto::ChainNf {
                             config: "{\"top\": 0}".into(),
+                            exec: None,
                             ..edge_chain().nfs[0].clone()
                         },
                         edge_chain().nfs[1].clone(),
@@ -448,6 +449,7 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
                                     name: format!("big{i}"),
                                     kind: "l2fwd".into(),
                                     config: String::new(),
+                                    exec: None,
                                 })
                                 .collect(),
                             ..Default::default()
@@ -546,6 +548,7 @@ fn two_way_chains_are_validated_and_their_return_vlan_clashes_like_a_classifier(
         name: name.into(),
         kind: "l2fwd".into(),
         config: String::new(),
+        exec: None,
     };
     let chain = |name: &str, vlan: u32, dst_mac: &str, egress: u32, two_way: bool| proto::Chain {
         name: format!("chains/{name}"),

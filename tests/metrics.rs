@@ -61,6 +61,7 @@ fn sampled() -> Metrics {
                 interrupts_blocked: scale,
                 dma_copied_bytes: 4096 * scale,
                 ring_errors: scale,
+                attach_refused: scale,
                 dma_faults: scale,
                 dma_faults_by_reason: [("unmapped".to_owned(), scale)].into_iter().collect(),
             },

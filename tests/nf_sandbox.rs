@@ -13,19 +13,8 @@ mod server;
 use std::time::{Duration, Instant};
 
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, events, free_port, runtime, wait_until};
+use server::{Clients, GEN, Server, TempDir, events, free_port, get_nf, runtime, wait_until};
 use tonic::Code;
-
-const GEN: &[&str] = &[
-    "--wire",
-    "gen",
-    "--gen-rate",
-    "20000",
-    "--gen-vlans",
-    "100",
-    "--vfs",
-    "8",
-];
 
 /// A firewall config of `n` distinct rules, each carrying `marker` in its port
 /// range so that it can be searched for.
@@ -45,11 +34,7 @@ fn firewall_rules(n: usize) -> String {
 }
 
 fn nf_status(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> proto::NfStatus {
-    rt.block_on(c.nf.get_nf(proto::GetNfRequest { name: name.into() }))
-        .expect("get nf")
-        .into_inner()
-        .status
-        .unwrap_or_default()
+    get_nf(rt, c, name).status.unwrap_or_default()
 }
 
 fn create_nf(

@@ -70,6 +70,7 @@ fn chain(name: &str, hop: &str, vlan: u32) -> proto::Chain {
             name: hop.into(),
             kind: "l2fwd".into(),
             config: String::new(),
+            exec: None,
         }],
         ..Default::default()
     }

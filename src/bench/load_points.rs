@@ -106,6 +106,7 @@ pub fn measure(
             name: "mon".into(),
             kind: "monitor".into(),
             config: r#"{"top":5}"#.into(),
+            binary: None,
         },
         NfSpec::new("fwd", "l2fwd"),
     ];

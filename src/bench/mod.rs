@@ -231,6 +231,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             name: (*kind).to_owned(),
             kind: (*kind).to_owned(),
             config,
+            binary: None,
         };
         per_nf.push((
             *kind,

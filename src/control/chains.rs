@@ -56,12 +56,21 @@ impl Controller {
         if record.isolation == proto::Isolation::Unspecified as i32 {
             record.isolation = proto::Isolation::Strict as i32;
         }
+        let parts = chain
+            .nfs
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| {
+                let field = format!("chain.nfs[{i}]");
+                super::nfs::attach_parts(&field, &hop.kind, hop.exec.as_ref())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if validate_only {
             return Ok(record);
         }
         let mut changes = vec![Change::PutChain(record.clone())];
-        for (hop, vf) in chain.nfs.iter().zip(&vfs) {
-            changes.push(Change::PutNf(proto::Nf {
+        for ((hop, vf), (exec, endpoint)) in chain.nfs.iter().zip(&vfs).zip(parts) {
+            changes.push(Change::PutNf(Box::new(proto::Nf {
                 name: hop.name.clone(),
                 kind: hop.kind.clone(),
                 config: hop.config.clone(),
@@ -70,7 +79,9 @@ impl Controller {
                 chain: record.name.clone(),
                 status: None,
                 tenant: record.tenant.clone(),
-            }));
+                exec,
+                endpoint,
+            })));
         }
         let ev = event(
             proto::EventKind::ConfigChanged,
@@ -167,7 +178,7 @@ impl Controller {
                     &stored.tenant,
                 ));
             }
-            changes.push(Change::PutNf(nf));
+            changes.push(Change::PutNf(Box::new(nf)));
         }
         if plan.restart_policy_changed {
             events.push(audited(

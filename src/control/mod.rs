@@ -19,12 +19,14 @@
 //! | `reconcile` | making the running system match the stored state |
 //! | [`supervisor`] | restart policy and the tick that applies it |
 //! | [`liveness`] | finding hung NFs by their heartbeat |
+//! | [`endpoints`] | the socket files of external NFs' endpoints |
 //! | `telemetry` | counters, NF reports, events |
 //! | `convert` | API messages to and from the device model's types |
 //! | (`nfhost_api::validate`, `nfhost_api::chain_update`) | request checks, and what a chain update changes: the API schema's |
 
 mod chains;
 mod convert;
+pub mod endpoints;
 pub mod liveness;
 mod nfs;
 mod pf;
@@ -182,6 +184,8 @@ struct Inner {
     launcher: Launcher,
     /// How long frames may wait with an NF's heartbeat still; zero = never judged.
     liveness_timeout: Duration,
+    /// Where external NFs' endpoints live.
+    endpoints: endpoints::Endpoints,
     runs: BTreeMap<String, NfRun>,
     installed_chains: BTreeMap<String, Vec<VfId>>,
     wire: String,
@@ -224,6 +228,7 @@ impl Controller {
                 engine,
                 launcher,
                 liveness_timeout: liveness::DEFAULT_TIMEOUT,
+                endpoints: endpoints::Endpoints::default(),
                 runs: BTreeMap::new(),
                 installed_chains: BTreeMap::new(),
                 wire,
@@ -233,6 +238,11 @@ impl Controller {
             events,
             total_vfs,
         })
+    }
+
+    /// Sets where external NFs' endpoints live ([`endpoints`]).
+    pub fn set_endpoints(&self, endpoints: endpoints::Endpoints) {
+        self.lock().endpoints = endpoints;
     }
 
     /// Sets the liveness timeout ([`liveness`]); zero turns the check off.

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::{Change, ControlError, Controller, Inner, audited, event, not_yours};
 use crate::auth::Principal;
+use crate::dataplane::nf_process::UserBinary;
 use crate::dataplane::runner::{NfSpec, spawn_attached};
 use crate::nic::VfId;
 use nfhost_api::names::{Collection, nf_name, parse_vf, vf_name};
@@ -55,6 +56,7 @@ impl Controller {
             }
             vf
         };
+        let (exec, endpoint) = attach_parts("nf", &nf.kind, nf.exec.as_ref())?;
         let record = proto::Nf {
             name: id.clone(),
             kind: nf.kind.clone(),
@@ -64,6 +66,8 @@ impl Controller {
             chain: String::new(),
             status: None,
             tenant: who.tenant_of_new(),
+            exec,
+            endpoint,
         };
         if !validate_only {
             let ev = event(
@@ -73,7 +77,11 @@ impl Controller {
                 format!("NF nfs/{id} ({}) created", nf.kind),
             );
             let ev = audited(ev, who, &record.tenant);
-            self.commit(&mut inner, vec![Change::PutNf(record.clone())], vec![ev])?;
+            self.commit(
+                &mut inner,
+                vec![Change::PutNf(Box::new(record.clone()))],
+                vec![ev],
+            )?;
             self.reconcile_locked(&mut inner);
         }
         Ok(inner.nf_message(&record))
@@ -125,6 +133,45 @@ impl Controller {
     }
 }
 
+/// What a new NF record of `kind` carries besides its config: an `exec` NF's
+/// binary (checked to be an executable file here, on the host), an `external`
+/// NF's endpoint with a fresh secret.
+pub(super) fn attach_parts(
+    field: &str,
+    kind: &str,
+    exec: Option<&proto::ExecSpec>,
+) -> Result<(Option<proto::ExecSpec>, Option<proto::Endpoint>), ControlError> {
+    match kind {
+        validate::EXEC => {
+            let exec = exec.cloned().unwrap_or_default();
+            let runnable = std::fs::metadata(&exec.path).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            });
+            if !runnable {
+                let mut v = validate::Violations::default();
+                v.add(
+                    format!("{field}.exec.path"),
+                    format!("{} is not an executable file on this host", exec.path),
+                );
+                return Err(ControlError::Invalid(v));
+            }
+            Ok((Some(exec), None))
+        }
+        validate::EXTERNAL => {
+            let secret = crate::dataplane::secret::new_secret().map_err(|e| {
+                ControlError::FailedPrecondition(format!("no random secret could be drawn: {e}"))
+            })?;
+            let endpoint = proto::Endpoint {
+                secret,
+                ..Default::default()
+            };
+            Ok((None, Some(endpoint)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
 impl Inner {
     fn nf_message(&self, nf: &proto::Nf) -> proto::Nf {
         let mut status =
@@ -138,20 +185,103 @@ impl Inner {
         status.report = parse_vf(&nf.vf)
             .and_then(|vf| self.engine.view().report(VfId(vf)))
             .unwrap_or_default();
+        let vf = parse_vf(&nf.vf).map(VfId);
+        let endpoint = nf.endpoint.as_ref().zip(vf).map(|(e, vf)| proto::Endpoint {
+            socket: self.endpoints.socket(vf).display().to_string(),
+            memif_socket: String::new(),
+            secret: e.secret.clone(),
+            mac: self
+                .engine
+                .vf(vf)
+                .map(|s| s.mac.to_string())
+                .unwrap_or_default(),
+        });
         proto::Nf {
             name: nf_name(&nf.name),
             status: Some(status),
+            endpoint,
             ..nf.clone()
+        }
+    }
+
+    /// Opens an external NF's endpoint: the socket file, and the engine's accept
+    /// side with the NF's secret. The NF then waits for a process to attach.
+    fn open_endpoint(&mut self, nf: &proto::Nf, vf: VfId) -> Option<proto::Event> {
+        let secret = nf
+            .endpoint
+            .as_ref()
+            .map(|e| e.secret.clone())
+            .unwrap_or_default();
+        let path = self.endpoints.socket(vf);
+        let opened = if secret.is_empty() {
+            Err("the NF has no secret stored".to_owned())
+        } else {
+            self.endpoints
+                .open(vf)
+                .map_err(|e| format!("opening {}: {e}", path.display()))
+                .and_then(|listener| {
+                    self.engine
+                        .listen(
+                            vf,
+                            crate::nic::Owner::new(&nf.name),
+                            secret,
+                            nf.config.clone(),
+                            listener,
+                        )
+                        .map_err(|e| crate::error_chain(&e))
+                })
+        };
+        let run = self.runs.get_mut(&nf.name)?;
+        run.started_at = Instant::now();
+        match opened {
+            Ok(()) => {
+                run.status.state = proto::NfState::Waiting as i32;
+                run.status.pid = 0;
+                run.status.reason =
+                    format!("waiting for a process to attach at {}", path.display());
+                Some(event(
+                    proto::EventKind::NfStarted,
+                    Some(vf),
+                    &nf.name,
+                    format!(
+                        "{} waits on {} for an external NF to attach at {}",
+                        nf_name(&nf.name),
+                        vf_name(vf.0),
+                        path.display()
+                    ),
+                ))
+            }
+            Err(reason) => {
+                run.status.state = proto::NfState::Failed as i32;
+                run.status.reason = reason.clone();
+                Some(event(
+                    proto::EventKind::NfFailed,
+                    Some(vf),
+                    &nf.name,
+                    format!(
+                        "{} could not open its endpoint: {reason}",
+                        nf_name(&nf.name)
+                    ),
+                ))
+            }
         }
     }
 
     /// Spawns the NF's process and attaches it to its VF.
     pub(super) fn start(&mut self, nf: &proto::Nf) -> Option<proto::Event> {
         let vf = parse_vf(&nf.vf).map(VfId)?;
+        if nf.kind == validate::EXTERNAL {
+            return self.open_endpoint(nf, vf);
+        }
         let spec = NfSpec {
             name: nf.name.clone(),
             kind: nf.kind.clone(),
             config: nf.config.clone(),
+            binary: nf.exec.as_ref().map(|e| UserBinary {
+                path: e.path.clone().into(),
+                args: e.args.clone(),
+                env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            }),
         };
         let spawned = spawn_attached(&self.engine, &self.launcher, vf, &spec)
             .map_err(|e| crate::error_chain(&e));

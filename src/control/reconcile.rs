@@ -66,6 +66,8 @@ impl Inner {
                 let _ = p.wait();
             }
             let _ = self.engine.release(vf);
+            // An external NF's endpoint goes with it (a no-op for the others).
+            self.endpoints.remove(vf);
             events.push(event(
                 proto::EventKind::NfExited,
                 Some(vf),

@@ -52,6 +52,7 @@ impl Controller {
                 interrupts_blocked: s.irq_blocked,
                 dma_copied_bytes: s.copied_bytes,
                 ring_errors: s.ring_errors,
+                attach_refused: s.attach_refused,
                 dma_faults: faults.get(usize::from(i)).map_or(0, |f| f.total()),
                 dma_faults_by_reason: crate::nic::FaultReason::ALL
                     .iter()
@@ -127,7 +128,7 @@ impl Controller {
 impl Inner {
     /// What the engine saw since the last call, as events to store: DMA faults (a
     /// sample of them in a storm) and NFs detached.
-    pub(super) fn engine_events(&self) -> Vec<proto::Event> {
+    pub(super) fn engine_events(&mut self) -> Vec<proto::Event> {
         let mut events = Vec::new();
         let engine_events = self.engine.view().take_events();
         let mut faults = 0usize;
@@ -139,7 +140,12 @@ impl Inner {
                         continue; // The rest are counted; the log keeps a sample.
                     }
                     let owner = self.owner_of(f.vf).unwrap_or_default();
-                    let mut ev = event(proto::EventKind::DmaFault, Some(f.vf), &owner, f.to_string());
+                    let mut ev = event(
+                        proto::EventKind::DmaFault,
+                        Some(f.vf),
+                        &owner,
+                        f.to_string(),
+                    );
                     ev.dma_fault = Some(proto::DmaFault {
                         iova: f.iova.0,
                         len: f.len,
@@ -151,13 +157,41 @@ impl Inner {
                     });
                     events.push(ev);
                 }
-                EngineEvent::Detached { vf, owner, mappings } => events.push(event(
-                    proto::EventKind::NfExited,
-                    Some(vf),
-                    &owner.0,
-                    format!("{} scrubbed after nfs/{} detached: DMA stopped, {mappings} mapping(s) removed", vf_name(vf.0), owner.0),
-                )),
-                EngineEvent::Attached { .. } => {}
+                EngineEvent::Detached {
+                    vf,
+                    owner,
+                    mappings,
+                } => {
+                    events.push(event(
+                        proto::EventKind::NfExited,
+                        Some(vf),
+                        &owner.0,
+                        format!("{} scrubbed after nfs/{} detached: DMA stopped, {mappings} mapping(s) removed", vf_name(vf.0), owner.0),
+                    ));
+                    // An external NF waits for the next process.
+                    if let Some(run) = self.external_run(&owner.0) {
+                        run.status.state = proto::NfState::Waiting as i32;
+                        run.status.reason =
+                            "its process detached; waiting for the next to attach".into();
+                    }
+                }
+                EngineEvent::Attached { vf, owner } => {
+                    if let Some(run) = self.external_run(&owner.0) {
+                        run.status.state = proto::NfState::Running as i32;
+                        run.status.reason.clear();
+                        run.started_at = std::time::Instant::now();
+                        events.push(event(
+                            proto::EventKind::NfStarted,
+                            Some(vf),
+                            &owner.0,
+                            format!(
+                                "an external process attached to nfs/{} on {}",
+                                owner.0,
+                                vf_name(vf.0)
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if faults > 50 {
@@ -169,6 +203,22 @@ impl Inner {
             ));
         }
         events
+    }
+}
+
+impl Inner {
+    /// The run of the external NF `name`, if it is one.
+    fn external_run(&mut self, name: &str) -> Option<&mut super::NfRun> {
+        let external = self
+            .desired
+            .nfs
+            .get(name)
+            .is_some_and(|nf| nf.kind == nfhost_api::validate::EXTERNAL);
+        if external {
+            self.runs.get_mut(name)
+        } else {
+            None
+        }
     }
 }
 

@@ -136,6 +136,9 @@ pub struct VfCounters {
     pub handed_over: Counter,
     /// Descriptors or ring indices the NIC refused to obey.
     pub ring_errors: Counter,
+    /// Connections to the VF's endpoint refused: a wrong or missing secret, or a
+    /// second connection while one is attached.
+    pub attach_refused: Counter,
     /// Times the engine looked at the VF's transmit ring. The engine looks only at
     /// VFs with work (frames delivered, a doorbell, recent sends), so an idle VF's
     /// count stands still however much traffic others carry.
@@ -168,6 +171,7 @@ impl VfCounters {
             copied_bytes: self.copied_bytes.get(),
             handed_over: self.handed_over.get(),
             ring_errors: self.ring_errors.get(),
+            attach_refused: self.attach_refused.get(),
             visits: self.visits.get(),
         }
     }
@@ -198,6 +202,8 @@ pub struct VfStats {
     pub handed_over: u64,
     /// See [`VfCounters::ring_errors`].
     pub ring_errors: u64,
+    /// See [`VfCounters::attach_refused`].
+    pub attach_refused: u64,
     /// See [`VfCounters::visits`].
     pub visits: u64,
 }

@@ -11,6 +11,7 @@
 //! | [`shared_umem`] | packet memory of a `shared` chain and its frame ownership |
 //! | [`nf_process`] | NF child processes (self-exec) |
 //! | [`sandbox`] | who NF processes run as, and the privileges they drop |
+//! | [`secret`] | random attach tokens and endpoint secrets |
 //! | [`runner`] | an engine plus its NF processes: spawn, attach, chain |
 
 pub mod counters;
@@ -22,4 +23,5 @@ pub mod nf_process;
 pub mod port;
 pub mod runner;
 pub mod sandbox;
+pub mod secret;
 pub mod shared_umem;

@@ -69,22 +69,25 @@ pub struct NfLaunch {
     pub token: String,
     /// Who the child becomes; `None` keeps nfhost's own user.
     pub user: Option<NfUser>,
+    /// An `exec` NF's binary; `None` runs the built-in `kind`.
+    pub binary: Option<UserBinary>,
+}
+
+/// A user's NF binary (an `exec` NF), built on `nf-sdk`: nfhost starts it through
+/// `nfhost nf exec`, which enters the sandbox and then executes it, so a user's
+/// binary never runs with nfhost's privileges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBinary {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment, besides `NFHOST_VF_FD` and `NFHOST_VF_TOKEN`.
+    pub env: Vec<(String, String)>,
 }
 
 /// Environment variables an NF child keeps from nfhost's (logging only).
 const KEPT_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", "NFHOST_LOG_FORMAT"];
-
-/// A fresh attach token: 128 random bits, hex. It is the child's proof, in `Hello`,
-/// that it is the process started for this VF; compared in constant time.
-pub fn new_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        filled +=
-            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())?;
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
 
 /// Starting an NF process failed.
 #[derive(Debug, Error)]
@@ -131,20 +134,28 @@ impl NfProcess {
         )
         .map_err(SpawnError::Socket)?;
         let mut command = Command::new(&launch.exe);
-        command
-            .args(["nf", "run", "--kind", &launch.kind, "--name", &launch.name])
-            .env_clear()
-            .envs(
-                KEPT_ENV
-                    .iter()
-                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
-            );
+        match &launch.binary {
+            None => command.args(["nf", "run", "--kind", &launch.kind, "--name", &launch.name]),
+            Some(_) => command.args(["nf", "exec", "--name", &launch.name]),
+        };
+        command.env_clear().envs(
+            KEPT_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        );
         if let Some(user) = launch.user {
             command
                 .arg("--uid")
                 .arg(user.uid.to_string())
                 .arg("--gid")
                 .arg(user.gid.to_string());
+        }
+        if let Some(binary) = &launch.binary {
+            command
+                .arg("--")
+                .arg(&binary.path)
+                .args(&binary.args)
+                .envs(binary.env.iter().map(|(k, v)| (k, v)));
         }
         let child = command
             .env(ENV_VF_FD, "0")

@@ -8,8 +8,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::engine::{ChainEgress, EngineConfig, EngineError, EngineHandle, Isolation};
-use super::nf_process::{Launcher, NfLaunch, NfProcess, SpawnError, new_token};
+use super::nf_process::{Launcher, NfLaunch, NfProcess, SpawnError, UserBinary};
 use super::sandbox::{DEFAULT_NF_USER, SandboxError};
+use super::secret::new_token;
 use crate::nic::{Owner, VfId, WireMatch};
 
 /// How long an NF may take from spawn to a running loop.
@@ -51,6 +52,8 @@ pub struct NfSpec {
     pub kind: String,
     /// JSON config (empty for defaults).
     pub config: String,
+    /// For an `exec` NF: the user's binary, run instead of a built-in kind.
+    pub binary: Option<UserBinary>,
 }
 
 impl NfSpec {
@@ -60,6 +63,7 @@ impl NfSpec {
             name: name.to_owned(),
             kind: kind.to_owned(),
             config: String::new(),
+            binary: None,
         }
     }
 }
@@ -80,6 +84,7 @@ pub fn spawn_attached(
         kind: spec.kind.clone(),
         token: token.clone(),
         user: launcher.user,
+        binary: spec.binary.clone(),
     };
     let (process, sock) = NfProcess::spawn(&launch)?;
     let owner = Owner::new(&spec.name);

@@ -112,6 +112,15 @@ fn resolve_in(
     Ok(Some(NfUser { uid, gid }))
 }
 
+/// The gid of `group` (a name in `/etc/group` or a number).
+pub fn group_id(group: &str) -> Result<u32, SandboxError> {
+    let groups = read(Path::new("/etc/group"))?;
+    lookup(&groups, group)
+        .map(|fields| fields.0)
+        .or_else(|| group.parse().ok())
+        .ok_or_else(|| SandboxError::UnknownGroup(group.to_owned()))
+}
+
 fn read(path: &Path) -> Result<String, SandboxError> {
     std::fs::read_to_string(path).map_err(|source| SandboxError::Read {
         path: path.display().to_string(),

@@ -88,8 +88,9 @@ pub enum Change {
     PutVf(u16, Vf),
     /// Forgets VF `index`.
     DeleteVf(u16),
-    /// Stores an NF under the id of its `name`; its `status` is dropped.
-    PutNf(Nf),
+    /// Stores an NF under the id of its `name`; its `status` is dropped. (Boxed:
+    /// an NF is the largest record.)
+    PutNf(Box<Nf>),
     /// Forgets an NF (`fw` or `nfs/fw`).
     DeleteNf(String),
     /// Stores a chain under the id of its `name`.
@@ -262,7 +263,7 @@ impl Store {
                 Change::PutNf(nf) => {
                     let nf = Nf {
                         status: None,
-                        ..nf.clone()
+                        ..(**nf).clone()
                     };
                     batch.insert(nf_key(&nf.name)?.into_bytes(), nf.encode_to_vec());
                 }

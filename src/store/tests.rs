@@ -81,6 +81,16 @@ fn nf(name: &str) -> Nf {
         chain: "chains/edge".into(),
         status: None,
         tenant: "blue".into(),
+        exec: Some(nfhost_api::proto::ExecSpec {
+            path: "/opt/nf/bin/mine".into(),
+            args: vec!["-v".into()],
+            env: [("MODE".to_owned(), "fast".to_owned())].into(),
+        }),
+        // An external NF's secret is stored with it, to survive a restart.
+        endpoint: Some(nfhost_api::proto::Endpoint {
+            secret: "AbCdEfGhIjKlMnOpQrStUvWx".into(),
+            ..Default::default()
+        }),
     }
 }
 
@@ -96,6 +106,7 @@ fn chain(name: &str) -> Chain {
             name: "fw".into(),
             kind: "l2fwd".into(),
             config: String::new(),
+            exec: None,
         }],
         vfs: vec!["pfs/0/vfs/3".into()],
         ..Chain::default()
@@ -120,7 +131,7 @@ fn every_record_kind_round_trips_through_reopen() {
                 Change::PutPf(pf()),
                 Change::PutVf(3, vf(3)),
                 Change::PutVf(12, vf(12)),
-                Change::PutNf(nf("fw")),
+                Change::PutNf(Box::new(nf("fw"))),
                 Change::PutChain(chain("edge")),
                 event("hello"),
             ])
@@ -152,8 +163,8 @@ fn a_batch_lands_together_and_deletes_work() {
         .apply(&[
             Change::PutVf(1, vf(1)),
             Change::PutVf(2, vf(2)),
-            Change::PutNf(nf("a")),
-            Change::PutNf(nf("b")),
+            Change::PutNf(Box::new(nf("a"))),
+            Change::PutNf(Box::new(nf("b"))),
             Change::PutChain(chain("edge")),
         ])
         .expect("apply");
@@ -164,7 +175,7 @@ fn a_batch_lands_together_and_deletes_work() {
             Change::DeleteNf("a".into()),
             Change::DeleteNf("nfs/b".into()),
             Change::DeleteChain("chains/edge".into()),
-            Change::PutNf(nf("c")),
+            Change::PutNf(Box::new(nf("c"))),
         ])
         .expect("apply");
     drop(store);
@@ -238,7 +249,9 @@ fn a_corrupt_record_is_reported_with_its_key() {
     let dir = TempDir::new();
     {
         let store = Store::open(&dir.0).expect("open");
-        store.apply(&[Change::PutNf(nf("fw"))]).expect("apply");
+        store
+            .apply(&[Change::PutNf(Box::new(nf("fw")))])
+            .expect("apply");
         // A field header announcing more bytes than there are.
         store
             .tree
@@ -330,7 +343,7 @@ fn store_files_that_cannot_be_opened_are_unreadable() {
 fn written(dir: &Path) {
     let store = Store::open(dir).expect("open");
     store
-        .apply(&[Change::PutPf(pf()), Change::PutNf(nf("fw"))])
+        .apply(&[Change::PutPf(pf()), Change::PutNf(Box::new(nf("fw")))])
         .expect("apply");
 }
 
@@ -471,7 +484,9 @@ fn nf_status_is_not_stored() {
         }),
         ..nf("fw")
     };
-    store.apply(&[Change::PutNf(running)]).expect("apply");
+    store
+        .apply(&[Change::PutNf(Box::new(running))])
+        .expect("apply");
     let state = store.load().expect("load");
     assert_eq!(state.nfs["fw"], nf("fw"));
     assert_eq!(state.nfs["fw"].status, None);

@@ -80,9 +80,16 @@ impl Server {
         } else {
             vec!["--http".to_owned(), format!("127.0.0.1:{}", free_port())]
         };
+        // External NFs' endpoints go under the test's directory, not /run/nfhost.
+        let run_dir = if extra.contains(&"--run-dir") {
+            Vec::new()
+        } else {
+            vec!["--run-dir".into(), data.join("run").into_os_string()]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_nfhost"))
             .args(["serve", "--grpc", &format!("127.0.0.1:{port}")])
             .args(&http)
+            .args(&run_dir)
             .arg("--data-dir")
             .arg(data)
             .args(extra)
@@ -234,6 +241,28 @@ pub fn nf_pids(name: &str) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// `nfhost serve` flags for a gen wire of 20 kpps on VLAN 100 and 8 VFs: what the
+/// example chains classify.
+#[allow(dead_code)]
+pub const GEN: &[&str] = &[
+    "--wire",
+    "gen",
+    "--gen-rate",
+    "20000",
+    "--gen-vlans",
+    "100",
+    "--vfs",
+    "8",
+];
+
+/// The NF `name` as `GetNf` shows it.
+#[allow(dead_code)]
+pub fn get_nf(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> proto::Nf {
+    rt.block_on(c.nf.get_nf(proto::GetNfRequest { name: name.into() }))
+        .expect("get nf")
+        .into_inner()
 }
 
 /// Polls until `f` is true, or panics with `what` after `secs`.

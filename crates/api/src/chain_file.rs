@@ -18,6 +18,15 @@
 //! kind = "monitor"
 //! [nf.config]                   # optional; any table, sent to the NF as JSON
 //! top = 5
+//! [[nf]]
+//! name = "mine"
+//! kind = "exec"                 # a user binary on nf-sdk, run and supervised by nfhost
+//! path = "/opt/nf/bin/my-nf"    # absolute, executable by the NF user
+//! args = ["--verbose"]          # optional
+//! env = { MY_NF_MODE = "fast" } # optional
+//! [[nf]]
+//! name = "theirs"
+//! kind = "external"             # a process started elsewhere attaches at the endpoint
 //! ```
 //!
 //! With `two_way = true` the chain carries both directions between two VLANs through
@@ -232,6 +241,12 @@ struct NfToml {
     name: Spanned<String>,
     kind: Spanned<String>,
     config: Option<toml::Table>,
+    /// For `kind = "exec"`: the binary, its arguments and environment.
+    path: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
 }
 
 /// Parses and checks a chain file's text.
@@ -346,10 +361,18 @@ pub fn parse_chain(text: &str) -> Result<proto::Chain, ChainFileError> {
             None => String::new(),
             Some(table) => config_json(table, &format!("nf[{index}].config"))?,
         };
+        let exec = (nf.path.is_some() || !nf.args.is_empty() || !nf.env.is_empty()).then(|| {
+            proto::ExecSpec {
+                path: nf.path.clone().unwrap_or_default(),
+                args: nf.args.clone(),
+                env: nf.env.clone().into_iter().collect(),
+            }
+        });
         nfs.push(proto::ChainNf {
             name: name.clone(),
             kind: nf.kind.get_ref().clone(),
             config,
+            exec,
         });
     }
 
@@ -490,11 +513,13 @@ mod tests {
                         name: "mon".into(),
                         kind: "monitor".into(),
                         config: r#"{"top":5}"#.into(),
+                        exec: None,
                     },
                     proto::ChainNf {
                         name: "fwd".into(),
                         kind: "l2fwd".into(),
                         config: String::new(),
+                        exec: None,
                     },
                 ],
                 vfs: vec![],

@@ -231,6 +231,7 @@ mod tests {
             name: name.into(),
             kind: kind.into(),
             config: config.into(),
+            exec: None,
         }
     }
 

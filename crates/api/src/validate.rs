@@ -66,6 +66,87 @@ pub enum KindProblem {
     Config(String),
 }
 
+/// The kind of an NF nfhost runs from a user's binary ([`proto::ExecSpec`]).
+pub const EXEC: &str = "exec";
+/// The kind of an NF that a process started elsewhere attaches to (its endpoint).
+pub const EXTERNAL: &str = "external";
+/// Most arguments of an `exec` NF.
+pub const MAX_EXEC_ARGS: usize = 256;
+/// Most bytes of an `exec` NF's arguments and environment together.
+pub const MAX_EXEC_BYTES: usize = 64 * 1024;
+
+/// Whether `kind` is run by nfhost from a binary of its own (not a built-in kind).
+pub fn is_user_kind(kind: &str) -> bool {
+    kind == EXEC || kind == EXTERNAL
+}
+
+/// Checks what an NF of `kind` runs: `exec` needs an [`proto::ExecSpec`] with an
+/// absolute path; every other kind must have none. (Whether the file exists is
+/// the server's to check.)
+pub fn check_exec(v: &mut Violations, field: &str, kind: &str, exec: Option<&proto::ExecSpec>) {
+    let exec = exec.filter(|e| **e != proto::ExecSpec::default());
+    let Some(exec) = exec else {
+        if kind == EXEC {
+            v.add(
+                format!("{field}.exec.path"),
+                "an exec NF needs the absolute path of its binary",
+            );
+        }
+        return;
+    };
+    if kind != EXEC {
+        v.add(
+            format!("{field}.exec"),
+            format!("only for kind \"exec\", not {kind:?}"),
+        );
+        return;
+    }
+    if !exec.path.starts_with('/') || exec.path.contains('\0') {
+        v.add(
+            format!("{field}.exec.path"),
+            format!("{:?} is not an absolute path", exec.path),
+        );
+    }
+    if exec.args.len() > MAX_EXEC_ARGS {
+        v.add(
+            format!("{field}.exec.args"),
+            format!("{} arguments; at most {MAX_EXEC_ARGS}", exec.args.len()),
+        );
+    }
+    if exec.args.iter().any(|a| a.contains('\0')) {
+        v.add(
+            format!("{field}.exec.args"),
+            "an argument contains a NUL byte",
+        );
+    }
+    for (key, value) in &exec.env {
+        let bad_key = key.is_empty() || key.contains(['=', '\0']);
+        if bad_key || value.contains('\0') {
+            v.add(
+                format!("{field}.exec.env"),
+                format!("{key:?} is not a valid variable"),
+            );
+        } else if key.starts_with("NFHOST_") {
+            v.add(
+                format!("{field}.exec.env"),
+                format!("{key} is set by nfhost itself"),
+            );
+        }
+    }
+    let bytes: usize = exec.args.iter().map(String::len).sum::<usize>()
+        + exec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    if bytes > MAX_EXEC_BYTES {
+        v.add(
+            format!("{field}.exec"),
+            format!("arguments and environment are {bytes} bytes; at most {MAX_EXEC_BYTES}"),
+        );
+    }
+}
+
 /// Checks an NF kind and its config (the NF's own validation).
 pub fn check_nf(v: &mut Violations, kinds: &dyn NfKinds, field: &str, kind: &str, config: &str) {
     let limit = vf_abi::attach::MAX_CONFIG;
@@ -77,6 +158,11 @@ pub fn check_nf(v: &mut Violations, kinds: &dyn NfKinds, field: &str, kind: &str
                 config.len()
             ),
         );
+        return;
+    }
+    if is_user_kind(kind) {
+        // The config is the user binary's own business: it asks for it over its
+        // socket and judges it itself.
         return;
     }
     match kinds.check(kind, config) {
@@ -144,6 +230,7 @@ pub fn check_chain(chain: &proto::Chain, kinds: &dyn NfKinds) -> Violations {
             );
         }
         check_nf(&mut v, kinds, &field, &nf.kind, &nf.config);
+        check_exec(&mut v, &field, &nf.kind, nf.exec.as_ref());
     }
     v
 }
@@ -250,6 +337,13 @@ pub fn check_new_nf(nf: &proto::Nf, kinds: &dyn NfKinds) -> Violations {
     let mut v = Violations::default();
     check_id(&mut v, "nf.name", Collection::Nfs.short(&nf.name));
     check_nf(&mut v, kinds, "nf", &nf.kind, &nf.config);
+    check_exec(&mut v, "nf", &nf.kind, nf.exec.as_ref());
+    if nf.endpoint.is_some() {
+        v.add(
+            "nf.endpoint",
+            "output only: nfhost opens the endpoint of an external NF",
+        );
+    }
     if !nf.vf.is_empty() && parse_vf(&nf.vf).is_none() {
         v.add(
             "nf.vf",
@@ -347,6 +441,7 @@ mod tests {
                 name: "fw".into(),
                 kind: "l2fwd".into(),
                 config: String::new(),
+                exec: None,
             }],
             ..Default::default()
         }
@@ -449,11 +544,13 @@ mod tests {
                     name: "a".into(),
                     kind: "teleport".into(),
                     config: String::new(),
+                    exec: None,
                 },
                 proto::ChainNf {
                     name: "a".into(),
                     kind: "monitor".into(),
                     config: "{\"top\": 0}".into(),
+                    exec: None,
                 },
             ],
             ..Default::default()

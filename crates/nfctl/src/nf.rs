@@ -18,9 +18,21 @@ pub enum NfCommand {
         /// `fw` or `nfs/fw`: lowercase letters, digits and '-', starting with a letter.
         #[arg(value_parser = names::nf)]
         name: String,
-        /// NF kind: l2fwd, monitor, …
+        /// NF kind: a built-in one (l2fwd, monitor, firewall, nat, lb, ratelimit);
+        /// `exec`, a binary of yours built on nf-sdk (give --path, and its arguments
+        /// after `--`); or `external`, a process started elsewhere that attaches at
+        /// the NF's endpoint with its secret (see `nfctl nf get`).
         #[arg(long)]
         kind: String,
+        /// For `--kind exec`: the absolute path of the binary.
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        /// For `--kind exec`: an environment variable, `NAME=VALUE`; repeatable.
+        #[arg(long, value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// For `--kind exec`: the binary's arguments.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
         /// The NF's configuration: a JSON or TOML file (TOML is sent as JSON).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -92,11 +104,51 @@ fn load_config(path: &Path) -> Result<String, Failure> {
     }
 }
 
+/// What an `exec` NF runs, from `--path`, `--env` and the arguments after `--`;
+/// they are refused for any other kind.
+fn exec_spec(
+    name: &str,
+    kind: &str,
+    path: Option<String>,
+    env: &[String],
+    args: Vec<String>,
+) -> Result<Option<proto::ExecSpec>, Failure> {
+    if kind != "exec" {
+        if path.is_some() || !env.is_empty() || !args.is_empty() {
+            return Err(Failure::Invalid(format!(
+                "nf create {name}: --path, --env and arguments are for --kind exec only"
+            )));
+        }
+        return Ok(None);
+    }
+    let Some(path) = path else {
+        return Err(Failure::Invalid(format!(
+            "nf create {name}: --kind exec needs --path, the absolute path of the binary"
+        )));
+    };
+    let env = env
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    Failure::Invalid(format!(
+                        "nf create {name}: --env {pair:?} is not NAME=VALUE"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(proto::ExecSpec { path, args, env }))
+}
+
 pub async fn run(ctx: &Ctx, command: NfCommand) -> Result<(), Failure> {
     match command {
         NfCommand::Create {
             name,
             kind,
+            path,
+            env,
+            args,
             config,
             vf,
             restart,
@@ -107,6 +159,7 @@ pub async fn run(ctx: &Ctx, command: NfCommand) -> Result<(), Failure> {
                     "nf create {name}: --kind must not be empty"
                 )));
             }
+            let exec = exec_spec(&name, &kind, path, &env, args)?;
             let config = match &config {
                 Some(path) => load_config(path)?,
                 None => String::new(),
@@ -120,6 +173,7 @@ pub async fn run(ctx: &Ctx, command: NfCommand) -> Result<(), Failure> {
                     restart_policy: restart
                         .map_or(proto::RestartPolicy::Unspecified, Into::into)
                         .into(),
+                    exec,
                     ..Default::default()
                 }),
                 validate_only: dry_run,
@@ -252,5 +306,29 @@ fn view(nf: &proto::Nf) -> String {
             or_dash(status.map_or("", |s| s.last_exit.as_str())),
         ),
         ("Report", or_dash(status.map_or("", |s| s.report.as_str()))),
-    ])
+    ]) + &attach_view(nf)
+}
+
+/// An exec NF's binary, and an external NF's endpoint: where and how to attach.
+fn attach_view(nf: &proto::Nf) -> String {
+    let mut rows = Vec::new();
+    if let Some(exec) = &nf.exec {
+        let mut command = exec.path.clone();
+        for arg in &exec.args {
+            command.push(' ');
+            command.push_str(arg);
+        }
+        rows.push(("Exec", command));
+    }
+    if let Some(e) = &nf.endpoint {
+        rows.push(("Socket", e.socket.clone()));
+        rows.push(("Memif socket", or_dash(&e.memif_socket)));
+        rows.push(("Secret", e.secret.clone()));
+        rows.push(("MAC", e.mac.clone()));
+    }
+    if rows.is_empty() {
+        String::new()
+    } else {
+        fields(&rows)
+    }
 }

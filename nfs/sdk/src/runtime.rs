@@ -292,6 +292,15 @@ impl VfLoop {
             .try_clone_to_owned()
             .map_err(RuntimeError::Wait)?;
         let irq = tokio_uring::fs::File::from_std(std::fs::File::from(fd));
+        // The host never speaks unasked: the socket turning readable while the
+        // loop sleeps means nfhost closed it (the VF was released or nfhost
+        // stopped), and the NF ends instead of sleeping for ever.
+        let hangup = self
+            .client
+            .socket()
+            .try_clone_to_owned()
+            .and_then(nfhost_sys::async_fd)
+            .map_err(RuntimeError::Wait)?;
         let mut buf = vec![0u8; 8];
         // The first report goes out on the first pass: the host shows the NF's
         // state as soon as it runs, not a second later.
@@ -338,7 +347,10 @@ impl VfLoop {
                 self.report(nf);
                 last_report = Instant::now();
             }
-            let (res, b) = irq.read_at(buf, 0).await;
+            let (res, b) = tokio::select! {
+                read = irq.read_at(buf, 0) => read,
+                _ = hangup.readable() => return Err(RuntimeError::Client(ClientError::Closed)),
+            };
             buf = b;
             res.map_err(RuntimeError::Wait)?;
             self.stats.wakeups += 1;

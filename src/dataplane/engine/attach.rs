@@ -32,6 +32,11 @@ pub(super) enum PortEvent {
         vf: VfId,
         epoch: u64,
     },
+    /// A connection on an external NF's endpoint (see `endpoint`).
+    Incoming {
+        vf: VfId,
+        sock: OwnedFd,
+    },
 }
 
 enum Reply {
@@ -50,6 +55,12 @@ impl Engine {
             PortEvent::Command { vf, epoch, .. }
             | PortEvent::Bad { vf, epoch, .. }
             | PortEvent::Closed { vf, epoch } => (*vf, *epoch),
+            PortEvent::Incoming { .. } => {
+                if let PortEvent::Incoming { vf, sock } = event {
+                    self.on_incoming(vf, sock);
+                }
+                return;
+            }
         };
         if self.port(vf).is_none_or(|p| p.epoch != epoch) {
             return; // From a socket that is no longer attached.
@@ -66,6 +77,7 @@ impl Engine {
                     );
                 }
             }
+            PortEvent::Incoming { .. } => {}
             PortEvent::Closed { .. } => {
                 if let Some((owner, mappings)) = self.detach(vf) {
                     self.shared.push_event(EngineEvent::Detached {
@@ -80,7 +92,9 @@ impl Engine {
 
     fn on_command(&mut self, vf: VfId, command: Command) {
         let id = command.id();
+        let hello = matches!(command, Command::Hello { .. });
         let result = self.execute(vf, command);
+        let denied = hello && matches!(result, Err((Code::PermissionDenied, _)));
         let Some(port) = self.port(vf) else { return };
         let sent = match result {
             Ok(Reply::Ok) => server::reply_ok(port.sock.as_fd(), id),
@@ -108,6 +122,10 @@ impl Engine {
             // The NF is not reading its socket (its reader task will see the
             // close), or the reply could not be built.
             tracing::warn!(%vf, %error, "nic-engine: reply could not be sent");
+        }
+        if denied {
+            // No second guess on the same connection.
+            self.refuse_hello(vf);
         }
     }
 
@@ -143,7 +161,10 @@ impl Engine {
                     ))
                 });
                 if !right {
-                    return Err((Code::PermissionDenied, format!("wrong token for {vf}")));
+                    return Err((
+                        Code::PermissionDenied,
+                        format!("wrong token or secret for {vf}"),
+                    ));
                 }
                 self.hello(vf)
             }

@@ -155,6 +155,7 @@ impl EngineHandle {
                         armed: None,
                         answers: HashMap::new(),
                         activation: Vec::new(),
+                        listeners: HashMap::new(),
                     };
                     engine.run(rx, ev_rx, bell_rx).await;
                 });
@@ -239,6 +240,25 @@ impl EngineHandle {
             token,
             config,
             sock,
+            reply,
+        })?
+    }
+
+    /// See [`EngineRequest::Listen`].
+    pub fn listen(
+        &self,
+        vf: VfId,
+        owner: Owner,
+        secret: String,
+        config: String,
+        listener: OwnedFd,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| EngineRequest::Listen {
+            vf,
+            owner,
+            secret,
+            config,
+            listener,
             reply,
         })?
     }

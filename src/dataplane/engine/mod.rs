@@ -21,10 +21,12 @@
 //! | `regions` | NF memory and VF ownership: attach, detach, release, region slots |
 //! | `chains` | chain installation: steering, shared domains |
 //! | `dma` | the per-packet DMA: deliver, transmit, hand over |
+//! | `endpoint` | external NFs' endpoints: accepting, refusing, the secret |
 
 mod attach;
 mod chains;
 mod dma;
+mod endpoint;
 mod event_loop;
 pub mod handle;
 mod regions;
@@ -228,6 +230,8 @@ struct Engine {
     answers: HashMap<VfId, (u32, request::Reply<request::ConfigAnswer>)>,
     /// Who waits for an NF to enable DMA on a VF.
     activation: Vec<(VfId, request::Reply<()>)>,
+    /// External NFs' endpoints, by VF.
+    listeners: HashMap<VfId, endpoint::Seat>,
 }
 
 impl std::fmt::Debug for Engine {

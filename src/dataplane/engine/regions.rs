@@ -57,6 +57,9 @@ impl Engine {
         if let Some(doorbell) = &port.doorbell {
             let _ = doorbell.notify();
         }
+        // End the connection for both sides: the socket reader (which holds a
+        // duplicate) sees the end and exits, and a live NF learns it has no VF.
+        let _ = rustix::net::shutdown(&port.sock, rustix::net::Shutdown::Both);
         let mappings = self.nic.scrub(vf).unwrap_or_default();
         for m in &mappings {
             self.unref_region(m.region);
@@ -72,6 +75,7 @@ impl Engine {
 
     /// Detaches and unassigns a VF (its NF was deleted).
     pub fn release(&mut self, vf: VfId) -> Result<(), EngineError> {
+        self.unlisten(vf);
         self.detach(vf);
         let removed = self.nic.release(vf)?;
         for m in &removed.mappings {

@@ -215,6 +215,22 @@ pub enum EngineRequest {
         /// The answer.
         reply: Reply<Result<(), EngineError>>,
     },
+    /// Opens the endpoint of an external NF on `vf` (assigning the VF to `owner`):
+    /// connections on `listener` attach with `secret` as their token.
+    Listen {
+        /// The VF.
+        vf: VfId,
+        /// The NF.
+        owner: Owner,
+        /// The VF's secret.
+        secret: String,
+        /// The NF's configuration, answered to `GetConfig`.
+        config: String,
+        /// A bound, listening, nonblocking `SOCK_SEQPACKET` socket.
+        listener: OwnedFd,
+        /// The answer.
+        reply: Reply<Result<(), EngineError>>,
+    },
     /// Detaches the NF on `vf` and scrubs the VF; the VF stays assigned.
     Detach {
         /// The VF.
@@ -349,6 +365,14 @@ impl Engine {
                 sock,
                 reply,
             } => reply.send(self.attach(vf, owner, token, config, sock)),
+            EngineRequest::Listen {
+                vf,
+                owner,
+                secret,
+                config,
+                listener,
+                reply,
+            } => reply.send(self.listen(vf, owner, secret, config, listener)),
             EngineRequest::Detach { vf, reply } => {
                 self.detach(vf);
                 reply.send(());

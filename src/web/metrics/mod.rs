@@ -55,6 +55,8 @@ pub const VF_INTERRUPTS: &str = "nfhost_vf_interrupts_total";
 pub const VF_DMA_COPIED_BYTES: &str = "nfhost_vf_dma_copied_bytes_total";
 /// Descriptors or ring indices the NIC refused to obey.
 pub const VF_RING_ERRORS: &str = "nfhost_vf_ring_errors_total";
+/// Connections to a VF's endpoint refused (wrong secret, second connection).
+pub const VF_ATTACH_REFUSED: &str = "nfhost_vf_attach_refused_total";
 /// Who owns a VF: `nf` and `chain`, value 1; only VFs with an owner have one.
 pub const VF_INFO: &str = "nfhost_vf_info";
 /// IOMMU translation faults of a VF, by `reason`.
@@ -89,6 +91,7 @@ pub const SERIES: &[&str] = &[
     VF_INTERRUPTS,
     VF_DMA_COPIED_BYTES,
     VF_RING_ERRORS,
+    VF_ATTACH_REFUSED,
     VF_INFO,
     DMA_FAULTS,
     VFS,
@@ -233,6 +236,11 @@ fn vf_families(stats: &proto::Stats) -> Vec<Family> {
         Counter,
         "Descriptors or ring indices from the VF that the NIC refused to obey.",
     );
+    let mut attach_refused = Family::new(
+        VF_ATTACH_REFUSED,
+        Counter,
+        "Connections to the VF's endpoint refused: a wrong or missing secret, or a second connection while one is attached.",
+    );
     let mut info = Family::new(
         VF_INFO,
         Kind::Gauge,
@@ -253,6 +261,7 @@ fn vf_families(stats: &proto::Stats) -> Vec<Family> {
         tx_bytes.push(at(), s.tx_bytes as f64);
         dma_copied.push(at(), s.dma_copied_bytes as f64);
         ring_errors.push(at(), s.ring_errors as f64);
+        attach_refused.push(at(), s.attach_refused as f64);
         for (reason, n) in sorted(&s.drops) {
             dropped.push(with(at(), "reason", reason), n as f64);
         }
@@ -293,6 +302,7 @@ fn vf_families(stats: &proto::Stats) -> Vec<Family> {
         interrupts,
         dma_copied,
         ring_errors,
+        attach_refused,
         info,
         faults,
         vfs,
@@ -548,6 +558,7 @@ mod tests {
                     interrupts_coalesced: 4,
                     interrupts_blocked: 3,
                     dma_copied_bytes: 4096,
+                    attach_refused: 1,
                     ring_errors: 2,
                     dma_faults: 7,
                     dma_faults_by_reason: [
@@ -643,6 +654,7 @@ mod tests {
         assert_eq!(value(&samples, VF_TRANSMIT_BYTES, &fw), 576.0);
         assert_eq!(value(&samples, VF_DMA_COPIED_BYTES, &fw), 4096.0);
         assert_eq!(value(&samples, VF_RING_ERRORS, &fw), 2.0);
+        assert_eq!(value(&samples, VF_ATTACH_REFUSED, &fw), 1.0);
         assert_eq!(value(&samples, VF_RECEIVE_PACKETS, &free), 0.0);
         let spoof = [&fw[..], &[("reason", "spoof")]].concat();
         assert_eq!(value(&samples, VF_DROPPED_PACKETS, &spoof), 102.0);

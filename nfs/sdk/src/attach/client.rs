@@ -88,6 +88,16 @@ pub enum ClientError {
     /// socket at all).
     #[error("inspecting or configuring the attach socket failed (is it a socket?)")]
     SocketSetup(#[source] Errno),
+    /// The endpoint socket could not be reached (no such file, no permission,
+    /// nfhost not listening).
+    #[error("connecting to the VF endpoint {} failed", path.display())]
+    Connect {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
     /// `NFHOST_VF_FD` is not set: the process was not started by nfhost.
     #[error("NFHOST_VF_FD is not set: start this NF through nfhost, or use VfClient::new")]
     EnvFdMissing(#[source] std::env::VarError),
@@ -159,6 +169,25 @@ impl VfClient {
     pub fn from_env() -> Result<Self, ClientError> {
         let value = std::env::var(ENV_VF_FD).map_err(ClientError::EnvFdMissing)?;
         Self::new(claim_inherited_socket(&value, &ENV_FD_TAKEN)?)
+    }
+
+    /// Connects to an `external` NF's endpoint: the VF's attach socket (a
+    /// `SOCK_SEQPACKET` Unix socket, `endpoint.socket` of `nfctl -o json nf get`).
+    /// Then [`VfClient::hello`] with the endpoint's secret.
+    pub fn connect(path: &std::path::Path) -> Result<Self, ClientError> {
+        let sock = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(ClientError::SocketSetup)?;
+        let addr = rustix::net::SocketAddrUnix::new(path).map_err(ClientError::SocketSetup)?;
+        rustix::net::connect(&sock, &addr).map_err(|errno| ClientError::Connect {
+            path: path.to_owned(),
+            errno,
+        })?;
+        Self::new(sock)
     }
 
     /// The socket, for polling.

@@ -1,0 +1,134 @@
+//! Endpoints of `external` NFs: a listening `SOCK_SEQPACKET` socket per VF, on which
+//! a process started elsewhere connects and attaches with the VF's secret.
+//!
+//! The engine owns the accept side, so that "is someone attached" is decided on
+//! the engine thread, between two polls, with no race: a connection that arrives
+//! while the VF has one (waiting for `Hello` or attached) is refused and counted;
+//! otherwise it becomes the VF's attach socket, with the secret as its token. A
+//! wrong secret is answered `PERMISSION_DENIED`, counted, logged (without the
+//! secret) and the connection shut down. When the attached process goes away the
+//! VF is scrubbed and the endpoint waits for the next one.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::Engine;
+use super::attach::PortEvent;
+use crate::nic::{Owner, VfId};
+
+/// Who may attach on a VF's endpoint, and with what.
+pub(super) struct Seat {
+    /// The NF that owns the VF.
+    pub(super) owner: Owner,
+    /// The VF's secret (the `Hello` token). Never logged.
+    pub(super) secret: String,
+    /// The config `GetConfig` answers.
+    pub(super) config: Arc<str>,
+    /// The accept task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Engine {
+    /// Opens `vf`'s endpoint: connections on `listener` (a bound, listening,
+    /// nonblocking `SOCK_SEQPACKET` socket) attach as `owner` with `secret`. The VF
+    /// is assigned to `owner` now, so it stays the NF's while no one is attached.
+    pub(super) fn listen(
+        &mut self,
+        vf: VfId,
+        owner: Owner,
+        secret: String,
+        config: String,
+        listener: OwnedFd,
+    ) -> Result<(), super::EngineError> {
+        self.unlisten(vf);
+        if self.nic.vf(vf).ok().and_then(|v| v.owner()) != Some(&owner) {
+            self.nic.assign(vf, owner.clone())?;
+        }
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        let listener = nfhost_sys::async_fd(listener).map_err(super::EngineError::Socket)?;
+        let task = tokio_uring::spawn(accept(vf, listener, events, wake));
+        self.listeners.insert(
+            vf,
+            Seat {
+                owner,
+                secret,
+                config: config.into(),
+                task,
+            },
+        );
+        tracing::info!(%vf, "nic-engine: endpoint open for an external NF");
+        Ok(())
+    }
+
+    /// Closes `vf`'s endpoint, if it has one (the attached NF, if any, stays until
+    /// detached or released).
+    pub(super) fn unlisten(&mut self, vf: VfId) {
+        if let Some(seat) = self.listeners.remove(&vf) {
+            seat.task.abort();
+        }
+    }
+
+    /// A connection arrived on `vf`'s endpoint.
+    pub(super) fn on_incoming(&mut self, vf: VfId, sock: OwnedFd) {
+        let Some(seat) = self.listeners.get(&vf) else {
+            return; // Closed meanwhile: dropping the socket refuses it.
+        };
+        if self.port(vf).is_some() {
+            self.counters.vf(vf).attach_refused.add(1);
+            tracing::warn!(%vf, owner = %seat.owner.0, "nic-engine: refused a second connection to an endpoint while one is attached");
+            let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
+            return;
+        }
+        let (owner, secret, config) = (
+            seat.owner.clone(),
+            seat.secret.clone(),
+            seat.config.to_string(),
+        );
+        if let Err(e) = self.attach(vf, owner, secret, config, sock) {
+            tracing::warn!(%vf, error = %crate::error_chain(&e), "nic-engine: an endpoint connection could not be attached");
+        }
+    }
+
+    /// A `Hello` with the wrong secret on an endpoint connection: counted, logged,
+    /// and the connection shut down (its reader sees the end and reports it).
+    pub(super) fn refuse_hello(&mut self, vf: VfId) {
+        self.counters.vf(vf).attach_refused.add(1);
+        if let Some(port) = self.port(vf) {
+            tracing::warn!(%vf, owner = %port.owner.0, "nic-engine: refused an attach with a wrong secret");
+            let _ = rustix::net::shutdown(port.sock.as_fd(), rustix::net::Shutdown::Both);
+        }
+        self.detach(vf);
+    }
+}
+
+/// Accepts connections on an endpoint and hands each to the loop.
+async fn accept(
+    vf: VfId,
+    listener: tokio::io::unix::AsyncFd<OwnedFd>,
+    events: mpsc::UnboundedSender<PortEvent>,
+    wake: std::rc::Rc<tokio::sync::Notify>,
+) {
+    loop {
+        let Ok(mut guard) = listener.readable().await else {
+            return;
+        };
+        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+        match rustix::net::accept_with(listener.get_ref(), flags) {
+            Ok(sock) => {
+                if events.send(PortEvent::Incoming { vf, sock }).is_err() {
+                    return;
+                }
+                wake.notify_one();
+            }
+            Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
+            Err(e) => {
+                tracing::error!(%vf, error = %e, "nic-engine: accepting on an endpoint failed; it is closed");
+                return;
+            }
+        }
+    }
+}
