@@ -10,9 +10,16 @@
 //! - [`checksum`]: incremental checksum updates (RFC 1624) for NFs that rewrite
 //!   headers.
 //!
+//! An NF of your own runs on nfhost as an `exec` NF (nfhost starts your binary:
+//! [`VfClient::from_env`]) or an `external` one (you start it, and it connects to
+//! its VF's endpoint: [`VfClient::connect`]); either way [`runtime::run_configured`]
+//! takes its configuration over the socket and runs it. The crate's README walks
+//! through writing one; `examples/nf-example` is a complete one.
+//!
 //! The shared memory, rings and fd passing underneath are `nfhost-sys`, the
 //! project's one crate with `unsafe`; this crate has none. Linux only.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod attach;
 pub mod checksum;
