@@ -92,12 +92,15 @@ fn a_paced_chain_loses_nothing_while_its_nfs_sleep_and_idle_vfs_are_never_visite
     let start = CHAIN.map(|v| runtime_counts(&r, v).expect("report"));
     let (sent0, out0, drops0) = (c.wire.rx_packets.get(), c.wire.tx_packets.get(), drops(&c));
     let idle0 = IDLE.map(|v| c.vf(v).snapshot().visits);
-    // Two more reports of each hop (they come once a second while traffic flows).
+    // Two more reports of each hop (they come once a second while traffic flows),
+    // and a second of frames on the wire: a report may be up to a second older
+    // than the wire counters read beside it (the first comes on the NF's first
+    // pass), so the window is closed on both clocks.
     wait_until("two more reports", 20, || {
-        CHAIN
-            .iter()
-            .zip(&start)
-            .all(|(v, (rx0, _))| runtime_counts(&r, *v).is_some_and(|(rx, _)| rx > *rx0 + RATE_PPS))
+        let reported = CHAIN.iter().zip(&start).all(|(v, (rx0, _))| {
+            runtime_counts(&r, *v).is_some_and(|(rx, _)| rx > *rx0 + RATE_PPS)
+        });
+        reported && c.wire.rx_packets.get() >= sent0 + RATE_PPS
     });
     let end = CHAIN.map(|v| runtime_counts(&r, v).expect("report"));
     let (sent, out, dropped) = (
