@@ -276,14 +276,19 @@ fn lock_owner(file: &std::fs::File) -> Option<LockHolder> {
         rustix::fs::minor(meta.dev()),
         meta.ino()
     );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid = locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, "FLOCK", _, _, pid, inode, ..] if *inode == want => pid.parse::<u32>().ok(),
-            _ => None,
-        }
-    })?;
+    let find = |locks: &str| {
+        locks.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, _, pid, inode, ..] if *inode == want => pid.parse::<u32>().ok(),
+                _ => None,
+            }
+        })
+    };
+    // The kernel lists the locks a page at a time, and a line can be skipped when
+    // other locks come and go between two pages (a busy host, other stores opening
+    // beside this one): a lock known to be held is looked for in a few listings.
+    let pid = (0..4).find_map(|_| find(&std::fs::read_to_string("/proc/locks").ok()?))?;
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|n| n.trim_end().to_owned());
