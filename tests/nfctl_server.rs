@@ -234,3 +234,103 @@ fn every_nfctl_command_against_the_real_server() {
     assert!(err.contains("not found"), "{err}");
     s.stop();
 }
+
+#[test]
+fn nfctl_creates_exec_and_external_nfs_and_shows_the_endpoint() {
+    let data = TempDir::new("nfctl-kinds");
+    let s = Server::start(&data.0, server::GEN);
+
+    // external: waits at its endpoint, whose keys are what a client needs.
+    ok(&s, &["nf", "create", "theirs", "--kind", "external"]);
+    let nf = json(&ok(&s, &["-o", "json", "nf", "get", "theirs"]));
+    let endpoint = &nf["endpoint"];
+    let socket = endpoint["socket"].as_str().expect("socket");
+    assert!(
+        socket.ends_with("/attach.sock") && std::path::Path::new(socket).exists(),
+        "{nf}"
+    );
+    assert_eq!(endpoint["memif_socket"], "");
+    assert_eq!(endpoint["secret"].as_str().map(str::len), Some(24), "{nf}");
+    assert_eq!(endpoint["mac"].as_str().map(str::len), Some(17), "{nf}");
+    wait_until("waiting", 10, || {
+        ok(&s, &["nf", "get", "theirs"]).contains("waiting")
+    });
+    let text = ok(&s, &["nf", "get", "theirs"]);
+    assert!(text.contains("Socket") && text.contains("Secret"), "{text}");
+
+    // exec: the binary, its arguments after `--`, its environment.
+    let binary =
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_nfhost")).with_file_name("nf-example");
+    let path = binary.to_str().expect("UTF-8 path");
+    ok(
+        &s,
+        &[
+            "nf",
+            "create",
+            "mine",
+            "--kind",
+            "exec",
+            "--path",
+            path,
+            "--env",
+            "MODE=test",
+            "--",
+        ],
+    );
+    let nf = json(&ok(&s, &["-o", "json", "nf", "get", "mine"]));
+    assert_eq!(nf["exec"]["path"], path, "{nf}");
+    assert_eq!(nf["exec"]["env"]["MODE"], "test", "{nf}");
+    wait_until("the exec NF runs", 20, || {
+        ok(&s, &["nf", "get", "mine"]).contains("running")
+    });
+
+    // What is refused, and why.
+    let err = fails(&s, &["nf", "create", "nopath", "--kind", "exec"]);
+    assert!(err.contains("--path"), "{err}");
+    let err = fails(
+        &s,
+        &[
+            "nf",
+            "create",
+            "stray",
+            "--kind",
+            "l2fwd",
+            "--path",
+            "/bin/true",
+        ],
+    );
+    assert!(err.contains("--kind exec only"), "{err}");
+    let err = fails(
+        &s,
+        &[
+            "nf",
+            "create",
+            "ghost",
+            "--kind",
+            "exec",
+            "--path",
+            "/no/such/nf",
+        ],
+    );
+    assert!(err.contains("not an executable file"), "{err}");
+    let err = fails(
+        &s,
+        &[
+            "nf",
+            "create",
+            "rel",
+            "--kind",
+            "exec",
+            "--path",
+            "nf-example",
+        ],
+    );
+    assert!(err.contains("absolute path"), "{err}");
+
+    // Deleting the external NF removes its endpoint.
+    ok(&s, &["nf", "delete", "theirs"]);
+    wait_until("the endpoint gone", 10, || {
+        !std::path::Path::new(socket).exists()
+    });
+    s.stop();
+}
