@@ -2,8 +2,9 @@
 //! alone): one run by nfhost as an `exec` NF and one attached from outside as an
 //! `external` NF, as the two hops of a chain carrying gen-wire traffic. The
 //! external one is killed (its VF is scrubbed and waits), refused with a wrong
-//! secret, attached again with the same secret, and refused as a second
-//! connection; deleting the chain removes its endpoint.
+//! secret, attached again with the same secret while a silent connection is
+//! pending (closed after the Hello timeout), and refused as a second connection;
+//! deleting the chain removes its endpoint.
 
 #[path = "common/server.rs"]
 mod server;
@@ -169,19 +170,35 @@ fn exec_and_external_nfs_from_the_example_crate_carry_a_chain() {
     assert_eq!(vf_stats(&rt, &mut c, &last).attach_refused, 1);
     assert_eq!(state(&rt, &mut c, "theirs"), proto::NfState::Waiting as i32);
 
-    // The same secret attaches a new process, and traffic flows again.
+    // A connection that says nothing holds nothing: the same secret attaches a new
+    // process meanwhile, and traffic flows again; the silent one is closed after
+    // the Hello timeout (5 s) and counted.
+    let silent = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    )
+    .unwrap();
+    let addr = rustix::net::SocketAddrUnix::new(endpoint.socket.as_str()).unwrap();
+    rustix::net::connect(&silent, &addr).unwrap();
     let before = vf_stats(&rt, &mut c, &last).tx_packets;
     let mut external = attach(&endpoint.socket, &endpoint.secret);
     wait_until("attached again", 20, || {
         state(&rt, &mut c, "theirs") == proto::NfState::Running as i32
     });
+    wait_until("the silent connection closed", 20, || {
+        vf_stats(&rt, &mut c, &last).attach_refused == 2
+    });
+    let mut buf = [0u8; 16];
+    let (n, _) = rustix::net::recv(&silent, &mut buf, rustix::net::RecvFlags::empty()).unwrap();
+    assert_eq!(n, 0, "the silent connection reads its end");
     wait_until("traffic again", 20, || {
         vf_stats(&rt, &mut c, &last).tx_packets > before + 500
     });
 
     // A second connection while one is attached is refused, the first keeps going.
     refused(attach(&endpoint.socket, &endpoint.secret));
-    assert_eq!(vf_stats(&rt, &mut c, &last).attach_refused, 2);
+    assert_eq!(vf_stats(&rt, &mut c, &last).attach_refused, 3);
     let before = vf_stats(&rt, &mut c, &last).tx_packets;
     wait_until("the first still carries", 20, || {
         vf_stats(&rt, &mut c, &last).tx_packets > before + 500

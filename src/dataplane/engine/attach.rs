@@ -32,10 +32,14 @@ pub(super) enum PortEvent {
         vf: VfId,
         epoch: u64,
     },
-    /// A connection on an external NF's endpoint (see `endpoint`).
+    /// A connection on an external NF's endpoint that has spoken (see `endpoint`).
     Incoming {
         vf: VfId,
         sock: OwnedFd,
+    },
+    /// A connection on an external NF's endpoint that stayed silent, now closed.
+    Silent {
+        vf: VfId,
     },
 }
 
@@ -61,6 +65,10 @@ impl Engine {
                 }
                 return;
             }
+            PortEvent::Silent { vf } => {
+                self.on_silent(*vf);
+                return;
+            }
         };
         if self.port(vf).is_none_or(|p| p.epoch != epoch) {
             return; // From a socket that is no longer attached.
@@ -77,7 +85,7 @@ impl Engine {
                     );
                 }
             }
-            PortEvent::Incoming { .. } => {}
+            PortEvent::Incoming { .. } | PortEvent::Silent { .. } => {}
             PortEvent::Closed { .. } => {
                 if let Some((owner, mappings)) = self.detach(vf) {
                     self.shared.push_event(EngineEvent::Detached {

@@ -2,9 +2,12 @@
 //! a process started elsewhere connects and attaches with the VF's secret.
 //!
 //! The engine owns the accept side, so that "is someone attached" is decided on
-//! the engine thread, between two polls, with no race: a connection that arrives
-//! while the VF has one (waiting for `Hello` or attached) is refused and counted;
-//! otherwise it becomes the VF's attach socket, with the secret as its token. A
+//! the engine thread, between two polls, with no race. A connection is taken up
+//! once it has said something (its `Hello`); one silent for [`HELLO_TIMEOUT`] is
+//! closed and counted, so that no one holds a VF's endpoint by connecting and
+//! waiting. A connection that speaks while the VF has one attached is refused and
+//! counted; otherwise it becomes the VF's attach socket, with the secret as its
+//! token. A
 //! wrong secret is answered `PERMISSION_DENIED`, counted, logged (without the
 //! secret) and the connection shut down. When the attached process goes away the
 //! VF is scrubbed and the endpoint waits for the next one.
@@ -15,6 +18,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::Engine;
+
+/// How long a connection may stay silent before it is closed.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 use super::attach::PortEvent;
 use crate::nic::{Owner, VfId};
 
@@ -92,6 +98,13 @@ impl Engine {
         }
     }
 
+    /// A connection on `vf`'s endpoint said nothing within [`HELLO_TIMEOUT`] and
+    /// was closed.
+    pub(super) fn on_silent(&mut self, vf: VfId) {
+        self.counters.vf(vf).attach_refused.add(1);
+        tracing::warn!(%vf, timeout_s = HELLO_TIMEOUT.as_secs(), "nic-engine: closed an endpoint connection that sent no Hello in time");
+    }
+
     /// A `Hello` with the wrong secret on an endpoint connection: counted, logged,
     /// and the connection shut down (its reader sees the end and reports it).
     pub(super) fn refuse_hello(&mut self, vf: VfId) {
@@ -118,10 +131,7 @@ async fn accept(
         let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
         match rustix::net::accept_with(listener.get_ref(), flags) {
             Ok(sock) => {
-                if events.send(PortEvent::Incoming { vf, sock }).is_err() {
-                    return;
-                }
-                wake.notify_one();
+                tokio_uring::spawn(first_word(vf, sock, events.clone(), wake.clone()));
             }
             Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
             Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
@@ -130,5 +140,32 @@ async fn accept(
                 return;
             }
         }
+    }
+}
+
+/// Hands a new connection to the loop once it has something to say, or reports it
+/// silent (and closes it) after [`HELLO_TIMEOUT`].
+async fn first_word(
+    vf: VfId,
+    sock: OwnedFd,
+    events: mpsc::UnboundedSender<PortEvent>,
+    wake: std::rc::Rc<tokio::sync::Notify>,
+) {
+    let Ok(pending) = nfhost_sys::async_fd(sock) else {
+        return;
+    };
+    let spoke = matches!(
+        tokio::time::timeout(HELLO_TIMEOUT, pending.readable()).await,
+        Ok(Ok(_))
+    );
+    let sock = pending.into_inner();
+    let event = if spoke {
+        PortEvent::Incoming { vf, sock }
+    } else {
+        let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
+        PortEvent::Silent { vf }
+    };
+    if events.send(event).is_ok() {
+        wake.notify_one();
     }
 }
