@@ -110,13 +110,7 @@ impl EventFd {
     /// Reads and resets the counter: `Some(count)` if it was non-zero,
     /// `None` if nothing was pending.
     pub fn try_read(&self) -> Result<Option<u64>, FdError> {
-        let mut buf = [0u8; 8];
-        match rustix::io::read(&self.fd, &mut buf) {
-            Ok(8) => Ok(Some(u64::from_ne_bytes(buf))),
-            Ok(n) => Err(FdError::ShortTransfer(n)),
-            Err(Errno::AGAIN) => Ok(None),
-            Err(e) => Err(FdError::Read(e)),
-        }
+        read_count(&self.fd)
     }
 
     /// Gives up ownership of the fd.
@@ -128,6 +122,18 @@ impl EventFd {
 impl AsFd for EventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// Reads and resets an 8-byte kernel counter (an eventfd's count, a timerfd's
+/// expiries) from a nonblocking fd: `None` if it was zero.
+fn read_count(fd: &OwnedFd) -> Result<Option<u64>, FdError> {
+    let mut buf = [0u8; 8];
+    match rustix::io::read(fd, &mut buf) {
+        Ok(8) => Ok(Some(u64::from_ne_bytes(buf))),
+        Ok(n) => Err(FdError::ShortTransfer(n)),
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(FdError::Read(e)),
     }
 }
 
@@ -173,13 +179,7 @@ impl TimerFd {
 
     /// Reads and resets the expiry count: `Some(n)` if it expired, `None` if not.
     pub fn try_read(&self) -> Result<Option<u64>, FdError> {
-        let mut buf = [0u8; 8];
-        match rustix::io::read(&self.fd, &mut buf) {
-            Ok(8) => Ok(Some(u64::from_ne_bytes(buf))),
-            Ok(n) => Err(FdError::ShortTransfer(n)),
-            Err(Errno::AGAIN) => Ok(None),
-            Err(e) => Err(FdError::Read(e)),
-        }
+        read_count(&self.fd)
     }
 }
 
