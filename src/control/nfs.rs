@@ -172,6 +172,20 @@ pub(super) fn attach_parts(
     }
 }
 
+/// An NF that could not `what`: failed, with the reason in its status and event.
+fn failed(
+    run: &mut super::NfRun,
+    vf: VfId,
+    name: &str,
+    what: &str,
+    reason: String,
+) -> proto::Event {
+    run.status.state = proto::NfState::Failed as i32;
+    let message = format!("{} could not {what}: {reason}", nf_name(name));
+    run.status.reason = reason;
+    event(proto::EventKind::NfFailed, Some(vf), name, message)
+}
+
 impl Inner {
     fn nf_message(&self, nf: &proto::Nf) -> proto::Nf {
         let mut status =
@@ -251,19 +265,7 @@ impl Inner {
                     ),
                 ))
             }
-            Err(reason) => {
-                run.status.state = proto::NfState::Failed as i32;
-                run.status.reason = reason.clone();
-                Some(event(
-                    proto::EventKind::NfFailed,
-                    Some(vf),
-                    &nf.name,
-                    format!(
-                        "{} could not open its endpoint: {reason}",
-                        nf_name(&nf.name)
-                    ),
-                ))
-            }
+            Err(reason) => Some(failed(run, vf, &nf.name, "open its endpoint", reason)),
         }
     }
 
@@ -305,16 +307,7 @@ impl Inner {
                     ),
                 ))
             }
-            Err(reason) => {
-                run.status.state = proto::NfState::Failed as i32;
-                run.status.reason = reason.clone();
-                Some(event(
-                    proto::EventKind::NfFailed,
-                    Some(vf),
-                    &nf.name,
-                    format!("{} could not start: {reason}", nf_name(&nf.name)),
-                ))
-            }
+            Err(reason) => Some(failed(run, vf, &nf.name, "start", reason)),
         }
     }
 }

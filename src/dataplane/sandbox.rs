@@ -94,13 +94,7 @@ fn resolve_in(
         .ok_or_else(|| SandboxError::UnknownUser(user.to_owned()))?;
     let gid = match group {
         None => primary,
-        Some(g) => {
-            let groups = read(&etc.join("group"))?;
-            lookup(&groups, g)
-                .map(|fields| fields.0)
-                .or_else(|| g.parse().ok())
-                .ok_or_else(|| SandboxError::UnknownGroup(g.to_owned()))?
-        }
+        Some(g) => group_in(etc, g)?,
     };
     if uid == 0 {
         return if allow_root {
@@ -114,7 +108,11 @@ fn resolve_in(
 
 /// The gid of `group` (a name in `/etc/group` or a number).
 pub fn group_id(group: &str) -> Result<u32, SandboxError> {
-    let groups = read(Path::new("/etc/group"))?;
+    group_in(Path::new("/etc"), group)
+}
+
+fn group_in(etc: &Path, group: &str) -> Result<u32, SandboxError> {
+    let groups = read(&etc.join("group"))?;
     lookup(&groups, group)
         .map(|fields| fields.0)
         .or_else(|| group.parse().ok())
