@@ -20,18 +20,8 @@ use tonic::Code;
 /// dashboard port of our own for the NF reports.
 fn start(data: &std::path::Path, http: u16) -> Server {
     let http = format!("127.0.0.1:{http}");
-    let flags = [
-        "--wire",
-        "gen",
-        "--gen-rate",
-        "20000",
-        "--gen-vlans",
-        "100",
-        "--vfs",
-        "8",
-        "--http",
-        &http,
-    ];
+    let mut flags = server::GEN.to_vec();
+    flags.extend(["--http", &http]);
     Server::start(data, &flags)
 }
 

@@ -13,16 +13,7 @@ use nfhost_api::proto;
 use server::{Clients, Server, TempDir, events, nf_pids, runtime, wait_until};
 use tonic::Code;
 
-const GEN: &[&str] = &[
-    "--wire",
-    "gen",
-    "--gen-rate",
-    "20000",
-    "--gen-vlans",
-    "100",
-    "--vfs",
-    "8",
-];
+use server::GEN;
 
 fn edge_chain() -> proto::Chain {
     nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))

@@ -45,19 +45,7 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn every_nfctl_command_against_the_real_server() {
     let data = TempDir::new("nfctl");
-    let s = Server::start(
-        &data.0,
-        &[
-            "--wire",
-            "gen",
-            "--gen-rate",
-            "20000",
-            "--gen-vlans",
-            "100",
-            "--vfs",
-            "8",
-        ],
-    );
+    let s = Server::start(&data.0, server::GEN);
 
     // PF.
     let pf = json(&ok(&s, &["-o", "json", "pf", "get"]));
