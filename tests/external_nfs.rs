@@ -110,7 +110,7 @@ fn exec_and_external_nfs_from_the_example_crate_carry_a_chain() {
         endpoint.socket.ends_with("/pf0-vf1/attach.sock"),
         "{endpoint:?}"
     );
-    assert_eq!(endpoint.secret.len(), 24);
+    assert_eq!(endpoint.secret.len(), 23);
     assert!(endpoint.secret.bytes().all(|b| b.is_ascii_alphanumeric()));
     assert_eq!(endpoint.mac.len(), 17, "{endpoint:?}");
     let mode = std::os::unix::fs::PermissionsExt::mode(

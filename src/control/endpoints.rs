@@ -1,7 +1,8 @@
 //! The files of external NFs' endpoints: under the run directory (`--run-dir`,
 //! `/run/nfhost` by default), one directory per VF, `pf0-vf<N>/`, holding the VF's
-//! attach socket `attach.sock` (and, with memif, `memif.sock`), so that one VF's
-//! directory can be handed to one container and nothing else.
+//! attach socket `attach.sock` (nfhost's own protocol) and `memif.sock` (the memif
+//! protocol, for DPDK and VPP clients), so that one VF's directory can be handed to
+//! one container and nothing else.
 //!
 //! The directory is `0700` (or `0750` with `--endpoint-group`) and the socket `0600`
 //! (`0660`): only root, or that group, may connect; connecting is not attaching,
@@ -50,9 +51,15 @@ impl Endpoints {
         self.dir(vf).join("attach.sock")
     }
 
-    /// Creates `vf`'s directory and socket (a stale socket of an earlier run is
-    /// replaced) and returns the listening socket, nonblocking.
-    pub fn open(&self, vf: VfId) -> std::io::Result<OwnedFd> {
+    /// `vf`'s memif socket.
+    pub fn memif_socket(&self, vf: VfId) -> PathBuf {
+        self.dir(vf).join("memif.sock")
+    }
+
+    /// Creates `vf`'s directory and its two sockets (stale sockets of an earlier
+    /// run are replaced) and returns them listening, nonblocking: the attach
+    /// socket, then the memif socket.
+    pub fn open(&self, vf: VfId) -> std::io::Result<(OwnedFd, OwnedFd)> {
         std::fs::create_dir_all(&self.run_dir)?;
         let dir = self.dir(vf);
         match std::fs::create_dir(&dir) {
@@ -67,8 +74,14 @@ impl Endpoints {
         };
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode))?;
         self.chgrp(&dir)?;
-        let path = self.socket(vf);
-        match std::fs::remove_file(&path) {
+        let attach = self.bind(&self.socket(vf), sock_mode)?;
+        let memif = self.bind(&self.memif_socket(vf), sock_mode)?;
+        Ok((attach, memif))
+    }
+
+    /// A listening socket at `path`, replacing a stale one.
+    fn bind(&self, path: &Path, sock_mode: u32) -> std::io::Result<OwnedFd> {
+        match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -79,9 +92,9 @@ impl Endpoints {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
-        rustix::net::bind(&sock, &SocketAddrUnix::new(&path)?)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(sock_mode))?;
-        self.chgrp(&path)?;
+        rustix::net::bind(&sock, &SocketAddrUnix::new(path)?)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))?;
+        self.chgrp(path)?;
         rustix::net::listen(&sock, BACKLOG)?;
         Ok(sock)
     }
@@ -98,6 +111,7 @@ impl Endpoints {
         let dir = self.dir(vf);
         if dir.exists() {
             let _ = std::fs::remove_file(self.socket(vf));
+            let _ = std::fs::remove_file(self.memif_socket(vf));
             let _ = std::fs::remove_dir(&dir);
         }
     }
@@ -121,6 +135,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&endpoints.dir(vf)), 0o700);
         assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&endpoints.memif_socket(vf)), 0o600);
         // A client can connect while it listens.
         let client = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
         rustix::net::connect(&client, &SocketAddrUnix::new(&path).unwrap()).unwrap();

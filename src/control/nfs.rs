@@ -202,7 +202,7 @@ impl Inner {
         let vf = parse_vf(&nf.vf).map(VfId);
         let endpoint = nf.endpoint.as_ref().zip(vf).map(|(e, vf)| proto::Endpoint {
             socket: self.endpoints.socket(vf).display().to_string(),
-            memif_socket: String::new(),
+            memif_socket: self.endpoints.memif_socket(vf).display().to_string(),
             secret: e.secret.clone(),
             mac: self
                 .engine
@@ -233,7 +233,7 @@ impl Inner {
             self.endpoints
                 .open(vf)
                 .map_err(|e| format!("opening {}: {e}", path.display()))
-                .and_then(|listener| {
+                .and_then(|(listener, memif_listener)| {
                     self.engine
                         .listen(
                             vf,
@@ -241,6 +241,7 @@ impl Inner {
                             secret,
                             nf.config.clone(),
                             listener,
+                            memif_listener,
                         )
                         .map_err(|e| crate::error_chain(&e))
                 })

@@ -8,6 +8,7 @@
 //! | [`host_wire`] | the `tap:` and `afpacket:` wires: host interfaces over io_uring |
 //! | [`moderation`] | adaptive interrupt moderation: a VF's throttle interval from its rate |
 //! | [`port`] | the engine's state of one attached VF |
+//! | [`queues`] | a VF's queue pair, native rings or a memif client's |
 //! | [`shared_umem`] | packet memory of a `shared` chain and its frame ownership |
 //! | [`nf_process`] | NF child processes (self-exec) |
 //! | [`sandbox`] | who NF processes run as, and the privileges they drop |
@@ -21,6 +22,7 @@ pub mod host_wire;
 pub mod moderation;
 pub mod nf_process;
 pub mod port;
+pub mod queues;
 pub mod runner;
 pub mod sandbox;
 pub mod secret;

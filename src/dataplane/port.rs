@@ -1,16 +1,26 @@
 //! The engine's side of one attached VF: the socket to its NF, the BAR with the NIC
-//! ends of the four rings, the doorbell, and the interrupt eventfds the NF bound.
+//! ends of the four rings (or a memif client's two), the doorbell, and the
+//! interrupt eventfds the NF bound.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use nfhost_sys::{Bar, BarLayout, Consumer, EventFd, Producer, RingError, SharedMemory, VfConfig};
+use nfhost_sys::{Bar, BarLayout, EventFd, IrqVector, SharedMemory, VfConfig};
 
 use crate::dataplane::moderation::Moderation;
 use crate::nic::irq::VECTORS_PER_VF;
 use crate::nic::{Owner, VfId};
 
-pub use vf_abi::FRAME_SIZE;
+pub use super::queues::{FRAME_SIZE, Queues, Rings};
+
+/// How an NF attached: which protocol its socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// nfhost's attach protocol and the BAR.
+    Native,
+    /// memif, as a DPDK or VPP client.
+    Memif,
+}
 
 /// Where the attach handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,31 +31,6 @@ pub enum PortState {
     Attached,
     /// A ring index jumped: the queue is halted until the NF resets the function.
     Halted,
-}
-
-/// The NIC ends of a VF's rings.
-#[derive(Debug)]
-pub struct Rings {
-    /// Empty frames from the NF.
-    pub fill: Consumer,
-    /// Received frames to the NF.
-    pub rx: Producer,
-    /// Frames the NF sends.
-    pub tx: Consumer,
-    /// Sent frames back to the NF.
-    pub completion: Producer,
-}
-
-impl Rings {
-    /// The NIC ends of every ring of `bar`.
-    pub fn open(bar: &Bar<nfhost_sys::Nic>) -> Result<Self, RingError> {
-        Ok(Rings {
-            fill: bar.fill_consumer()?,
-            rx: bar.rx_producer()?,
-            tx: bar.tx_consumer()?,
-            completion: bar.completion_producer()?,
-        })
-    }
 }
 
 /// One attached VF.
@@ -61,10 +46,12 @@ pub struct Port {
     pub sock: OwnedFd,
     /// Handshake state.
     pub state: PortState,
-    /// The BAR, once `Hello` was answered.
+    /// Which protocol the NF speaks.
+    pub face: Face,
+    /// The BAR, once `Hello` was answered (native face only).
     pub bar: Option<Bar<nfhost_sys::Nic>>,
     /// The NIC ends of the rings, once attached.
-    pub rings: Option<Rings>,
+    pub queues: Option<Queues>,
     /// The NF writes this when it produced tx and the NIC asked for a wakeup.
     pub doorbell: Option<Arc<EventFd>>,
     /// Interrupt targets by vector.
@@ -93,8 +80,16 @@ pub struct Port {
 
 impl Port {
     /// A port waiting for its NF's `Hello`.
-    pub fn new(vf: VfId, owner: Owner, token: String, config: Arc<str>, sock: OwnedFd) -> Self {
+    pub fn new(
+        vf: VfId,
+        owner: Owner,
+        token: String,
+        config: Arc<str>,
+        sock: OwnedFd,
+        face: Face,
+    ) -> Self {
         Port {
+            face,
             vf,
             owner,
             token,
@@ -102,7 +97,7 @@ impl Port {
             sock,
             state: PortState::AwaitHello,
             bar: None,
-            rings: None,
+            queues: None,
             doorbell: None,
             irq: Default::default(),
             rx_since_irq: 0,
@@ -125,9 +120,20 @@ impl Port {
         let bar = Bar::create(layout, config)?;
         let rings = Rings::open(&bar).map_err(nfhost_sys::BarError::Ring)?;
         self.bar = Some(bar);
-        self.rings = Some(rings);
+        self.queues = Some(Queues::Native(rings));
         self.state = PortState::Attached;
         Ok(())
+    }
+
+    /// Whether the NF masked interrupt `vector`: the BAR's `IRQ_MASK`, or for
+    /// memif the receive ring's `MEMIF_RING_FLAG_MASK_INT` (memif has no
+    /// transmit-completion interrupt: that vector is always masked).
+    pub fn irq_masked(&self, vector: IrqVector) -> bool {
+        match (&self.bar, &self.queues) {
+            (Some(bar), _) => bar.irq_masked(vector),
+            (None, Some(Queues::Memif(m))) if vector == IrqVector::RX => m.m2s.masked(),
+            _ => true,
+        }
     }
 }
 

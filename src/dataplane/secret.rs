@@ -7,9 +7,10 @@
 /// environment variable and DPDK's `secret=` devarg.
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// Length of an endpoint secret: memif's limit (`memif_msg_init_t.secret`, 24
-/// bytes). 24 characters of 62 carry 142 bits.
-pub const SECRET_LEN: usize = 24;
+/// Length of an endpoint secret: within memif's field (`memif_msg_init_t.secret`,
+/// 24 bytes), which DPDK's driver fills with `strlcpy` and so cuts to 23
+/// characters and a NUL. 23 characters of 62 carry 136 bits.
+pub const SECRET_LEN: usize = 23;
 
 fn fill(bytes: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
@@ -49,7 +50,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_24_alphanumerics_and_differ() {
+    fn secrets_are_23_alphanumerics_and_differ() {
         let a = new_secret().unwrap();
         let b = new_secret().unwrap();
         assert_eq!(a.len(), SECRET_LEN);

@@ -18,6 +18,9 @@
 //! Neither side trusts what the other writes into shared memory: a corrupt index
 //! or register is a typed error, never a panic or an out-of-bounds access.
 //!
+//! A VF's second face, memif ([`memif`]), drives rings that live in the NF's own
+//! memory, as DPDK's and VPP's memif clients lay them out.
+//!
 //! The host's links to real networks ([`wire`]: TAP devices and `AF_PACKET`
 //! sockets on one io_uring) live here too, for the engine, apart from the SDK
 //! that NFs are written against. Linux only.
@@ -25,6 +28,7 @@
 pub mod attach;
 pub mod bar;
 pub mod fd;
+pub mod memif;
 pub mod ring;
 pub mod sealed;
 pub mod shm;
@@ -33,6 +37,7 @@ pub mod wire;
 
 pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
 pub use fd::{EventFd, FdError, TimerFd, async_fd, recv_with_fds, send_with_fds, set_timer_slack};
+pub use memif::{M2sRing, MemifRing, MemifRingError, S2mRing};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};
 pub use shm::{SharedMemory, ShmError};
 pub use umem::{FrameLender, LendError};

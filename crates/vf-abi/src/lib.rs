@@ -6,6 +6,7 @@
 //! - [`ring`]: the ring layout (AF_XDP style), the descriptor, its flags and the
 //!   UMEM frame size;
 //! - [`attach`]: the attach protocol's messages and fixed numbers;
+//! - [`memif`]: the memif protocol (DPDK's and VPP's), the VF's second face;
 //! - [`MacAddr`]: the VF's address.
 //!
 //! Plain definitions: no I/O, no shared memory. The code that drives the rings and
@@ -15,6 +16,7 @@
 pub mod attach;
 pub mod bar;
 mod mac;
+pub mod memif;
 pub mod ring;
 
 pub use bar::{ABI_VERSION, IrqVector};

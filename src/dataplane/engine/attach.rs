@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use super::event_loop::read_doorbell;
 use super::request::{Posted, Reply as AnswerTo};
 use super::{Engine, EngineEvent};
-use crate::dataplane::port::{FRAME_SIZE, PortState};
+use crate::dataplane::port::{FRAME_SIZE, Face, PortState, Queues, Rings};
 use crate::nic::{Iova, Link, NicError, Owner, Perms, Region, TargetId, Vector, VfId};
 
 /// What an attach socket's reader task reports to the loop.
@@ -36,6 +36,14 @@ pub(super) enum PortEvent {
     Incoming {
         vf: VfId,
         sock: OwnedFd,
+        face: Face,
+    },
+    /// A memif client's message (see `memif`), or why it could not be read.
+    Memif {
+        vf: VfId,
+        epoch: u64,
+        msg: Result<vf_abi::memif::Msg, String>,
+        fds: Vec<OwnedFd>,
     },
     /// A connection on an external NF's endpoint that stayed silent, now closed.
     Silent {
@@ -58,10 +66,11 @@ impl Engine {
         let (vf, epoch) = match &event {
             PortEvent::Command { vf, epoch, .. }
             | PortEvent::Bad { vf, epoch, .. }
+            | PortEvent::Memif { vf, epoch, .. }
             | PortEvent::Closed { vf, epoch } => (*vf, *epoch),
             PortEvent::Incoming { .. } => {
-                if let PortEvent::Incoming { vf, sock } = event {
-                    self.on_incoming(vf, sock);
+                if let PortEvent::Incoming { vf, sock, face } = event {
+                    self.on_incoming(vf, sock, face);
                 }
                 return;
             }
@@ -75,6 +84,7 @@ impl Engine {
         }
         match event {
             PortEvent::Command { command, .. } => self.on_command(vf, command),
+            PortEvent::Memif { msg, fds, .. } => self.on_memif(vf, msg, fds),
             PortEvent::Bad { error, .. } => {
                 if let (Some(port), Some(id)) = (self.port(vf), error.message_id()) {
                     let _ = server::reply_error(
@@ -260,13 +270,12 @@ impl Engine {
                 self.stop_polling(vf);
                 self.nic.flr(vf).map_err(|e| refuse(Code::Internal, &e))?;
                 if let Some(port) = self.port_mut(vf) {
-                    port.rings = None;
+                    port.queues = None;
                     if let Some(bar) = port.bar.as_ref() {
                         bar.reset_rings().map_err(|e| refuse(Code::Internal, &e))?;
-                        port.rings = Some(
-                            crate::dataplane::port::Rings::open(bar)
-                                .map_err(|e| refuse(Code::Internal, &e))?,
-                        );
+                        port.queues = Some(Queues::Native(
+                            Rings::open(bar).map_err(|e| refuse(Code::Internal, &e))?,
+                        ));
                     }
                     port.state = PortState::Attached;
                     port.rx_since_irq = 0;
@@ -347,7 +356,9 @@ impl Engine {
         port.bring_up(layout, &config).map_err(|e| internal(&e))?;
         port.doorbell = Some(doorbell.clone());
         // A shared chain's frames are handed to the NF as completions: free frames.
-        if let (Some((_, _, frames)), Some(rings)) = (umem.as_ref(), port.rings.as_mut()) {
+        if let (Some((_, _, frames)), Some(Queues::Native(rings))) =
+            (umem.as_ref(), port.queues.as_mut())
+        {
             for iova in frames {
                 let d = Desc {
                     iova: iova.0,

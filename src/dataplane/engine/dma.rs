@@ -10,7 +10,8 @@ use vf_abi::{COMPLETION_ERROR, TX_REFLECT};
 use super::{Engine, GenWire};
 use crate::dataplane::counters::{Counters, Drop as DropReason};
 use crate::dataplane::host_wire::HostWire;
-use crate::dataplane::port::{FRAME_SIZE, Port, PortState, RegionSlot};
+use crate::dataplane::port::{FRAME_SIZE, Port, PortState, Queues, RegionSlot};
+use crate::dataplane::queues::Buffer;
 use crate::dataplane::shared_umem::SharedUmem;
 use crate::nic::iommu::DomainId;
 use crate::nic::{Access, Decision, Iova, Micros, Nic, VfId, VlanTag};
@@ -98,7 +99,7 @@ impl Dma<'_> {
         backlogged
     }
 
-    /// Puts one frame into `vf`'s next fill buffer and posts it on rx.
+    /// Puts one frame into `vf`'s next empty buffer and posts it to the NF.
     fn deliver(&mut self, vf: VfId, from: DeliverFrom<'_>, tci: u16) -> Result<(), DropReason> {
         let len = from.len();
         let enabled = self.nic.vf(vf).is_ok_and(|v| v.bus_master());
@@ -108,23 +109,23 @@ impl Dma<'_> {
         if !enabled || port.state != PortState::Attached {
             return Err(DropReason::LinkDown);
         }
-        let Some(rings) = port.rings.as_mut() else {
+        let Some(queues) = port.queues.as_mut() else {
             return Err(DropReason::LinkDown);
         };
         if len > FRAME_SIZE as usize {
             return Err(DropReason::NoBuffer);
         }
-        match rings.rx.free() {
-            Ok(0) => return Err(DropReason::RingFull),
-            Ok(_) => {}
+        match queues.rx_slot() {
+            Ok(true) => {}
+            Ok(false) => return Err(DropReason::RingFull),
             Err(_) => {
                 port.state = PortState::Halted;
                 self.counters.vf(vf).ring_errors.add(1);
                 return Err(DropReason::RingFull);
             }
         }
-        let fill = match rings.fill.consume_one() {
-            Ok(Some(d)) => d,
+        let buffer = match queues.take_buffer() {
+            Ok(Some(b)) => b,
             Ok(None) => return Err(DropReason::NoBuffer),
             Err(_) => {
                 port.state = PortState::Halted;
@@ -132,45 +133,25 @@ impl Dma<'_> {
                 return Err(DropReason::NoBuffer);
             }
         };
-        let t = self
-            .nic
-            .translate(vf, Iova(fill.iova), len as u64, Access::Write)
-            .map_err(|_| DropReason::DmaFault)?;
-        let regions = self.regions;
-        let Some(dst) = regions
-            .get(t.region.0 as usize)
-            .and_then(Option::as_ref)
-            .map(|r| &*r.memory)
+        let written = self.write_frame(vf, buffer, &from);
+        let Some(queues) = self
+            .ports
+            .get_mut(vf.index())
+            .and_then(Option::as_mut)
+            .and_then(|p| p.queues.as_mut())
         else {
-            return Err(DropReason::DmaFault);
+            return Err(DropReason::LinkDown);
         };
-        let off = t.offset as usize;
-        let written = match from {
-            DeliverFrom::Bytes(frame, false) => dst.write_at(off, frame),
-            DeliverFrom::Bytes(frame, true) => dst
-                .write_at(off, &frame[..12])
-                .and_then(|()| dst.write_at(off + 12, &frame[16..])),
-            DeliverFrom::Region { src, offset, len } => src.copy_to(dst, offset, off, len),
-        };
-        if written.is_err() {
-            return Err(DropReason::DmaFault);
+        if let Err(reason) = written {
+            queues.return_buffer();
+            return Err(reason);
         }
-        let copied = matches!(from, DeliverFrom::Region { .. });
+        if queues.post_rx(buffer, len as u32, tci).is_err() {
+            return Err(DropReason::RingFull);
+        }
         let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
             return Err(DropReason::LinkDown);
         };
-        let Some(rings) = port.rings.as_mut() else {
-            return Err(DropReason::LinkDown);
-        };
-        let desc = Desc {
-            iova: fill.iova,
-            len: len as u32,
-            flags: 0,
-            vlan: tci,
-        };
-        if rings.rx.produce(&desc).is_err() {
-            return Err(DropReason::RingFull);
-        }
         if port.rx_since_irq == 0 && port.tx_since_irq == 0 {
             self.touched.push(vf);
         }
@@ -178,10 +159,44 @@ impl Dma<'_> {
         let c = self.counters.vf(vf);
         c.rx_packets.add(1);
         c.rx_bytes.add(len as u64);
-        if copied {
+        if matches!(from, DeliverFrom::Region { .. }) {
             c.copied_bytes.add(len as u64);
         }
         Ok(())
+    }
+
+    /// The DMA write of one frame into `buffer`, through `vf`'s IOMMU domain.
+    fn write_frame(
+        &mut self,
+        vf: VfId,
+        buffer: Buffer,
+        from: &DeliverFrom<'_>,
+    ) -> Result<(), DropReason> {
+        let len = from.len();
+        if len > buffer.cap as usize {
+            return Err(DropReason::NoBuffer);
+        }
+        let t = self
+            .nic
+            .translate(vf, Iova(buffer.iova), len as u64, Access::Write)
+            .map_err(|_| DropReason::DmaFault)?;
+        let Some(dst) = self
+            .regions
+            .get(t.region.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|r| &*r.memory)
+        else {
+            return Err(DropReason::DmaFault);
+        };
+        let off = t.offset as usize;
+        let written = match *from {
+            DeliverFrom::Bytes(frame, false) => dst.write_at(off, frame),
+            DeliverFrom::Bytes(frame, true) => dst
+                .write_at(off, &frame[..12])
+                .and_then(|()| dst.write_at(off + 12, &frame[16..])),
+            DeliverFrom::Region { src, offset, len } => src.copy_to(dst, offset, off, len),
+        };
+        written.map_err(|_| DropReason::DmaFault)
     }
 
     /// Carries out one transmit descriptor; returns the completion to post.
@@ -270,7 +285,7 @@ impl Dma<'_> {
         let mut completion = desc;
         let single = f.vfs.len() == 1 && f.uplink.is_none();
         for to in f.vfs.iter() {
-            if single && self.nic.iommu().same_domain(vf, to) {
+            if single && self.nic.iommu().same_domain(vf, to) && self.both_native(vf, to) {
                 match self.hand_over(vf, to, desc, tci) {
                     Ok(swapped) => completion = swapped,
                     Err(reason) => self.counters.vf(to).drop(reason, 1),
@@ -289,6 +304,18 @@ impl Dma<'_> {
         completion
     }
 
+    /// Whether both VFs' NFs attached with the native face (a memif client's
+    /// buffers are its own: frames reach it by copy).
+    fn both_native(&self, a: VfId, b: VfId) -> bool {
+        [a, b].iter().all(|vf| {
+            self.ports
+                .get(vf.index())
+                .and_then(Option::as_ref)
+                .and_then(|p| p.queues.as_ref())
+                .is_some_and(Queues::is_native)
+        })
+    }
+
     /// Zero-copy hop inside one shared domain: the receiver gets the sender's frame,
     /// the sender gets one of the receiver's free frames in exchange.
     fn hand_over(
@@ -303,7 +330,7 @@ impl Dma<'_> {
         let Some(port) = port.filter(|p| enabled && p.state == PortState::Attached) else {
             return Err(DropReason::LinkDown);
         };
-        let Some(rings) = port.rings.as_mut() else {
+        let Some(Queues::Native(rings)) = port.queues.as_mut() else {
             return Err(DropReason::LinkDown);
         };
         if !rings.rx.free().is_ok_and(|n| n > 0) {

@@ -11,6 +11,11 @@
 //! wrong secret is answered `PERMISSION_DENIED`, counted, logged (without the
 //! secret) and the connection shut down. When the attached process goes away the
 //! VF is scrubbed and the endpoint waits for the next one.
+//!
+//! Every endpoint has two sockets: `attach.sock` speaks nfhost's attach protocol,
+//! `memif.sock` memif (see `memif`), on which nfhost speaks first (`HELLO`) and a
+//! connection is taken up once it answers. Either holds the VF: one client at a
+//! time, on whichever socket.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use super::Engine;
 /// How long a connection may stay silent before it is closed.
 pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 use super::attach::PortEvent;
+use crate::dataplane::port::Face;
 use crate::nic::{Owner, VfId};
 
 /// Who may attach on a VF's endpoint, and with what.
@@ -32,14 +38,15 @@ pub(super) struct Seat {
     pub(super) secret: String,
     /// The config `GetConfig` answers.
     pub(super) config: Arc<str>,
-    /// The accept task.
-    task: tokio::task::JoinHandle<()>,
+    /// The accept tasks: attach socket, memif socket.
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Engine {
-    /// Opens `vf`'s endpoint: connections on `listener` (a bound, listening,
-    /// nonblocking `SOCK_SEQPACKET` socket) attach as `owner` with `secret`. The VF
-    /// is assigned to `owner` now, so it stays the NF's while no one is attached.
+    /// Opens `vf`'s endpoint: connections on `listener` and `memif_listener`
+    /// (bound, listening, nonblocking `SOCK_SEQPACKET` sockets) attach as `owner`
+    /// with `secret`. The VF is assigned to `owner` now, so it stays the NF's while
+    /// no one is attached.
     pub(super) fn listen(
         &mut self,
         vf: VfId,
@@ -47,22 +54,27 @@ impl Engine {
         secret: String,
         config: String,
         listener: OwnedFd,
+        memif_listener: OwnedFd,
     ) -> Result<(), super::EngineError> {
         self.unlisten(vf);
         if self.nic.vf(vf).ok().and_then(|v| v.owner()) != Some(&owner) {
             self.nic.assign(vf, owner.clone())?;
         }
-        let events = self.events.clone();
-        let wake = self.wake.clone();
         let listener = nfhost_sys::async_fd(listener).map_err(super::EngineError::Socket)?;
-        let task = tokio_uring::spawn(accept(vf, listener, events, wake));
+        let memif_listener =
+            nfhost_sys::async_fd(memif_listener).map_err(super::EngineError::Socket)?;
+        let tasks =
+            [(listener, Face::Native), (memif_listener, Face::Memif)].map(|(listener, face)| {
+                let (events, wake) = (self.events.clone(), self.wake.clone());
+                tokio_uring::spawn(accept(vf, face, listener, events, wake))
+            });
         self.listeners.insert(
             vf,
             Seat {
                 owner,
                 secret,
                 config: config.into(),
-                task,
+                tasks,
             },
         );
         tracing::info!(%vf, "nic-engine: endpoint open for an external NF");
@@ -73,18 +85,27 @@ impl Engine {
     /// detached or released).
     pub(super) fn unlisten(&mut self, vf: VfId) {
         if let Some(seat) = self.listeners.remove(&vf) {
-            seat.task.abort();
+            for task in seat.tasks {
+                task.abort();
+            }
         }
     }
 
     /// A connection arrived on `vf`'s endpoint.
-    pub(super) fn on_incoming(&mut self, vf: VfId, sock: OwnedFd) {
+    pub(super) fn on_incoming(&mut self, vf: VfId, sock: OwnedFd, face: Face) {
         let Some(seat) = self.listeners.get(&vf) else {
             return; // Closed meanwhile: dropping the socket refuses it.
         };
         if self.port(vf).is_some() {
             self.counters.vf(vf).attach_refused.add(1);
-            tracing::warn!(%vf, owner = %seat.owner.0, "nic-engine: refused a second connection to an endpoint while one is attached");
+            tracing::warn!(%vf, owner = %seat.owner.0, ?face, "nic-engine: refused a second connection to an endpoint while one is attached");
+            if face == Face::Memif {
+                let bye = vf_abi::memif::Msg::Disconnect {
+                    code: 0,
+                    reason: "Already connected".into(),
+                };
+                let _ = super::memif::send(sock.as_fd(), &bye);
+            }
             let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
             return;
         }
@@ -93,7 +114,7 @@ impl Engine {
             seat.secret.clone(),
             seat.config.to_string(),
         );
-        if let Err(e) = self.attach(vf, owner, secret, config, sock) {
+        if let Err(e) = self.attach(vf, owner, secret, config, sock, face) {
             tracing::warn!(%vf, error = %crate::error_chain(&e), "nic-engine: an endpoint connection could not be attached");
         }
     }
@@ -117,9 +138,11 @@ impl Engine {
     }
 }
 
-/// Accepts connections on an endpoint and hands each to the loop.
+/// Accepts connections on an endpoint and hands each to the loop (a memif
+/// connection gets nfhost's `HELLO` first).
 async fn accept(
     vf: VfId,
+    face: Face,
     listener: tokio::io::unix::AsyncFd<OwnedFd>,
     events: mpsc::UnboundedSender<PortEvent>,
     wake: std::rc::Rc<tokio::sync::Notify>,
@@ -131,7 +154,13 @@ async fn accept(
         let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
         match rustix::net::accept_with(listener.get_ref(), flags) {
             Ok(sock) => {
-                tokio_uring::spawn(first_word(vf, sock, events.clone(), wake.clone()));
+                if face == Face::Memif {
+                    if let Err(error) = super::memif::send(sock.as_fd(), &super::memif::hello()) {
+                        tracing::warn!(%vf, %error, "nic-engine: a memif client went away before HELLO");
+                        continue;
+                    }
+                }
+                tokio_uring::spawn(first_word(vf, face, sock, events.clone(), wake.clone()));
             }
             Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
             Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
@@ -147,6 +176,7 @@ async fn accept(
 /// silent (and closes it) after [`HELLO_TIMEOUT`].
 async fn first_word(
     vf: VfId,
+    face: Face,
     sock: OwnedFd,
     events: mpsc::UnboundedSender<PortEvent>,
     wake: std::rc::Rc<tokio::sync::Notify>,
@@ -160,7 +190,7 @@ async fn first_word(
     );
     let sock = pending.into_inner();
     let event = if spoke {
-        PortEvent::Incoming { vf, sock }
+        PortEvent::Incoming { vf, sock, face }
     } else {
         let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
         PortEvent::Silent { vf }

@@ -22,7 +22,7 @@ use super::attach::PortEvent;
 use super::handle::Msg;
 use super::{BATCH, Engine, EngineEvent};
 use crate::dataplane::host_wire::HostWire;
-use crate::dataplane::port::{Port, PortState};
+use crate::dataplane::port::{Port, PortState, Queues};
 use crate::nic::{InterruptSink, Micros, Raise, TargetId, Vector, VfId};
 
 /// Passes without work before the engine goes to sleep.
@@ -44,13 +44,13 @@ struct FdSink<'a> {
 
 impl InterruptSink for FdSink<'_> {
     fn current_mask(&self, vf: VfId, vector: Vector) -> Option<bool> {
-        let bar = self.ports.get(vf.index())?.as_ref()?.bar.as_ref()?;
+        let port = self.ports.get(vf.index())?.as_ref()?;
         let bit = match vector {
             Vector::RX => IrqVector::RX,
             Vector::TX => IrqVector::TX,
             _ => return None,
         };
-        Some(bar.irq_masked(bit))
+        Some(port.irq_masked(bit))
     }
 
     fn deliver(&mut self, vf: VfId, vector: Vector, _target: TargetId) {
@@ -178,8 +178,8 @@ impl Engine {
             return;
         }
         port.polled = true;
-        if let Some(rings) = port.rings.as_ref() {
-            rings.tx.clear_need_wakeup();
+        if let Some(queues) = port.queues.as_ref() {
+            queues.want_tx_wakeup(false);
         }
         self.polled.push(vf);
     }
@@ -203,15 +203,15 @@ impl Engine {
         if port.quiet < QUIET_VISITS || port.rx_since_irq > 0 || port.tx_since_irq > 0 {
             return false;
         }
-        let Some(rings) = port.rings.as_mut() else {
+        let Some(queues) = port.queues.as_mut() else {
             port.polled = false;
             return true;
         };
-        rings.tx.set_need_wakeup();
+        queues.want_tx_wakeup(true);
         // Pairs with the NF's fence between submitting and reading the flag.
         fence(Ordering::SeqCst);
-        if rings.tx.available().is_ok_and(|n| n > 0) {
-            rings.tx.clear_need_wakeup();
+        if queues.tx_waiting().is_ok_and(|n| n > 0) {
+            queues.want_tx_wakeup(false);
             port.quiet = 0;
             return false;
         }
@@ -236,12 +236,8 @@ impl Engine {
 
     fn set_tx_wakeup(&self, on: bool) {
         for vf in &self.polled {
-            if let Some(rings) = self.port(*vf).and_then(|p| p.rings.as_ref()) {
-                if on {
-                    rings.tx.set_need_wakeup();
-                } else {
-                    rings.tx.clear_need_wakeup();
-                }
+            if let Some(queues) = self.port(*vf).and_then(|p| p.queues.as_ref()) {
+                queues.want_tx_wakeup(on);
             }
         }
     }
@@ -254,8 +250,8 @@ impl Engine {
             let vf = self.polled[i];
             let waiting = self
                 .port_mut(vf)
-                .and_then(|p| p.rings.as_mut())
-                .is_some_and(|r| r.tx.available().is_ok_and(|n| n > 0));
+                .and_then(|p| p.queues.as_mut())
+                .is_some_and(|q| q.tx_waiting().is_ok_and(|n| n > 0));
             if !waiting {
                 continue;
             }
@@ -381,16 +377,14 @@ impl Engine {
     /// How many frames `vf` can take right now (free fill buffers and rx slots), or
     /// `None` if it is not attached (frames to it are dropped and counted as usual).
     fn rx_budget(&mut self, vf: VfId) -> Option<u32> {
-        let rings = self
-            .ports
+        self.ports
             .get_mut(vf.index())
             .and_then(Option::as_mut)
             .filter(|p| p.state == PortState::Attached)?
-            .rings
-            .as_mut()?;
-        let fill = rings.fill.available().ok()?;
-        let free = rings.rx.free().ok()?;
-        Some(fill.min(free))
+            .queues
+            .as_mut()?
+            .rx_room()
+            .ok()
     }
 
     /// How many frames `vf` may send now: a chain hop sends only what the next hop
@@ -411,6 +405,7 @@ impl Engine {
         if budget == 0 {
             return 0;
         }
+        let mut descs = [Desc::default(); BATCH as usize];
         let n = {
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 return 0;
@@ -418,10 +413,10 @@ impl Engine {
             if port.state != PortState::Attached {
                 return 0;
             }
-            let Some(rings) = port.rings.as_mut() else {
+            let Some(queues) = port.queues.as_mut() else {
                 return 0;
             };
-            match rings.tx.peek(budget) {
+            match queues.tx_take(&mut descs[..budget as usize]) {
                 Ok(0) => return 0,
                 Ok(n) => n,
                 Err(_) => {
@@ -431,14 +426,6 @@ impl Engine {
                 }
             }
         };
-        let mut descs = [Desc::default(); BATCH as usize];
-        if let Some(rings) = self.port_mut(vf).and_then(|p| p.rings.as_mut()) {
-            for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
-                *d = rings.tx.read(i as u32);
-            }
-            // Descriptors are copied out; the frames stay the NIC's until completion.
-            rings.tx.release(n);
-        }
         let (mut dma, mut uplink) = self.dma();
         let mut completions = [Desc::default(); BATCH as usize];
         for (i, desc) in descs[..n as usize].iter().enumerate() {
@@ -447,14 +434,10 @@ impl Engine {
         let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
             return n;
         };
-        let Some(rings) = port.rings.as_mut() else {
+        let Some(queues) = port.queues.as_mut() else {
             return n;
         };
-        let granted = rings.completion.reserve(n).unwrap_or(0);
-        for (i, c) in completions[..granted as usize].iter().enumerate() {
-            rings.completion.write(i as u32, c);
-        }
-        rings.completion.submit(granted);
+        let granted = queues.tx_done(&completions[..n as usize]);
         if port.rx_since_irq == 0 && port.tx_since_irq == 0 && granted > 0 {
             self.touched.push(vf);
         }
@@ -487,10 +470,7 @@ impl Engine {
             // receiving: its fill ring is below a quarter. Until then they wait for
             // its next poll, which an rx interrupt or its own sends bring, and cost
             // no wake-up of their own.
-            let fill_low = port.rings.as_mut().is_none_or(|r| {
-                let quarter = r.fill.size() / 4;
-                r.fill.available().map_or(true, |n| n < quarter)
-            });
+            let fill_low = port.queues.as_mut().is_none_or(Queues::fill_low);
             let moderated = port.moderation.record(rx + tx, now);
             let tx = if fill_low { tx } else { 0 };
             if let Some(itr) = moderated {
@@ -505,9 +485,7 @@ impl Engine {
                 (Vector::RX, IrqVector::RX, rx),
                 (Vector::TX, IrqVector::TX, tx),
             ];
-            let masks = pending.map(|(_, bar_vector, _)| {
-                port.bar.as_ref().is_none_or(|b| b.irq_masked(bar_vector))
-            });
+            let masks = pending.map(|(_, bar_vector, _)| port.irq_masked(bar_vector));
             for ((vector, _, count), masked) in pending.into_iter().zip(masks) {
                 if count == 0 {
                     continue;

@@ -156,6 +156,7 @@ impl EngineHandle {
                         answers: HashMap::new(),
                         activation: Vec::new(),
                         listeners: HashMap::new(),
+                        memif: HashMap::new(),
                     };
                     engine.run(rx, ev_rx, bell_rx).await;
                 });
@@ -252,6 +253,7 @@ impl EngineHandle {
         secret: String,
         config: String,
         listener: OwnedFd,
+        memif_listener: OwnedFd,
     ) -> Result<(), EngineError> {
         self.ask(|reply| EngineRequest::Listen {
             vf,
@@ -259,6 +261,7 @@ impl EngineHandle {
             secret,
             config,
             listener,
+            memif_listener,
             reply,
         })?
     }

@@ -22,6 +22,7 @@
 //! | `chains` | chain installation: steering, shared domains |
 //! | `dma` | the per-packet DMA: deliver, transmit, hand over |
 //! | `endpoint` | external NFs' endpoints: accepting, refusing, the secret |
+//! | `memif` | the memif face of an endpoint: a DPDK or VPP client's set-up |
 
 mod attach;
 mod chains;
@@ -29,6 +30,7 @@ mod dma;
 mod endpoint;
 mod event_loop;
 pub mod handle;
+mod memif;
 mod regions;
 pub mod request;
 
@@ -232,6 +234,8 @@ struct Engine {
     activation: Vec<(VfId, request::Reply<()>)>,
     /// External NFs' endpoints, by VF.
     listeners: HashMap<VfId, endpoint::Seat>,
+    /// memif clients' set-ups, by VF.
+    memif: HashMap<VfId, memif::Setup>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -281,13 +285,12 @@ impl Engine {
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 continue;
             };
-            let (Some(bar), Some(rings)) = (port.bar.as_ref(), port.rings.as_mut()) else {
+            // A memif client has no heartbeat register: liveness does not judge it.
+            let (Some(bar), Some(queues)) = (port.bar.as_ref(), port.queues.as_mut()) else {
                 continue;
             };
-            let rx_waiting = match rings.rx.free() {
-                Ok(free) if port.state == super::port::PortState::Attached => {
-                    rings.rx.size() - free
-                }
+            let rx_waiting = match queues.rx_backlog() {
+                Ok(n) if port.state == super::port::PortState::Attached => n,
                 _ => 0,
             };
             pulses.push(request::Pulse {

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use nfhost_sys::SharedMemory;
 
 use super::attach::read_socket;
+use super::memif::read_memif;
 use super::{Engine, EngineError};
-use crate::dataplane::port::{Port, RegionSlot};
+use crate::dataplane::port::{Face, Port, RegionSlot};
 use crate::nic::iommu::Mapping;
 use crate::nic::{Owner, RegionId, VfId};
 
 impl Engine {
     /// Registers an NF's socket for `vf` (assigning the VF to `owner` if free). The NF
-    /// then attaches with `Hello { token }`.
+    /// then attaches with `Hello { token }` (native face), or a memif client sets up
+    /// with `token` as its secret (memif face).
     pub fn attach(
         &mut self,
         vf: VfId,
@@ -22,6 +24,7 @@ impl Engine {
         token: String,
         config: String,
         sock: OwnedFd,
+        face: Face,
     ) -> Result<(), EngineError> {
         if self.port(vf).is_some() {
             self.detach(vf);
@@ -33,8 +36,11 @@ impl Engine {
         let epoch = self.epoch;
         let events = self.events.clone();
         let wake = self.wake.clone();
-        tokio_uring::spawn(read_socket(vf, epoch, reader, events, wake));
-        let mut port = Port::new(vf, owner, token, config.into(), sock);
+        match face {
+            Face::Native => tokio_uring::spawn(read_socket(vf, epoch, reader, events, wake)),
+            Face::Memif => tokio_uring::spawn(read_memif(vf, epoch, reader, events, wake)),
+        };
+        let mut port = Port::new(vf, owner, token, config.into(), sock, face);
         port.epoch = epoch;
         if let Some(slot) = self.ports.get_mut(vf.index()) {
             *slot = Some(port);
@@ -49,6 +55,7 @@ impl Engine {
         self.stop_polling(vf);
         let port = self.ports.get_mut(vf.index())?.take()?;
         self.active.retain(|v| *v != vf);
+        self.memif.remove(&vf);
         // Whoever waits for this NF's answer to a configuration, or for it to enable
         // DMA, gets none.
         self.answers.remove(&vf);

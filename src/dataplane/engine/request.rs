@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use super::{ChainEgress, Engine, EngineError, Isolation};
 use crate::dataplane::counters::{Counters, DROP_REASONS, Drop as DropReason, VfStats};
 use crate::dataplane::r#gen::SinkStats;
+use crate::dataplane::port::Face;
 use crate::nic::iommu::FaultCounts;
 use crate::nic::{Link, MacAddr, Nic, Owner, VfAdmin, VfId, VfUpdate, WireMatch};
 
@@ -216,7 +217,8 @@ pub enum EngineRequest {
         reply: Reply<Result<(), EngineError>>,
     },
     /// Opens the endpoint of an external NF on `vf` (assigning the VF to `owner`):
-    /// connections on `listener` attach with `secret` as their token.
+    /// connections on `listener` attach with `secret` as their token, and
+    /// memif clients on `memif_listener` with it as their memif secret.
     Listen {
         /// The VF.
         vf: VfId,
@@ -228,6 +230,8 @@ pub enum EngineRequest {
         config: String,
         /// A bound, listening, nonblocking `SOCK_SEQPACKET` socket.
         listener: OwnedFd,
+        /// The same, for memif.
+        memif_listener: OwnedFd,
         /// The answer.
         reply: Reply<Result<(), EngineError>>,
     },
@@ -364,15 +368,16 @@ impl Engine {
                 config,
                 sock,
                 reply,
-            } => reply.send(self.attach(vf, owner, token, config, sock)),
+            } => reply.send(self.attach(vf, owner, token, config, sock, Face::Native)),
             EngineRequest::Listen {
                 vf,
                 owner,
                 secret,
                 config,
                 listener,
+                memif_listener,
                 reply,
-            } => reply.send(self.listen(vf, owner, secret, config, listener)),
+            } => reply.send(self.listen(vf, owner, secret, config, listener, memif_listener)),
             EngineRequest::Detach { vf, reply } => {
                 self.detach(vf);
                 reply.send(());
