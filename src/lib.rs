@@ -13,6 +13,7 @@
 //! - [`api`]: the gRPC API's handlers (tonic), thin over the controller; the API
 //!   schema itself (types, names, chain files, validator) is the `nfhost-api` crate.
 //! - [`serve`]: `nfhost serve`, the service.
+//! - [`testpmd`]: driving DPDK's testpmd, the bench's peer and a memif client.
 //!
 //! This crate has no `unsafe`: shared memory, rings and fds live in `nf-sdk`.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod nf_kinds;
 pub mod nic;
 pub mod serve;
 pub mod store;
+pub mod testpmd;
 pub mod web;
 
 /// An error and its causes on one line: `outer: inner: root`.

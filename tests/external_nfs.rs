@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use nfhost_api::proto;
-use server::{Clients, GEN, Server, TempDir, events, get_nf, runtime, wait_until};
+use server::{Clients, GEN, Server, TempDir, events, get_nf, runtime, vf_stats, wait_until};
 
 /// The example NF's binary, built next to nfhost's by `cargo test --workspace`.
 fn example_binary() -> PathBuf {
@@ -28,19 +28,6 @@ fn example_binary() -> PathBuf {
 
 fn state(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> i32 {
     get_nf(rt, c, name).status.unwrap_or_default().state
-}
-
-fn vf_stats(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str) -> proto::VfStats {
-    rt.block_on(
-        c.telemetry
-            .get_stats(proto::GetStatsRequest { active_only: false }),
-    )
-    .expect("stats")
-    .into_inner()
-    .vfs
-    .into_iter()
-    .find(|s| s.vf == vf)
-    .expect("the VF's stats")
 }
 
 /// `nf-example` attaching to an endpoint from outside nfhost.

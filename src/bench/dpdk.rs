@@ -7,117 +7,21 @@
 //! NF's forwarded packets per second (its ports' TX counters over the window), the
 //! counterpart of the frames the 1-NF bench sees leave to the wire.
 //!
+//! And the same testpmd NF (`macswap`, one memif port, looped) as the client of an
+//! nfhost VF's memif endpoint, fed by the gen wire flat out ([`measure_on_nfhost`]):
+//! an unmodified DPDK NF on nfhost, beside DPDK's own memif link.
+//!
 //! `dpdk-testpmd` is in Debian's `dpdk-dev` package; the memif driver is
 //! `librte-net-memif23`. Without them the bench says so and reports nothing.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The testpmd binary.
-const TESTPMD: &str = "dpdk-testpmd";
-/// How long a testpmd may take to answer a command.
-const ANSWER: Duration = Duration::from_secs(20);
-
-/// Where `dpdk-testpmd` is, if installed.
-pub fn testpmd() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(TESTPMD))
-            .find(|p| p.is_file())
-    })
-}
-
-/// One interactive testpmd, driven through its command line on stdin.
-struct Testpmd {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Testpmd {
-    fn spawn(exe: &Path, eal: &[String], app: &[String]) -> std::io::Result<Self> {
-        // testpmd's stdout is a pipe here, which stdio would buffer in blocks: line
-        // buffering (coreutils' `stdbuf`) lets its answers arrive as it prints them.
-        let mut child = Command::new("stdbuf")
-            .arg("-oL")
-            .arg(exe)
-            .args(eal)
-            .arg("--")
-            .args(app)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdin"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Testpmd {
-            child,
-            stdin,
-            lines,
-        })
-    }
-
-    /// Waits for a line containing `what`; the lines before it are skipped.
-    fn wait_for(&self, what: &str) -> Result<String, String> {
-        let deadline = Instant::now() + ANSWER;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return Ok(line),
-                Ok(_) => {}
-                Err(_) => return Err(format!("testpmd printed no {what:?} within {ANSWER:?}")),
-            }
-        }
-    }
-
-    /// The TX packets of every port, summed, from `show port stats all`.
-    fn tx_packets(&mut self, ports: usize) -> Result<u64, String> {
-        while self.lines.try_recv().is_ok() {}
-        writeln!(self.stdin, "show port stats all").map_err(|e| e.to_string())?;
-        let mut total = 0;
-        for _ in 0..ports {
-            let line = self.wait_for("TX-packets:")?;
-            total += line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| format!("unreadable testpmd line {line:?}"))?;
-        }
-        Ok(total)
-    }
-}
-
-impl Drop for Testpmd {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use nfhost::dataplane::engine::{ChainEgress, EngineConfig, Isolation, WireConfig};
+use nfhost::dataplane::nf_process::current_exe;
+use nfhost::dataplane::runner::Runner;
+use nfhost::nic::{Owner, VfId, WireMatch};
+use nfhost::testpmd::{TESTPMD, Testpmd, eal, memif_client};
 
 /// A private directory for the memif sockets, removed with what is in it.
 struct SocketDir(PathBuf);
@@ -134,32 +38,6 @@ impl Drop for SocketDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// EAL options of one instance: no hugepages, no PCI, nothing left in /var/run.
-fn eal(name: &str, lcores: &str, main: &str, vdevs: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-l",
-        lcores,
-        "--main-lcore",
-        main,
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--file-prefix",
-        name,
-        "--log-level",
-        "error",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for vdev in vdevs {
-        args.push("--vdev".into());
-        args.push(vdev.clone());
-    }
-    args
 }
 
 /// Mpps forwarded by testpmd as a memif NF, over `seconds` after a 1 s warm-up.
@@ -215,4 +93,76 @@ pub fn measure(exe: &Path, seconds: f64) -> Result<f64, String> {
         return Err("the testpmd memif NF forwarded nothing (did the memif links come up?)".into());
     }
     Ok((p1 - p0) as f64 / wall / 1e6)
+}
+
+/// Mpps that testpmd (`macswap`) forwards as the memif client of an nfhost VF, the
+/// only hop of a chain fed by the gen wire as fast as it goes (64-byte frames):
+/// frames leaving nfhost's wire per second over `seconds` after a 1 s warm-up.
+pub fn measure_on_nfhost(exe: &Path, seconds: f64) -> Result<f64, String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let dir = SocketDir::create()?;
+    let config = EngineConfig {
+        num_vfs: 2,
+        wire: WireConfig::Gen(nfhost::dataplane::r#gen::GenConfig::default()),
+        ..Default::default()
+    };
+    let runner =
+        Runner::start(config, current_exe().map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    let engine = runner.engine();
+    let vf = VfId(0);
+    let every_frame = WireMatch {
+        vlan: None,
+        dst: None,
+    };
+    engine
+        .install_chain(
+            &[vf],
+            Isolation::Strict,
+            every_frame,
+            ChainEgress::OneWay(None),
+        )
+        .map_err(|e| fail(&e))?;
+    let endpoints = nfhost::control::endpoints::Endpoints {
+        run_dir: dir.0.clone(),
+        group: None,
+    };
+    let (attach, memif) = endpoints.open(vf).map_err(|e| fail(&e))?;
+    let secret = nfhost::dataplane::secret::new_secret().map_err(|e| fail(&e))?;
+    engine
+        .listen(
+            vf,
+            Owner::new("testpmd"),
+            secret.clone(),
+            String::new(),
+            attach,
+            memif,
+        )
+        .map_err(|e| fail(&e))?;
+    let mac = engine.vf(vf).map(|s| s.mac.to_string()).unwrap_or_default();
+    let _nf = memif_client(
+        exe,
+        "nfhost-bench-on-vf",
+        &endpoints.memif_socket(vf),
+        &secret,
+        &mac,
+        "macswap",
+    )
+    .map_err(|e| format!("starting {TESTPMD}: {e}"))?;
+    if !engine
+        .wait_active(vf, Duration::from_secs(20))
+        .map_err(|e| fail(&e))?
+    {
+        return Err("testpmd did not connect to the VF's memif socket within 20 s".into());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let counters = engine.counters().clone();
+    let (p0, t0) = (counters.wire.tx_packets.get(), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (p1, t1) = (counters.wire.tx_packets.get(), Instant::now());
+    drop(_nf);
+    runner.stop();
+    if p1 <= p0 {
+        return Err("testpmd on the VF forwarded nothing".into());
+    }
+    Ok((p1 - p0) as f64 / (t1 - t0).as_secs_f64() / 1e6)
 }

@@ -203,17 +203,23 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     log("1 NF");
     let single = measure_chain(1, Isolation::Strict, &args.kind, args.seconds)?;
     // The peer, right after: DPDK's memif NF on the same machine in the same run.
-    let dpdk = match dpdk::testpmd() {
+    let (dpdk, on_vf) = match nfhost::testpmd::find() {
         Some(exe) => {
             log("DPDK testpmd as a memif NF");
-            Some(dpdk::measure(&exe, args.seconds))
+            let dpdk = dpdk::measure(&exe, args.seconds);
+            log("DPDK testpmd as a memif NF on an nfhost VF");
+            (
+                Some(dpdk),
+                Some(dpdk::measure_on_nfhost(&exe, args.seconds)),
+            )
         }
-        None => None,
+        None => (None, None),
     };
-    let dpdk_mpps = match &dpdk {
+    let json_mpps = |r: &Option<Result<f64, String>>| match r {
         Some(Ok(mpps)) => format!("{mpps:.3}"),
         _ => "null".to_owned(),
     };
+    let (dpdk_mpps, on_vf_mpps) = (json_mpps(&dpdk), json_mpps(&on_vf));
     log("3-NF chain, shared");
     let shared = measure_chain(3, Isolation::Shared, &args.kind, args.seconds)?;
     log("3-NF chain, strict");
@@ -255,7 +261,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     if args.json {
         println!(
-            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"dpdk_memif_nf_mpps\":{},\"load_points\":[{}]}}",
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"dpdk_memif_nf_mpps\":{},\"dpdk_memif_nf_on_vf_mpps\":{},\"load_points\":[{}]}}",
             args.seconds,
             single.mpps,
             shared.mpps,
@@ -266,6 +272,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             idle,
             per_nf_json.join(","),
             dpdk_mpps,
+            on_vf_mpps,
             points_json.join(",")
         );
         return Ok(());
@@ -305,6 +312,17 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         None => println!(
             "DPDK memif NF: not measured: dpdk-testpmd not found (Debian: dpdk-dev, librte-net-memif23)"
         ),
+    }
+    match (&on_vf, &dpdk) {
+        (Some(Ok(on_vf)), Some(Ok(mpps))) => println!(
+            "the same testpmd NF on an nfhost VF (memif client, gen wire): {on_vf:.3} Mpps; / testpmd-to-testpmd = {:.2}",
+            on_vf / mpps
+        ),
+        (Some(Ok(on_vf)), _) => println!(
+            "the same testpmd NF on an nfhost VF (memif client, gen wire): {on_vf:.3} Mpps"
+        ),
+        (Some(Err(e)), _) => println!("testpmd on an nfhost VF: not measured: {e}"),
+        (None, _) => {}
     }
     println!("8 idle NFs: {idle:.3}% of one core together (over {idle_seconds:.1} s)");
     println!("\neach NF alone (64-byte frames, representative config):");

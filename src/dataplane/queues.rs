@@ -17,13 +17,21 @@ use crate::dataplane::engine::BATCH;
 
 pub use vf_abi::FRAME_SIZE;
 
-/// Where a memif client's region 0 sits in its VF's IOVA space; region `r` is
-/// `r << 32` above (a memif region is at most 4 GiB: offsets are 32 bits).
+/// Where memif clients' regions sit in IOVA space: VF `v`'s region `r` at
+/// `MEMIF_IOVA_BASE + v << 48 + r << 32` (a memif region is at most 4 GiB, its
+/// offsets being 32 bits, and there are at most 65,536 regions). Distinct per VF,
+/// so that memif hops of one `shared` chain (one domain) never overlap.
 pub const MEMIF_IOVA_BASE: u64 = 0x80_0000_0000;
 
-/// The IOVA of byte `offset` of a memif client's region `region`.
-pub fn memif_iova(region: u16, offset: u32) -> u64 {
-    MEMIF_IOVA_BASE + (u64::from(region) << 32) + u64::from(offset)
+/// The IOVA of region 0 of the memif client on VF `vf`.
+pub fn memif_base(vf: u16) -> u64 {
+    MEMIF_IOVA_BASE + (u64::from(vf) << 48)
+}
+
+/// The IOVA of byte `offset` of region `region`, for a client whose region 0 is at
+/// `base` ([`memif_base`]).
+pub fn memif_iova(base: u64, region: u16, offset: u32) -> u64 {
+    base + (u64::from(region) << 32) + u64::from(offset)
 }
 
 /// A ring the peer broke: the queue halts.
@@ -65,6 +73,8 @@ impl Rings {
 /// The server ends of a memif client's two rings.
 #[derive(Debug)]
 pub struct MemifRings {
+    /// Where the client's region 0 is mapped ([`memif_base`]).
+    pub base: u64,
     /// Server → client: empty buffers in, frames out.
     pub m2s: M2sRing,
     /// Client → server: frames in, buffers back.
@@ -122,7 +132,7 @@ impl Queues {
                 cap: FRAME_SIZE,
             })),
             Queues::Memif(m) => Ok(m.m2s.peek()?.map(|d| Buffer {
-                iova: memif_iova(d.region, d.offset),
+                iova: memif_iova(m.base, d.region, d.offset),
                 cap: d.length,
             })),
         }
@@ -204,7 +214,7 @@ impl Queues {
             Queues::Memif(m) => {
                 let n = u32::from(m.s2m.available()?).min(want);
                 for (i, d) in out.iter_mut().enumerate().take(n as usize) {
-                    *d = memif_tx_desc(m.s2m.read(i as u16));
+                    *d = memif_tx_desc(m.base, m.s2m.read(i as u16));
                 }
                 Ok(n)
             }
@@ -251,14 +261,14 @@ impl Queues {
 
 /// A memif transmit descriptor as a native one (the IOVA of its buffer, its
 /// length); a chained one gets length 0.
-fn memif_tx_desc(d: MemifDesc) -> Desc {
+fn memif_tx_desc(base: u64, d: MemifDesc) -> Desc {
     let len = if d.flags & DESC_FLAG_NEXT != 0 {
         0
     } else {
         d.length
     };
     Desc {
-        iova: memif_iova(d.region, d.offset),
+        iova: memif_iova(base, d.region, d.offset),
         len,
         flags: 0,
         vlan: 0,
@@ -270,13 +280,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn regions_sit_4_gib_apart_above_the_base() {
-        assert_eq!(memif_iova(0, 0), MEMIF_IOVA_BASE);
-        assert_eq!(memif_iova(1, 0x10), MEMIF_IOVA_BASE + (1 << 32) + 0x10);
+    fn regions_sit_4_gib_apart_and_vfs_never_overlap() {
+        let base = memif_base(0);
+        assert_eq!(memif_iova(base, 0, 0), MEMIF_IOVA_BASE);
         assert_eq!(
-            memif_iova(u16::MAX, u32::MAX),
-            MEMIF_IOVA_BASE + (u64::from(u16::MAX) << 32) + u64::from(u32::MAX)
+            memif_iova(base, 1, 0x10),
+            MEMIF_IOVA_BASE + (1 << 32) + 0x10
         );
+        let last = memif_iova(base, u16::MAX, u32::MAX);
+        assert!(
+            last < memif_base(1),
+            "VF 0's last byte is below VF 1's first"
+        );
+        let top = memif_iova(memif_base(u16::MAX), u16::MAX, u32::MAX);
+        assert!(top > MEMIF_IOVA_BASE, "no wrap for the last VF");
     }
 
     #[test]
@@ -286,8 +303,8 @@ mod tests {
             length: 1500,
             ..MemifDesc::default()
         };
-        assert_eq!(memif_tx_desc(d).len, 0);
+        assert_eq!(memif_tx_desc(0, d).len, 0);
         let d = MemifDesc { flags: 0, ..d };
-        assert_eq!(memif_tx_desc(d).len, 1500);
+        assert_eq!(memif_tx_desc(0, d).len, 1500);
     }
 }

@@ -273,3 +273,17 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The counters of `vf` (its resource name, `pfs/0/vfs/N`).
+pub fn vf_stats(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str) -> proto::VfStats {
+    rt.block_on(
+        c.telemetry
+            .get_stats(proto::GetStatsRequest { active_only: false }),
+    )
+    .expect("stats")
+    .into_inner()
+    .vfs
+    .into_iter()
+    .find(|s| s.vf == vf)
+    .expect("the VF's stats")
+}

@@ -100,6 +100,10 @@ impl Engine {
             self.counters.vf(vf).attach_refused.add(1);
             tracing::warn!(%vf, owner = %seat.owner.0, ?face, "nic-engine: refused a second connection to an endpoint while one is attached");
             if face == Face::Memif {
+                // Its INIT is read first: closing a socket with unread data resets
+                // the peer, which would then not read the reason.
+                let mut discard = [0u8; vf_abi::memif::MSG_LEN];
+                let _ = nfhost_sys::recv_with_fds(sock.as_fd(), &mut discard, 1);
                 let bye = vf_abi::memif::Msg::Disconnect {
                     code: 0,
                     reason: "Already connected".into(),

@@ -31,7 +31,7 @@ use super::attach::PortEvent;
 use super::event_loop::read_doorbell;
 use super::{Engine, EngineEvent};
 use crate::dataplane::port::PortState;
-use crate::dataplane::queues::{MemifRings, Queues, memif_iova};
+use crate::dataplane::queues::{MemifRings, Queues, memif_base, memif_iova};
 use crate::nic::iommu::PAGE_SIZE;
 use crate::nic::{Iova, Perms, Region, TargetId, Vector, VfId};
 
@@ -82,8 +82,8 @@ struct RingSpec {
 #[derive(Default)]
 pub(super) struct Setup {
     stage: Stage,
-    /// The regions added, by index.
-    regions: Vec<Arc<SharedMemory>>,
+    /// The regions added, by index, with the bytes mapped for each.
+    regions: Vec<(Arc<SharedMemory>, u64)>,
     m2s: Option<RingSpec>,
     s2m: Option<RingSpec>,
 }
@@ -208,7 +208,7 @@ impl Engine {
                     ));
                 }
                 let setup = self.memif.entry(vf).or_default();
-                let memory = setup
+                let (memory, _) = setup
                     .regions
                     .get(usize::from(region))
                     .ok_or_else(|| format!("ring in region {region}, which was not added"))?;
@@ -283,10 +283,11 @@ impl Engine {
             ));
         }
         let id = self.add_region(memory.clone());
+        let size = size.next_multiple_of(PAGE_SIZE);
         let mapped = self.nic.map_dma(
             vf,
-            Iova(memif_iova(index, 0)),
-            size.next_multiple_of(PAGE_SIZE),
+            Iova(memif_iova(memif_base(vf.0), index, 0)),
+            size,
             Region {
                 id,
                 len: len.next_multiple_of(PAGE_SIZE),
@@ -299,7 +300,11 @@ impl Engine {
                 if let Some(slot) = self.regions[id.0 as usize].as_mut() {
                     slot.mappings += 1;
                 }
-                self.memif.entry(vf).or_default().regions.push(memory);
+                self.memif
+                    .entry(vf)
+                    .or_default()
+                    .regions
+                    .push((memory, size));
                 Ok(())
             }
             Err(e) => {
@@ -331,6 +336,7 @@ impl Engine {
             return Err("port vanished".into());
         };
         port.queues = Some(Queues::Memif(MemifRings {
+            base: memif_base(vf.0),
             m2s: M2sRing::new(m2s.ring),
             s2m: S2mRing::new(s2m.ring),
         }));
@@ -352,6 +358,23 @@ impl Engine {
         }
         self.shared.push_event(EngineEvent::Attached { vf, owner });
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Unmaps the regions of the memif client on `vf`, if it has one, and returns
+    /// the mappings removed (part of a scrub: in a `shared` chain's domain, the
+    /// scrub itself keeps the chain's mappings).
+    pub(super) fn unmap_memif(&mut self, vf: VfId) -> Vec<crate::nic::iommu::Mapping> {
+        let Some(setup) = self.memif.remove(&vf) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for (index, (_, size)) in setup.regions.iter().enumerate() {
+            let iova = Iova(memif_iova(memif_base(vf.0), index as u16, 0));
+            removed.extend(self.nic.unmap_dma(vf, iova, *size).unwrap_or_default());
+        }
+        removed
     }
 }
 

@@ -55,7 +55,6 @@ impl Engine {
         self.stop_polling(vf);
         let port = self.ports.get_mut(vf.index())?.take()?;
         self.active.retain(|v| *v != vf);
-        self.memif.remove(&vf);
         // Whoever waits for this NF's answer to a configuration, or for it to enable
         // DMA, gets none.
         self.answers.remove(&vf);
@@ -67,7 +66,8 @@ impl Engine {
         // End the connection for both sides: the socket reader (which holds a
         // duplicate) sees the end and exits, and a live NF learns it has no VF.
         let _ = rustix::net::shutdown(&port.sock, rustix::net::Shutdown::Both);
-        let mappings = self.nic.scrub(vf).unwrap_or_default();
+        let mut mappings = self.unmap_memif(vf);
+        mappings.extend(self.nic.scrub(vf).unwrap_or_default());
         for m in &mappings {
             self.unref_region(m.region);
         }
