@@ -12,16 +12,22 @@ log() { printf '\n==> %s\n' "$*"; }
 # apt packages the test suite needs, as "command:package" pairs:
 # promtool and prometheus for the metrics tests, chromium for the dashboard test,
 # iperf3, ping, ethtool and ip for real traffic through chains (tests/real_traffic.rs,
-# scripts/demo-netns.sh), docker-compose to validate docker-compose.yml.
+# scripts/demo-netns.sh), docker-compose to validate docker-compose.yml, dpdk-testpmd
+# (DPDK's own memif client, as an NF on an nfhost VF: tests/memif.rs).
 APT_NEEDS=(promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm
     iperf3:iperf3 ping:iputils-ping ethtool:ethtool ip:iproute2 curl:curl
-    docker-compose:docker-compose)
+    docker-compose:docker-compose dpdk-testpmd:dpdk-dev)
+# Packages with no command of their own: testpmd's memif driver.
+PKG_NEEDS=(librte-net-memif23)
 
 missing=()
 for pair in "${APT_NEEDS[@]}"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+for pkg in "${PKG_NEEDS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
@@ -31,6 +37,13 @@ if ((${#missing[@]})); then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# DPDK loads its drivers from a directory of its own: without the memif one, testpmd
+# would start with no port, and the memif tests would say only that it never attached.
+memif_pmd=$(find /usr/lib -path '*dpdk/pmds-*' -name 'librte_net_memif.so*' -print -quit 2>/dev/null)
+if ! command -v dpdk-testpmd >/dev/null 2>&1 || [[ -z $memif_pmd ]]; then
+    echo "error: dpdk-testpmd or its memif driver is missing after install (apt-get install dpdk-dev librte-net-memif23)" >&2
+    exit 1
 fi
 
 log "cargo fmt --check"
@@ -45,7 +58,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 log "cargo test (whole workspace)"
 cargo test --workspace --locked
 # The figures of the real-traffic test (tests/real_traffic.rs), measured in that run.
-cat test-output/real-traffic.txt
+cat test-output/real-traffic.txt test-output/real-traffic-memif.txt
 
 # Every NF's packet path under libFuzzer, for a bounded time each. cargo-fuzz passes
 # nightly-only flags to rustc; RUSTC_BOOTSTRAP lets the one stable toolchain here

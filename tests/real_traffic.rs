@@ -10,8 +10,13 @@
 //! packets the two hosts' interfaces sent and received; deleting the chain stops
 //! the traffic and re-applying it restores it; nothing is left behind.
 //!
-//! Needs root, iproute2, ethtool, iperf3 and ping, as CI has (`scripts/test.sh`
-//! installs them): without them the test fails and says what is missing.
+//! A second test runs the same traffic through a chain whose second hop is DPDK's
+//! `dpdk-testpmd` (`io` forwarding), attached over memif to its VF's endpoint: ping
+//! and iperf3 cross it, and testpmd's own RX and TX counters equal its VF's.
+//!
+//! Needs root, iproute2, ethtool, iperf3, ping and dpdk-testpmd, as CI has
+//! (`scripts/test.sh` installs them): without them the tests fail and say what is
+//! missing. The two tests take turns (one lock): each measures throughput.
 
 #[path = "common/http.rs"]
 mod http;
@@ -22,7 +27,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use server::{Server, TempDir, free_port, wait_until};
+use nfhost_api::proto;
+use server::{Clients, Server, TempDir, free_port, get_nf, runtime, vf_stats, wait_until};
+
+/// The tests take turns: both build namespaces and measure throughput.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-topology.sh");
 const CHAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stick.toml");
@@ -203,6 +212,9 @@ fn nfctl(server: &Server, args: &[&str]) -> Output {
 
 #[test]
 fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     require_tools();
     let prefix = format!("nfe{}", std::process::id() % 100_000);
     let topo = Topology::up(&prefix);
@@ -331,4 +343,95 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
         "checking nothing is left behind",
     );
     assert!(!Path::new(&format!("/run/netns/{prefix}-client")).exists());
+}
+
+#[test]
+fn ping_and_iperf3_cross_a_testpmd_memif_hop() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_tools();
+    let testpmd = nfhost::testpmd::find().expect(
+        "dpdk-testpmd is missing: scripts/test.sh installs it \
+         (apt-get install dpdk-dev librte-net-memif23)",
+    );
+    let prefix = format!("nfm{}", std::process::id() % 100_000);
+    let topo = Topology::up(&prefix);
+    check(
+        &topo.exec(&topo.server(), &["iperf3", "-s", "-D", "-p", "5201"]),
+        "iperf3 server",
+    );
+    let data = TempDir::new("real-traffic-memif");
+    let wire = format!("afpacket:{prefix}c@100,afpacket:{prefix}s@200");
+    let server = Server::start(&data.0, &["--vfs", "8", "--wire", &wire]);
+    let rt = runtime();
+    let mut c = Clients::new(server.channel(&rt));
+
+    // examples/stick.toml with testpmd for its second hop.
+    let mut chain =
+        nfhost_api::chain_file::parse_chain(&std::fs::read_to_string(CHAIN).unwrap()).unwrap();
+    chain.nfs[1] = proto::ChainNf {
+        name: "stick-pmd".into(),
+        kind: "external".into(),
+        config: String::new(),
+        exec: None,
+    };
+    let chain = rt
+        .block_on(c.chain.create_chain(proto::CreateChainRequest {
+            chain: Some(chain),
+            validate_only: false,
+        }))
+        .expect("the chain is accepted")
+        .into_inner();
+    let vf = chain.vfs[1].clone();
+    let endpoint = get_nf(&rt, &mut c, "stick-pmd").endpoint.unwrap();
+    let mut pmd = nfhost::testpmd::memif_client(
+        &testpmd,
+        &format!("nfhost-test-rt-{}", std::process::id()),
+        Path::new(&endpoint.memif_socket),
+        &endpoint.secret,
+        &endpoint.mac,
+        "io",
+    )
+    .expect("testpmd starts");
+    pmd.wait_for("Start automatic packet forwarding")
+        .expect("testpmd forwards");
+    wait_until("ping through testpmd", 20, || topo.ping(1));
+    assert!(topo.ping(5), "ping -c 5 through testpmd lost packets");
+    let bps = topo.iperf(5201, 5);
+    let figures = format!(
+        "iperf3 TCP, 5 s: {:.0} Mbit/s through nfhost (firewall → dpdk-testpmd io over memif, strict)",
+        bps / 1e6
+    );
+    println!("{figures}");
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-output");
+    std::fs::create_dir_all(&out_dir).expect("test-output/");
+    std::fs::write(
+        out_dir.join("real-traffic-memif.txt"),
+        format!("{figures}\n"),
+    )
+    .expect("writing test-output/real-traffic-memif.txt");
+
+    // The traffic has stopped: testpmd's counters are its VF's, exactly.
+    let mut last = (u64::MAX, u64::MAX);
+    wait_until("the counters settle", 20, || {
+        std::thread::sleep(Duration::from_millis(400));
+        let s = vf_stats(&rt, &mut c, &vf);
+        std::mem::replace(&mut last, (s.rx_packets, s.tx_packets)) == last
+    });
+    let (rx, tx) = pmd.port_stats(0).expect("testpmd's counters");
+    println!(
+        "testpmd RX {rx}, TX {tx}; its VF rx {}, tx {}",
+        last.0, last.1
+    );
+    assert_eq!((rx, tx), last, "testpmd's RX/TX vs its VF's rx/tx");
+    assert!(tx > 1000, "iperf3 moved only {tx} packets through testpmd");
+
+    drop(pmd);
+    server.stop();
+    drop(topo);
+    check(
+        &run(SCRIPT, &["check", &prefix]),
+        "checking nothing is left behind",
+    );
 }
