@@ -8,8 +8,9 @@
 # (same glibc) with only what the entrypoint needs: iproute2 and ethtool.
 #
 # The service runs as root, with its capability set cut down by the compose file
-# to CAP_NET_ADMIN (offloads, promiscuous mode on its interfaces) and CAP_NET_RAW
-# (AF_PACKET sockets on them). A non-root user would need those two as ambient
+# to CAP_NET_ADMIN (offloads, promiscuous mode on its interfaces), CAP_NET_RAW
+# (AF_PACKET sockets on them), and CAP_SETUID, CAP_SETGID and CAP_KILL (NF
+# processes drop to an unprivileged user; nfhost stops them). A non-root user would need those as ambient
 # capabilities, inherited by every NF process nfhost starts (they re-execute
 # this binary), so it buys little here; see docker/README.md.
 #

@@ -332,3 +332,43 @@ fn a_stopped_nf_is_found_unresponsive_and_restarted_an_idle_one_is_not() {
     signal(idle, rustix::process::Signal::CONT);
     server.stop();
 }
+
+/// A root nfhost that lost the capabilities to switch users (a container that
+/// dropped them) would start every NF only to see it fail: it refuses to start,
+/// and says what it needs. (The compose demo had this bug.)
+#[test]
+fn a_root_nfhost_without_setuid_refuses_to_start_and_says_why() {
+    let data = TempDir::new("no-setuid");
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--bounding-set=-all,+net_admin,+net_raw",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_nfhost"),
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--wire",
+            "gen",
+        ])
+        .arg("--data-dir")
+        .arg(&data.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs");
+    // Without the check it would serve (and start no NF) until killed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nfhost started without CAP_SETUID instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nfhost started: {stderr}");
+    assert!(stderr.contains("CAP_SETUID"), "{stderr}");
+}

@@ -64,6 +64,13 @@ pub enum SandboxError {
     /// Capabilities were left after the drop.
     #[error("capabilities are left after dropping to uid {0}")]
     CapsLeft(u32),
+    /// nfhost is root but lacks what switching users takes, so every NF would fail
+    /// to start (a container that dropped capabilities, for example).
+    #[error(
+        "nfhost runs as root without {0}: NF processes could not switch to the NF user; \
+         grant CAP_SETUID, CAP_SETGID and CAP_KILL (the last to stop NFs of another uid)"
+    )]
+    CannotSwitch(&'static str),
 }
 
 /// Finds `user` (a name or a uid) and `group` (a name or a gid; by default the
@@ -78,7 +85,32 @@ pub fn resolve(
     if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
-    resolve_in(Path::new("/etc"), user, group, allow_root)
+    let resolved = resolve_in(Path::new("/etc"), user, group, allow_root)?;
+    if resolved.is_some() {
+        can_switch()?;
+    }
+    Ok(resolved)
+}
+
+/// Checks that this root process holds the capabilities NF processes need to
+/// drop to another user (they inherit them until the drop), and to signal them
+/// afterwards.
+fn can_switch() -> Result<(), SandboxError> {
+    use rustix::thread::CapabilitySet as Cap;
+    let caps = rustix::thread::capabilities(None).map_err(|e| SandboxError::Drop {
+        call: "capget",
+        source: e.into(),
+    })?;
+    for (cap, name) in [
+        (Cap::SETUID, "CAP_SETUID"),
+        (Cap::SETGID, "CAP_SETGID"),
+        (Cap::KILL, "CAP_KILL"),
+    ] {
+        if !caps.effective.contains(cap) {
+            return Err(SandboxError::CannotSwitch(name));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_in(
