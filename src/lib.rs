@@ -13,6 +13,7 @@
 //! - [`api`]: the gRPC API's handlers (tonic), thin over the controller; the API
 //!   schema itself (types, names, chain files, validator) is the `nfhost-api` crate.
 //! - [`serve`]: `nfhost serve`, the service.
+//! - [`k8s`]: nfhost as the kubelet's device plugin for a pool of VFs.
 //! - [`testpmd`]: driving DPDK's testpmd, the bench's peer and a memif client.
 //!
 //! This crate has no `unsafe`: shared memory, rings and fds live in `nf-sdk`.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod dataplane;
+pub mod k8s;
 pub mod logging;
 pub mod nf_kinds;
 pub mod nic;

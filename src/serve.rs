@@ -146,9 +146,65 @@ pub struct ServeSettings {
         "root only (sockets 0600)",
     ))]
     pub endpoint_group: Option<String>,
+    #[arg(long, value_name = "DIR", help = help(
+        "The kubelet's device plugin directory (usually /var/lib/kubelet/device-plugins): \
+         serve the pool of --k8s-vfs to pods as a device plugin",
+        "off",
+    ))]
+    pub kubelet_dir: Option<PathBuf>,
+    #[arg(long, value_name = "RANGE", help = help(
+        "VFs set aside for Kubernetes pods, such as 32-63 (gRPC-created NFs and chains \
+         never take them); needs --kubelet-dir",
+        "none",
+    ))]
+    pub k8s_vfs: Option<String>,
+    #[arg(long, value_name = "NAME", help = help(
+        "The extended resource pods request",
+        crate::k8s::DEFAULT_RESOURCE,
+    ))]
+    pub k8s_resource: Option<String>,
+    #[arg(long, value_name = "SECONDS", help = help(
+        "How often the kubelet's PodResources is asked which pods still hold a VF",
+        crate::k8s::DEFAULT_RECLAIM_EVERY.as_secs(),
+    ))]
+    pub k8s_reclaim_every: Option<u64>,
 }
 
 impl ServeSettings {
+    /// The device plugin's options, if `--kubelet-dir` is given; refuses the k8s
+    /// flags without it, and it without a pool.
+    pub fn k8s(&self) -> Result<Option<crate::k8s::Options>, ServeError> {
+        let bad = |why: &str| Err(ServeError::Security(why.to_owned()));
+        let Some(kubelet_dir) = self.kubelet_dir.clone() else {
+            if self.k8s_vfs.is_some() || self.k8s_resource.is_some() {
+                return bad("--k8s-vfs and --k8s-resource need --kubelet-dir");
+            }
+            return Ok(None);
+        };
+        let Some(range) = &self.k8s_vfs else {
+            return bad("--kubelet-dir needs --k8s-vfs: the VFs to offer pods");
+        };
+        let pool = crate::control::k8s::VfPool::parse(range)
+            .map_err(|e| ServeError::Security(format!("--k8s-vfs: {e}")))?;
+        let reclaim_every =
+            self.k8s_reclaim_every
+                .map_or(Ok(crate::k8s::DEFAULT_RECLAIM_EVERY), |s| match s {
+                    0 => Err(ServeError::Security(
+                        "--k8s-reclaim-every 0: give at least 1 second".into(),
+                    )),
+                    s => Ok(std::time::Duration::from_secs(s)),
+                })?;
+        Ok(Some(crate::k8s::Options {
+            kubelet_dir,
+            pool,
+            resource: self
+                .k8s_resource
+                .clone()
+                .unwrap_or_else(|| crate::k8s::DEFAULT_RESOURCE.to_owned()),
+            reclaim_every,
+        }))
+    }
+
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> Result<Self, ServeError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServeError::ReadConfig {
@@ -466,6 +522,7 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
     )?);
     controller.set_liveness_timeout(settings.nf_liveness_timeout());
     controller.set_endpoints(settings.endpoints()?);
+    controller.set_k8s_pool(settings.k8s()?.map(|k| k.pool));
     Ok(Started {
         controller,
         data_dir,
@@ -658,6 +715,11 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     tracing::info!("ready: serving gRPC and HTTP");
+    let (k8s_stop, k8s_stopped) = tokio::sync::watch::channel(false);
+    let k8s = match settings.k8s()? {
+        Some(options) => crate::k8s::start(controller.clone(), options, k8s_stopped),
+        None => Vec::new(),
+    };
 
     let c = controller.clone();
     let supervisor = tokio::spawn(async move {
@@ -674,6 +736,10 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     supervisor.abort();
+    let _ = k8s_stop.send(true);
+    for task in k8s {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+    }
     sampler.abort();
     reloader.abort();
     let _ = http_stop_tx.send(());

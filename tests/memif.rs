@@ -26,29 +26,11 @@ use std::time::Duration;
 use memif_client::{Client, Control, reason};
 use nfhost::testpmd::{Testpmd, memif_client as testpmd_client};
 use nfhost_api::proto;
-use server::{Clients, GEN, Server, TempDir, get_nf, runtime, vf_stats, wait_until};
+use server::{Clients, GEN, Server, TempDir, get_nf, runtime, set_vf_link, vf_stats, wait_until};
 use vf_abi::memif::{MemifDesc, Msg};
 
 fn state(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> i32 {
     get_nf(rt, c, name).status.unwrap_or_default().state
-}
-
-fn set_link(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str, up: bool) {
-    let link_state = if up {
-        proto::LinkState::Enable
-    } else {
-        proto::LinkState::Disable
-    };
-    rt.block_on(c.vf.update_vf(proto::UpdateVfRequest {
-        vf: Some(proto::Vf {
-            name: vf.into(),
-            link_state: link_state as i32,
-            ..Default::default()
-        }),
-        update_mask: vec!["link_state".into()],
-        validate_only: false,
-    }))
-    .expect("link state set");
 }
 
 /// Waits until `vf`'s rx and tx counters stop moving (the stats are published
@@ -133,7 +115,7 @@ fn testpmd_over_memif_is_a_chain_hop_with_exact_counters() {
 
     let mut before = vf_stats(&rt, &mut c, &vf);
     for mode in ["macswap", "io"] {
-        set_link(&rt, &mut c, &first, true);
+        set_vf_link(&rt, &mut c, &first, true);
         let mut pmd = start_testpmd(&endpoint, mode);
         wait_until("testpmd attached", 20, || {
             state(&rt, &mut c, "pmd") == proto::NfState::Running as i32
@@ -142,7 +124,7 @@ fn testpmd_over_memif_is_a_chain_hop_with_exact_counters() {
             vf_stats(&rt, &mut c, &vf).tx_packets > before.tx_packets + 2000
         });
         // Cut the chain's input, let the hop drain, and compare.
-        set_link(&rt, &mut c, &first, false);
+        set_vf_link(&rt, &mut c, &first, false);
         let after = settled(&rt, &mut c, &vf);
         let (rx, tx) = pmd.port_stats(0).expect("testpmd's counters");
         println!(

@@ -20,6 +20,7 @@
 //! | [`supervisor`] | restart policy and the tick that applies it |
 //! | [`liveness`] | finding hung NFs by their heartbeat |
 //! | [`endpoints`] | the socket files of external NFs' endpoints |
+//! | [`k8s`] | the VFs set aside for pods: devices, allocation, reclaim |
 //! | `telemetry` | counters, NF reports, events |
 //! | `convert` | API messages to and from the device model's types |
 //! | (`nfhost_api::validate`, `nfhost_api::chain_update`) | request checks, and what a chain update changes: the API schema's |
@@ -27,6 +28,7 @@
 mod chains;
 mod convert;
 pub mod endpoints;
+pub mod k8s;
 pub mod liveness;
 mod nfs;
 mod pf;
@@ -191,6 +193,8 @@ struct Inner {
     wire: String,
     /// MTU of a host wire's links; 0 for gen and none.
     wire_mtu: u32,
+    /// VFs set aside for Kubernetes pods (`--k8s-vfs`).
+    k8s_pool: Option<k8s::VfPool>,
 }
 
 /// The control plane of one nfhost instance.
@@ -233,6 +237,7 @@ impl Controller {
                 installed_chains: BTreeMap::new(),
                 wire,
                 wire_mtu,
+                k8s_pool: None,
             }),
             counters,
             events,
@@ -373,7 +378,7 @@ impl Inner {
         let owned: BTreeSet<VfId> = self.owned_vfs().into_keys().collect();
         let free: Vec<VfId> = (0..num_vfs)
             .map(VfId)
-            .filter(|v| !owned.contains(v))
+            .filter(|v| !owned.contains(v) && !self.in_k8s_pool(*v))
             .take(n)
             .collect();
         if free.len() < n {

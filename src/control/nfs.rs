@@ -54,6 +54,12 @@ impl Controller {
                     vf_name(vf.0)
                 )));
             }
+            if inner.in_k8s_pool(vf) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{} is set aside for Kubernetes pods (--k8s-vfs)",
+                    vf_name(vf.0)
+                )));
+            }
             vf
         };
         let (exec, endpoint) = attach_parts("nf", &nf.kind, nf.exec.as_ref())?;

@@ -287,3 +287,22 @@ pub fn vf_stats(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str) -> prot
     .find(|s| s.vf == vf)
     .expect("the VF's stats")
 }
+
+/// Sets the link state of `vf` (`pfs/0/vfs/N`): enabled or disabled.
+pub fn set_vf_link(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str, up: bool) {
+    let state = if up {
+        proto::LinkState::Enable
+    } else {
+        proto::LinkState::Disable
+    };
+    rt.block_on(c.vf.update_vf(proto::UpdateVfRequest {
+        vf: Some(proto::Vf {
+            name: vf.into(),
+            link_state: state as i32,
+            ..Default::default()
+        }),
+        update_mask: vec!["link_state".into()],
+        validate_only: false,
+    }))
+    .expect("link state set");
+}
