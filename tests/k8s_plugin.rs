@@ -311,13 +311,24 @@ fn nfhost_is_a_device_plugin_to_a_fake_kubelet() {
     });
     let (old, _) = memif_client::Control::connect(&memif);
     assert_eq!(memif_client::reason(old.init(&secret)), "Incorrect secret");
-    let client = memif_client::connect(&memif, &new_secret);
+    let mut client = memif_client::connect(&memif, &new_secret);
+    // A pod whose NF breaks its ring: the device is unhealthy until the VF is
+    // scrubbed (here, when the client goes).
+    let jump = client.tx_head.wrapping_add(1000);
+    client.s2m.store_head(jump);
+    client.tx_irq.notify().unwrap();
+    let devices = next(Duration::from_secs(1));
+    let vf4 = devices.iter().find(|d| d.id == "pf0-vf4").unwrap();
+    assert_eq!(vf4.health, "Unhealthy", "a halted queue");
+    client.tx_head = jump;
     let held: Vec<_> = nf_names(&rt, &mut c)
         .into_iter()
         .filter(|(_, vf)| vf == "pfs/0/vfs/4")
         .collect();
     assert_eq!(held.len(), 1, "one holder of VF 4: {held:?}");
     drop(client);
+    let devices = next(Duration::from_secs(2));
+    assert!(devices.iter().all(|d| d.health == "Healthy"), "{devices:?}");
 
     // gRPC-created NFs take VFs 0-3 and no pool VF.
     for i in 0..4 {
@@ -355,6 +366,20 @@ fn nfhost_is_a_device_plugin_to_a_fake_kubelet() {
         .unwrap_err();
     assert_eq!(pooled.code(), tonic::Code::FailedPrecondition, "{pooled:?}");
     assert!(pooled.message().contains("Kubernetes"), "{pooled:?}");
+    let mut chain = nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))
+        .expect("example chain parses");
+    chain.nfs.truncate(1);
+    let no_chain = rt
+        .block_on(c.chain.create_chain(proto::CreateChainRequest {
+            chain: Some(chain),
+            validate_only: false,
+        }))
+        .unwrap_err();
+    assert_eq!(
+        no_chain.code(),
+        tonic::Code::ResourceExhausted,
+        "{no_chain:?}"
+    );
     for (_, vf) in nf_names(&rt, &mut c) {
         let n: u16 = vf.rsplit('/').next().unwrap().parse().unwrap();
         assert!(n < 4 || vf == "pfs/0/vfs/4", "{vf} taken outside a pod");

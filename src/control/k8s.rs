@@ -50,7 +50,8 @@ impl VfPool {
 pub struct Device {
     /// `pf0-vf<N>`.
     pub id: String,
-    /// Link up (the PF's link and the VF's link state).
+    /// Link up (the PF's link and the VF's link state), and its queue not halted
+    /// by a broken ring.
     pub healthy: bool,
 }
 
@@ -100,7 +101,7 @@ impl Controller {
             .map(VfId)
             .map(|vf| Device {
                 id: device_id(vf),
-                healthy: inner.engine.vf(vf).is_ok_and(|s| s.link_up),
+                healthy: inner.engine.vf(vf).is_ok_and(|s| s.link_up && !s.halted),
             })
             .collect()
     }

@@ -81,6 +81,9 @@ pub struct VfStatus {
     pub mac: MacAddr,
     /// Whether the VF's link is up (its link state and the PF's link).
     pub link_up: bool,
+    /// Whether its queue is halted: its NF broke a ring (an index that jumped)
+    /// and has not reset the function since.
+    pub halted: bool,
 }
 
 /// Every counter of the PF, read on the engine thread between two polls: one
@@ -447,6 +450,9 @@ impl Engine {
             admin: v.admin().clone(),
             mac: v.mac(),
             link_up: v.link(self.nic.pf().link()) == Link::Up,
+            halted: self
+                .port(vf)
+                .is_some_and(|p| p.state == crate::dataplane::port::PortState::Halted),
         })
     }
 }
