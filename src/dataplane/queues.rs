@@ -18,19 +18,30 @@ use crate::dataplane::engine::BATCH;
 pub use vf_abi::FRAME_SIZE;
 
 /// Where memif clients' regions sit in IOVA space: VF `v`'s region `r` at
-/// `MEMIF_IOVA_BASE + v << 48 + r << 32` (a memif region is at most 4 GiB, its
-/// offsets being 32 bits, and there are at most 65,536 regions). Distinct per VF,
-/// so that memif hops of one `shared` chain (one domain) never overlap.
+/// `MEMIF_IOVA_BASE + v << 40 + r << 32` (a memif region is at most 4 GiB, its
+/// offsets being 32 bits, and a client has at most [`MEMIF_MAX_REGIONS`]).
+/// Distinct per VF, so that memif hops of one `shared` chain (one domain) never
+/// overlap.
 pub const MEMIF_IOVA_BASE: u64 = 0x80_0000_0000;
+
+/// Regions a memif client may add (indices 0–15).
+pub const MEMIF_MAX_REGIONS: u16 = 16;
+
+/// The IOVA a descriptor naming a region beyond [`MEMIF_MAX_REGIONS`] gets: the
+/// last page, which no mapping can cover (it would wrap), so the access faults.
+pub const MEMIF_NO_REGION: u64 = !0xFFF;
 
 /// The IOVA of region 0 of the memif client on VF `vf`.
 pub fn memif_base(vf: u16) -> u64 {
-    MEMIF_IOVA_BASE + (u64::from(vf) << 48)
+    MEMIF_IOVA_BASE + (u64::from(vf) << 40)
 }
 
 /// The IOVA of byte `offset` of region `region`, for a client whose region 0 is at
-/// `base` ([`memif_base`]).
+/// `base` ([`memif_base`]); [`MEMIF_NO_REGION`] for a region no client can have.
 pub fn memif_iova(base: u64, region: u16, offset: u32) -> u64 {
+    if region >= MEMIF_MAX_REGIONS {
+        return MEMIF_NO_REGION;
+    }
     base + (u64::from(region) << 32) + u64::from(offset)
 }
 
@@ -287,13 +298,17 @@ mod tests {
             memif_iova(base, 1, 0x10),
             MEMIF_IOVA_BASE + (1 << 32) + 0x10
         );
-        let last = memif_iova(base, u16::MAX, u32::MAX);
+        let last = memif_iova(base, MEMIF_MAX_REGIONS - 1, u32::MAX);
         assert!(
             last < memif_base(1),
             "VF 0's last byte is below VF 1's first"
         );
-        let top = memif_iova(memif_base(u16::MAX), u16::MAX, u32::MAX);
-        assert!(top > MEMIF_IOVA_BASE, "no wrap for the last VF");
+        // The highest VF and region do not wrap.
+        let top = memif_iova(memif_base(u16::MAX), MEMIF_MAX_REGIONS - 1, u32::MAX);
+        assert!(top > MEMIF_IOVA_BASE && top < MEMIF_NO_REGION);
+        // A region no client can have never lands in another VF's range.
+        assert_eq!(memif_iova(base, MEMIF_MAX_REGIONS, 0), MEMIF_NO_REGION);
+        assert_eq!(memif_iova(base, u16::MAX, u32::MAX), MEMIF_NO_REGION);
     }
 
     #[test]

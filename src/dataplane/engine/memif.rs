@@ -8,7 +8,7 @@
 //! | client sends | nfhost does |
 //! |---|---|
 //! | `INIT{version, id, mode, secret}` | version 2.0, id 0, Ethernet, the secret compared in constant time; a wrong one is refused, counted (`attach_refused`) and logged without it |
-//! | `ADD_REGION{index, size}` + memfd | a DMA mapping of the region in the VF's domain at [`memif_iova`](crate::dataplane::queues::memif_iova)`(index, 0)`, validated as `MapDma` (sealed memfd, size within it, quota, overlap) |
+//! | `ADD_REGION{index, size}` + memfd | a DMA mapping of the region in the VF's domain at [`memif_iova`](crate::dataplane::queues::memif_iova), validated as `MapDma` (sealed memfd, size within it, quota, overlap) |
 //! | `ADD_RING{S2M or M2S, region, offset, log2 size}` + eventfd | the ring inside its region; S2M's eventfd is the VF's doorbell, M2S's is bound to the rx vector through interrupt remapping |
 //! | `CONNECT` | cookies checked, bus mastering on, `CONNECTED` |
 //! | `DISCONNECT` | the VF is scrubbed, as when the socket closes |
@@ -35,8 +35,8 @@ use crate::dataplane::queues::{MemifRings, Queues, memif_base, memif_iova};
 use crate::nic::iommu::PAGE_SIZE;
 use crate::nic::{Iova, Perms, Region, TargetId, Vector, VfId};
 
-/// Highest region index a client may add (16 regions).
-const MAX_REGION: u16 = 15;
+/// Highest region index a client may add.
+const MAX_REGION: u16 = crate::dataplane::queues::MEMIF_MAX_REGIONS - 1;
 /// Largest ring offered, as log2 of its slots.
 const MAX_LOG2: u8 = 14;
 /// A memif region is at most 4 GiB (its offsets are 32 bits).
