@@ -487,6 +487,9 @@ pub struct Started {
     pub authenticator: Arc<crate::auth::Authenticator>,
     /// TLS of both listeners, if any.
     pub tls: Option<crate::auth::tls::TlsMaterial>,
+    /// The device plugin, if `--kubelet-dir` is given (its pool is the
+    /// controller's already).
+    pub k8s: Option<crate::k8s::Options>,
 }
 
 /// Opens the desired state, starts the engine and the controller (blocking; call it
@@ -522,13 +525,15 @@ pub fn start(settings: &ServeSettings, exe: PathBuf) -> Result<Started, ServeErr
     )?);
     controller.set_liveness_timeout(settings.nf_liveness_timeout());
     controller.set_endpoints(settings.endpoints()?);
-    controller.set_k8s_pool(settings.k8s()?.map(|k| k.pool));
+    let k8s = settings.k8s()?;
+    controller.set_k8s_pool(k8s.as_ref().map(|k| k.pool.clone()));
     Ok(Started {
         controller,
         data_dir,
         num_vfs,
         authenticator,
         tls,
+        k8s,
     })
 }
 
@@ -716,7 +721,7 @@ pub async fn run(
         .await;
     tracing::info!("ready: serving gRPC and HTTP");
     let (k8s_stop, k8s_stopped) = tokio::sync::watch::channel(false);
-    let k8s = match settings.k8s()? {
+    let k8s = match started.k8s.clone() {
         Some(options) => crate::k8s::start(controller.clone(), options, k8s_stopped),
         None => Vec::new(),
     };

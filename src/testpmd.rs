@@ -173,6 +173,8 @@ pub fn eal(name: &str, lcores: &str, main: &str, vdevs: &[String]) -> Vec<String
 /// abstract socket) with `secret` and `mac`, forwarding in `mode` (`macswap`,
 /// `io`…) from the port back to itself. `prefix` names its EAL files (unique per
 /// instance on a machine). Its forwarding lcore is CPU 1 where there are two.
+/// Returns once testpmd says it forwards (its memif link comes up when the server
+/// answers).
 pub fn memif_client(
     exe: &Path,
     prefix: &str,
@@ -180,7 +182,7 @@ pub fn memif_client(
     secret: &str,
     mac: &str,
     mode: &str,
-) -> std::io::Result<Testpmd> {
+) -> Result<Testpmd, String> {
     let vdev = format!(
         "net_memif0,role=client,id=0,socket={},socket-abstract=no,secret={secret},mac={mac}",
         socket.display()
@@ -195,5 +197,8 @@ pub fn memif_client(
         "--port-topology=loop".to_owned(),
         format!("--forward-mode={mode}"),
     ];
-    Testpmd::spawn(exe, &eal(prefix, lcores, main, &[vdev]), &app)
+    let testpmd = Testpmd::spawn(exe, &eal(prefix, lcores, main, &[vdev]), &app)
+        .map_err(|e| format!("starting {TESTPMD}: {e}"))?;
+    testpmd.wait_for("Start automatic packet forwarding")?;
+    Ok(testpmd)
 }

@@ -139,15 +139,14 @@ pub fn measure_on_nfhost(exe: &Path, seconds: f64) -> Result<f64, String> {
         )
         .map_err(|e| fail(&e))?;
     let mac = engine.vf(vf).map(|s| s.mac.to_string()).unwrap_or_default();
-    let _nf = memif_client(
+    let nf = memif_client(
         exe,
         "nfhost-bench-on-vf",
         &endpoints.memif_socket(vf),
         &secret,
         &mac,
         "macswap",
-    )
-    .map_err(|e| format!("starting {TESTPMD}: {e}"))?;
+    )?;
     if !engine
         .wait_active(vf, Duration::from_secs(20))
         .map_err(|e| fail(&e))?
@@ -159,7 +158,7 @@ pub fn measure_on_nfhost(exe: &Path, seconds: f64) -> Result<f64, String> {
     let (p0, t0) = (counters.wire.tx_packets.get(), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let (p1, t1) = (counters.wire.tx_packets.get(), Instant::now());
-    drop(_nf);
+    drop(nf);
     runner.stop();
     if p1 <= p0 {
         return Err("testpmd on the VF forwarded nothing".into());

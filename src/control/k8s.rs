@@ -95,13 +95,13 @@ impl Controller {
         let Some(pool) = inner.k8s_pool.clone() else {
             return Vec::new();
         };
-        let num_vfs = inner.engine.pf().map_or(0, |pf| pf.num_vfs);
+        // One engine round trip for every VF: this runs on every event and tick.
+        let vfs = inner.engine.vfs().unwrap_or_default();
         pool.0
-            .filter(|v| *v < num_vfs)
-            .map(VfId)
-            .map(|vf| Device {
+            .filter_map(|v| Some((VfId(v), vfs.get(usize::from(v))?)))
+            .map(|(vf, s)| Device {
                 id: device_id(vf),
-                healthy: inner.engine.vf(vf).is_ok_and(|s| s.link_up && !s.halted),
+                healthy: s.link_up && !s.halted,
             })
             .collect()
     }

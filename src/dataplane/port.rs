@@ -125,6 +125,12 @@ impl Port {
         Ok(())
     }
 
+    /// Whether `given` is this port's token (the native `Hello`'s, or memif's
+    /// secret), compared in constant time.
+    pub fn token_matches(&self, given: &[u8]) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(self.token.as_bytes(), given))
+    }
+
     /// Whether the NF masked interrupt `vector`: the BAR's `IRQ_MASK`, or for
     /// memif the receive ring's `MEMIF_RING_FLAG_MASK_INT` (memif has no
     /// transmit-completion interrupt: that vector is always masked).

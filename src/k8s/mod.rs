@@ -65,13 +65,14 @@ fn options() -> dp::DevicePluginOptions {
 }
 
 /// Starts the plugin: the device list that follows the controller's state, the
-/// kubelet's side, and reclaim; they end when `stop` fires.
+/// kubelet's side, and reclaim; they end when `stop` fires. The controller's pool
+/// is `options.pool` already ([`Controller::set_k8s_pool`], which `nfhost serve`
+/// calls before it reconciles, so that no request ever sees a VF outside it).
 pub fn start(
     controller: Arc<Controller>,
     options: Options,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    controller.set_k8s_pool(Some(options.pool.clone()));
     let (publish, devices) = tokio::sync::watch::channel(controller.k8s_devices());
     let plugin = plugin::Plugin::new(controller.clone(), devices);
     tracing::info!(dir = %options.kubelet_dir.display(), resource = %options.resource, vfs = ?options.pool.0, "k8s: device plugin on");

@@ -172,12 +172,9 @@ impl Engine {
                         format!("ABI version {abi_version} is not supported (this NIC speaks 1)"),
                     ));
                 }
-                let right = self.port(vf).is_some_and(|p| {
-                    bool::from(subtle::ConstantTimeEq::ct_eq(
-                        p.token.as_bytes(),
-                        token.as_bytes(),
-                    ))
-                });
+                let right = self
+                    .port(vf)
+                    .is_some_and(|p| p.token_matches(token.as_bytes()));
                 if !right {
                     return Err((
                         Code::PermissionDenied,
@@ -423,6 +420,43 @@ impl Engine {
     }
 }
 
+/// What one read of an NF's socket gave.
+pub(super) enum Read {
+    /// Something for the loop.
+    Event(PortEvent),
+    /// Nothing yet.
+    WouldBlock,
+    /// The peer closed the socket.
+    Closed,
+}
+
+/// Reads an NF's socket with `read`, one message at a time as it becomes
+/// readable, and forwards each event to the engine loop; then reports the socket
+/// closed. Serves both faces: the attach protocol and memif.
+pub(super) async fn forward(
+    vf: VfId,
+    epoch: u64,
+    sock: OwnedFd,
+    events: mpsc::UnboundedSender<PortEvent>,
+    wake: Rc<Notify>,
+    mut read: impl FnMut(std::os::fd::BorrowedFd<'_>) -> Read,
+) {
+    if let Ok(afd) = nfhost_sys::async_fd(sock) {
+        while let Ok(mut guard) = afd.readable().await {
+            match read(afd.get_ref().as_fd()) {
+                Read::Event(event) => {
+                    let _ = events.send(event);
+                    wake.notify_one();
+                }
+                Read::WouldBlock => guard.clear_ready(),
+                Read::Closed => break,
+            }
+        }
+    }
+    let _ = events.send(PortEvent::Closed { vf, epoch });
+    wake.notify_one();
+}
+
 /// Reads an NF's attach socket and forwards each request to the engine loop.
 pub(super) async fn read_socket(
     vf: VfId,
@@ -431,29 +465,18 @@ pub(super) async fn read_socket(
     events: mpsc::UnboundedSender<PortEvent>,
     wake: Rc<Notify>,
 ) {
-    let Ok(afd) = nfhost_sys::async_fd(sock) else {
-        let _ = events.send(PortEvent::Closed { vf, epoch });
-        return;
-    };
-    loop {
-        let Ok(mut guard) = afd.readable().await else {
-            break;
-        };
-        match server::read_command(afd.get_ref().as_fd()) {
-            Ok(command) => {
-                let _ = events.send(PortEvent::Command { vf, epoch, command });
-            }
-            Err(ProtoError::WouldBlock) => {
-                guard.clear_ready();
-                continue;
-            }
-            Err(ProtoError::Closed) => break,
-            Err(error) => {
-                let _ = events.send(PortEvent::Bad { vf, epoch, error });
-            }
-        }
-        wake.notify_one();
-    }
-    let _ = events.send(PortEvent::Closed { vf, epoch });
-    wake.notify_one();
+    forward(
+        vf,
+        epoch,
+        sock,
+        events,
+        wake,
+        |fd| match server::read_command(fd) {
+            Ok(command) => Read::Event(PortEvent::Command { vf, epoch, command }),
+            Err(ProtoError::WouldBlock) => Read::WouldBlock,
+            Err(ProtoError::Closed) => Read::Closed,
+            Err(error) => Read::Event(PortEvent::Bad { vf, epoch, error }),
+        },
+    )
+    .await;
 }

@@ -104,11 +104,7 @@ impl Engine {
                 // the peer, which would then not read the reason.
                 let mut discard = [0u8; vf_abi::memif::MSG_LEN];
                 let _ = nfhost_sys::recv_with_fds(sock.as_fd(), &mut discard, 1);
-                let bye = vf_abi::memif::Msg::Disconnect {
-                    code: 0,
-                    reason: "Already connected".into(),
-                };
-                let _ = super::memif::send(sock.as_fd(), &bye);
+                super::memif::disconnect(sock.as_fd(), "Already connected");
             }
             let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
             return;

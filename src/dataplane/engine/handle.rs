@@ -206,6 +206,11 @@ impl EngineHandle {
         self.ask(|reply| EngineRequest::Vf { vf, reply })?
     }
 
+    /// See [`EngineRequest::Vfs`].
+    pub fn vfs(&self) -> Result<Vec<VfStatus>, EngineError> {
+        self.ask(|reply| EngineRequest::Vfs { reply })
+    }
+
     /// See [`EngineRequest::UpdateVf`].
     pub fn update_vf(
         &self,

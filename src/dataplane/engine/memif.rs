@@ -27,7 +27,7 @@ use vf_abi::memif::{
     MAX_LOG2_RING_SIZE, MODE_ETHERNET, MSG_LEN, Msg, RING_FLAG_S2M, SECRET_LEN, VERSION,
 };
 
-use super::attach::PortEvent;
+use super::attach::{PortEvent, Read, forward};
 use super::event_loop::read_doorbell;
 use super::{Engine, EngineEvent};
 use crate::dataplane::port::PortState;
@@ -58,6 +58,15 @@ pub(super) fn hello() -> Msg {
 /// Sends one memif message (without fds).
 pub(super) fn send(sock: BorrowedFd<'_>, msg: &Msg) -> Result<(), nfhost_sys::FdError> {
     nfhost_sys::send_with_fds(sock, &msg.encode(), &[])
+}
+
+/// Tells a client why it is refused (`DISCONNECT`); it may be gone already.
+pub(super) fn disconnect(sock: BorrowedFd<'_>, reason: &str) {
+    let bye = Msg::Disconnect {
+        code: 0,
+        reason: reason.to_owned(),
+    };
+    let _ = send(sock, &bye);
 }
 
 /// Where a client's set-up stands.
@@ -113,11 +122,7 @@ impl Engine {
         self.counters.vf(vf).attach_refused.add(1);
         let Some(port) = self.port(vf) else { return };
         tracing::warn!(%vf, owner = %port.owner.0, %reason, "nic-engine: refused a memif client");
-        let bye = Msg::Disconnect {
-            code: 0,
-            reason: reason.to_owned(),
-        };
-        let _ = send(port.sock.as_fd(), &bye);
+        disconnect(port.sock.as_fd(), reason);
         let connected = self
             .memif
             .get(&vf)
@@ -257,8 +262,7 @@ impl Engine {
             .iter()
             .position(|b| *b == 0)
             .map_or(&secret[..], |end| &secret[..end]);
-        self.port(vf)
-            .is_some_and(|p| bool::from(subtle::ConstantTimeEq::ct_eq(p.token.as_bytes(), given)))
+        self.port(vf).is_some_and(|p| p.token_matches(given))
     }
 
     /// `ADD_REGION`: maps the client's memfd in the VF's domain.
@@ -386,32 +390,21 @@ pub(super) async fn read_memif(
     events: mpsc::UnboundedSender<PortEvent>,
     wake: Rc<Notify>,
 ) {
-    let Ok(afd) = nfhost_sys::async_fd(sock) else {
-        let _ = events.send(PortEvent::Closed { vf, epoch });
-        return;
-    };
+    // One byte over a message, so that a longer one is seen as such.
     let mut buf = [0u8; MSG_LEN + 1];
-    loop {
-        let Ok(mut guard) = afd.readable().await else {
-            break;
-        };
-        let (msg, fds) = match nfhost_sys::recv_with_fds(afd.get_ref().as_fd(), &mut buf, 1) {
-            Ok((0, _)) => break,
+    forward(vf, epoch, sock, events, wake, |fd| {
+        let (msg, fds) = match nfhost_sys::recv_with_fds(fd, &mut buf, 1) {
+            Ok((0, _)) => return Read::Closed,
             Ok((n, fds)) => (Msg::decode(&buf[..n]).map_err(|e| e.to_string()), fds),
-            Err(nfhost_sys::FdError::Recv(rustix::io::Errno::AGAIN)) => {
-                guard.clear_ready();
-                continue;
-            }
+            Err(nfhost_sys::FdError::Recv(rustix::io::Errno::AGAIN)) => return Read::WouldBlock,
             Err(e) => (Err(format!("unreadable message: {e}")), Vec::new()),
         };
-        let _ = events.send(PortEvent::Memif {
+        Read::Event(PortEvent::Memif {
             vf,
             epoch,
             msg,
             fds,
-        });
-        wake.notify_one();
-    }
-    let _ = events.send(PortEvent::Closed { vf, epoch });
-    wake.notify_one();
+        })
+    })
+    .await;
 }

@@ -184,6 +184,11 @@ pub enum EngineRequest {
         /// The answer.
         reply: Reply<Result<VfStatus, EngineError>>,
     },
+    /// Every enabled VF's status, by index: one round trip for all of them.
+    Vfs {
+        /// The answer.
+        reply: Reply<Vec<VfStatus>>,
+    },
     /// Writes VF admin fields; with `dry_run`, to a copy of the device model only
     /// (the same rules as the real write, nothing changed).
     UpdateVf {
@@ -345,6 +350,11 @@ impl Engine {
                 reply.send(());
             }
             EngineRequest::Vf { vf, reply } => reply.send(self.vf_status(vf)),
+            EngineRequest::Vfs { reply } => reply.send(
+                (0..self.nic.pf().num_vfs())
+                    .map_while(|i| self.vf_status(VfId(i)).ok())
+                    .collect(),
+            ),
             EngineRequest::UpdateVf {
                 vf,
                 update,
