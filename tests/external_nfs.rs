@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use nfhost_api::proto;
-use server::{Clients, GEN, Server, TempDir, events, get_nf, runtime, vf_stats, wait_until};
+use server::{
+    Clients, GEN, Server, TempDir, create_chain, events, get_nf, runtime, vf_stats, wait_until,
+};
 
 /// The example NF's binary, built next to nfhost's by `cargo test --workspace`.
 fn example_binary() -> PathBuf {
@@ -77,13 +79,7 @@ fn exec_and_external_nfs_from_the_example_crate_carry_a_chain() {
             exec: None,
         },
     ];
-    let chain = rt
-        .block_on(c.chain.create_chain(proto::CreateChainRequest {
-            chain: Some(chain),
-            validate_only: false,
-        }))
-        .expect("a chain of exec and external NFs is accepted")
-        .into_inner();
+    let chain = create_chain(&rt, &mut c, chain);
     let last = chain.vfs[1].clone();
 
     // The exec NF runs; the external one waits at its endpoint.

@@ -26,26 +26,14 @@ use std::time::Duration;
 use memif_client::{Client, Control, reason};
 use nfhost::testpmd::{Testpmd, memif_client as testpmd_client};
 use nfhost_api::proto;
-use server::{Clients, GEN, Server, TempDir, get_nf, runtime, set_vf_link, vf_stats, wait_until};
+use server::{
+    Clients, GEN, Server, TempDir, create_chain, external_hop, get_nf, runtime, set_vf_link,
+    settled, vf_stats, wait_until,
+};
 use vf_abi::memif::{MemifDesc, Msg};
 
 fn state(rt: &tokio::runtime::Runtime, c: &mut Clients, name: &str) -> i32 {
     get_nf(rt, c, name).status.unwrap_or_default().state
-}
-
-/// Waits until `vf`'s rx and tx counters stop moving (the stats are published
-/// every 100 ms).
-fn settled(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str) -> proto::VfStats {
-    let mut last = vf_stats(rt, c, vf);
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(400));
-        let now = vf_stats(rt, c, vf);
-        if (now.rx_packets, now.tx_packets) == (last.rx_packets, last.tx_packets) {
-            return now;
-        }
-        last = now;
-    }
-    panic!("{vf}'s counters did not settle");
 }
 
 fn testpmd_exe() -> std::path::PathBuf {
@@ -57,7 +45,7 @@ fn testpmd_exe() -> std::path::PathBuf {
 
 /// Starts testpmd on `endpoint`'s memif socket and waits until it forwards.
 fn start_testpmd(endpoint: &proto::Endpoint, mode: &str) -> Testpmd {
-    let pmd = testpmd_client(
+    testpmd_client(
         &testpmd_exe(),
         &format!("nfhost-test-{}-{mode}", std::process::id()),
         Path::new(&endpoint.memif_socket),
@@ -65,10 +53,7 @@ fn start_testpmd(endpoint: &proto::Endpoint, mode: &str) -> Testpmd {
         &endpoint.mac,
         mode,
     )
-    .expect("testpmd starts");
-    pmd.wait_for("Start automatic packet forwarding")
-        .expect("testpmd forwards");
-    pmd
+    .expect("testpmd starts and forwards")
 }
 
 #[test]
@@ -82,19 +67,8 @@ fn testpmd_over_memif_is_a_chain_hop_with_exact_counters() {
     let mut chain = nfhost_api::chain_file::parse_chain(include_str!("../examples/edge.toml"))
         .expect("example chain parses");
     chain.name = "chains/pmd".into();
-    chain.nfs[1] = proto::ChainNf {
-        name: "pmd".into(),
-        kind: "external".into(),
-        config: String::new(),
-        exec: None,
-    };
-    let chain = rt
-        .block_on(c.chain.create_chain(proto::CreateChainRequest {
-            chain: Some(chain),
-            validate_only: false,
-        }))
-        .expect("the chain is accepted")
-        .into_inner();
+    chain.nfs[1] = external_hop("pmd");
+    let chain = create_chain(&rt, &mut c, chain);
     let (first, vf) = (chain.vfs[0].clone(), chain.vfs[1].clone());
     wait_until("the monitor runs", 20, || {
         state(&rt, &mut c, "mon") == proto::NfState::Running as i32
@@ -192,19 +166,8 @@ fn hostile_memif_clients_are_refused_or_faulted_and_touch_no_other_vf() {
         .expect("example chain parses");
     chain.name = "chains/hostile".into();
     chain.isolation = proto::Isolation::Strict as i32;
-    chain.nfs = vec![proto::ChainNf {
-        name: "attacker".into(),
-        kind: "external".into(),
-        config: String::new(),
-        exec: None,
-    }];
-    let chain = rt
-        .block_on(c.chain.create_chain(proto::CreateChainRequest {
-            chain: Some(chain),
-            validate_only: false,
-        }))
-        .expect("the chain is accepted")
-        .into_inner();
+    chain.nfs = vec![external_hop("attacker")];
+    let chain = create_chain(&rt, &mut c, chain);
     let vf = chain.vfs[0].clone();
     let ep = get_nf(&rt, &mut c, "attacker").endpoint.unwrap();
     let path = Path::new(&ep.memif_socket);

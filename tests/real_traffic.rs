@@ -27,8 +27,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use nfhost_api::proto;
-use server::{Clients, Server, TempDir, free_port, get_nf, runtime, vf_stats, wait_until};
+use server::{
+    Clients, Server, TempDir, create_chain, external_hop, free_port, get_nf, runtime, settled,
+    wait_until,
+};
 
 /// The tests take turns: both build namespaces and measure throughput.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -370,19 +372,8 @@ fn ping_and_iperf3_cross_a_testpmd_memif_hop() {
     // examples/stick.toml with testpmd for its second hop.
     let mut chain =
         nfhost_api::chain_file::parse_chain(&std::fs::read_to_string(CHAIN).unwrap()).unwrap();
-    chain.nfs[1] = proto::ChainNf {
-        name: "stick-pmd".into(),
-        kind: "external".into(),
-        config: String::new(),
-        exec: None,
-    };
-    let chain = rt
-        .block_on(c.chain.create_chain(proto::CreateChainRequest {
-            chain: Some(chain),
-            validate_only: false,
-        }))
-        .expect("the chain is accepted")
-        .into_inner();
+    chain.nfs[1] = external_hop("stick-pmd");
+    let chain = create_chain(&rt, &mut c, chain);
     let vf = chain.vfs[1].clone();
     let endpoint = get_nf(&rt, &mut c, "stick-pmd").endpoint.unwrap();
     let mut pmd = nfhost::testpmd::memif_client(
@@ -393,9 +384,7 @@ fn ping_and_iperf3_cross_a_testpmd_memif_hop() {
         &endpoint.mac,
         "io",
     )
-    .expect("testpmd starts");
-    pmd.wait_for("Start automatic packet forwarding")
-        .expect("testpmd forwards");
+    .expect("testpmd starts and forwards");
     wait_until("ping through testpmd", 20, || topo.ping(1));
     assert!(topo.ping(5), "ping -c 5 through testpmd lost packets");
     let bps = topo.iperf(5201, 5);
@@ -413,12 +402,8 @@ fn ping_and_iperf3_cross_a_testpmd_memif_hop() {
     .expect("writing test-output/real-traffic-memif.txt");
 
     // The traffic has stopped: testpmd's counters are its VF's, exactly.
-    let mut last = (u64::MAX, u64::MAX);
-    wait_until("the counters settle", 20, || {
-        std::thread::sleep(Duration::from_millis(400));
-        let s = vf_stats(&rt, &mut c, &vf);
-        std::mem::replace(&mut last, (s.rx_packets, s.tx_packets)) == last
-    });
+    let after = settled(&rt, &mut c, &vf);
+    let last = (after.rx_packets, after.tx_packets);
     let (rx, tx) = pmd.port_stats(0).expect("testpmd's counters");
     println!(
         "testpmd RX {rx}, TX {tx}; its VF rx {}, tx {}",

@@ -306,3 +306,42 @@ pub fn set_vf_link(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str, up: 
     }))
     .expect("link state set");
 }
+
+/// A chain hop that a process outside nfhost attaches to.
+pub fn external_hop(name: &str) -> proto::ChainNf {
+    proto::ChainNf {
+        name: name.into(),
+        kind: "external".into(),
+        config: String::new(),
+        exec: None,
+    }
+}
+
+/// Creates `chain`; panics if it is refused.
+pub fn create_chain(
+    rt: &tokio::runtime::Runtime,
+    c: &mut Clients,
+    chain: proto::Chain,
+) -> proto::Chain {
+    rt.block_on(c.chain.create_chain(proto::CreateChainRequest {
+        chain: Some(chain),
+        validate_only: false,
+    }))
+    .expect("the chain is accepted")
+    .into_inner()
+}
+
+/// Waits until `vf`'s rx and tx counters stop moving (the stats are published
+/// every 100 ms), and returns them.
+pub fn settled(rt: &tokio::runtime::Runtime, c: &mut Clients, vf: &str) -> proto::VfStats {
+    let mut last = vf_stats(rt, c, vf);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(400));
+        let now = vf_stats(rt, c, vf);
+        if (now.rx_packets, now.tx_packets) == (last.rx_packets, last.tx_packets) {
+            return now;
+        }
+        last = now;
+    }
+    panic!("{vf}'s counters did not settle");
+}
