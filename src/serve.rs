@@ -61,8 +61,10 @@ pub struct ServeSettings {
     pub vfs: Option<u16>,
     #[arg(long, help = help(
         "The uplink: gen, none, or host interfaces: tap:NAME (a TAP device nfhost \
-         opens or creates) and afpacket:IFNAME (an existing interface), each \
-         optionally @VLAN to make it an access port of that VLAN, comma-separated",
+         opens or creates), afpacket:IFNAME (an existing interface, through a packet \
+         socket) and afxdp:IFNAME (an existing interface, through an AF_XDP socket \
+         and nfhost's XDP program), each optionally @VLAN to make it an access port \
+         of that VLAN, comma-separated",
         DEFAULT_WIRE,
     ))]
     pub wire: Option<String>,
@@ -416,7 +418,7 @@ pub enum ServeError {
     },
     /// A wire that cannot be used.
     #[error(
-        "wire {wire:?} refused (use gen, none, or tap:NAME / afpacket:IFNAME links with an optional @VLAN, comma-separated)"
+        "wire {wire:?} refused (use gen, none, or tap:NAME / afpacket:IFNAME / afxdp:IFNAME links with an optional @VLAN, comma-separated)"
     )]
     Wire {
         /// As given.

@@ -12,6 +12,15 @@ impl Controller {
         let wire = inner.wire.clone();
         let wire_mtu = inner.wire_mtu;
         let assigned = inner.owned_vfs().len() as u32;
+        let wire_links = inner
+            .engine
+            .wire_links()
+            .iter()
+            .map(|l| proto::WireLink {
+                link: l.link.clone(),
+                xdp_mode: l.xdp_mode.map(|m| m.to_string()).unwrap_or_default(),
+            })
+            .collect();
         let pf = inner.engine.pf()?;
         Ok(proto::Pf {
             name: "pfs/0".into(),
@@ -22,6 +31,7 @@ impl Controller {
             assigned_vfs: assigned,
             wire,
             wire_mtu,
+            wire_links,
         })
     }
 

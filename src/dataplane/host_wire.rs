@@ -1,6 +1,6 @@
-//! The `tap:` and `afpacket:` wires (ARCHITECTURE.md §6): the PF's uplink made of real
-//! host interfaces, driven by an io_uring ([`nfhost_sys::wire::WireRing`]) on the
-//! engine thread.
+//! The `tap:`, `afpacket:` and `afxdp:` wires (ARCHITECTURE.md §6): the PF's uplink
+//! made of real host interfaces, driven by an io_uring ([`nfhost_sys::wire::WireRing`])
+//! on the engine thread.
 //!
 //! A wire is one or more links. A link without a VLAN is a **trunk**: frames
 //! cross it exactly as they are on the NIC's wire, 802.1Q tags included. A link
@@ -37,11 +37,11 @@ pub const MIN_MTU: u16 = 68;
 /// How often the links' state is read.
 const STATUS_EVERY: Micros = Micros(200_000);
 
-/// One link of a host wire, as written after `--wire`: `tap:NAME[@VID]` or
-/// `afpacket:IFNAME[@VID]`.
+/// One link of a host wire, as written after `--wire`: `tap:NAME[@VID]`,
+/// `afpacket:IFNAME[@VID]` or `afxdp:IFNAME[@VID]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSpec {
-    /// TAP or `AF_PACKET`.
+    /// TAP, `AF_PACKET` or `AF_XDP`.
     pub kind: LinkKind,
     /// The interface name.
     pub name: String,
@@ -54,6 +54,7 @@ impl fmt::Display for LinkSpec {
         let kind = match self.kind {
             LinkKind::Tap => "tap",
             LinkKind::Packet => "afpacket",
+            LinkKind::Xdp => "afxdp",
         };
         write!(f, "{kind}:{}", self.name)?;
         if let Some(vid) = self.access_vlan {
@@ -66,8 +67,10 @@ impl fmt::Display for LinkSpec {
 /// A wire description that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WireSpecError {
-    /// Not `tap:` or `afpacket:`.
-    #[error("{0:?}: a link is tap:NAME or afpacket:IFNAME, optionally followed by @VLAN")]
+    /// Not `tap:`, `afpacket:` or `afxdp:`.
+    #[error(
+        "{0:?}: a link is tap:NAME, afpacket:IFNAME or afxdp:IFNAME, optionally followed by @VLAN"
+    )]
     Syntax(String),
     /// An interface name the kernel would not take.
     #[error("{0:?}: an interface name is 1-15 characters without '/', ':', ',', '@' or spaces")]
@@ -100,6 +103,8 @@ impl FromStr for LinkSpec {
             (LinkKind::Tap, rest)
         } else if let Some(rest) = s.strip_prefix("afpacket:") {
             (LinkKind::Packet, rest)
+        } else if let Some(rest) = s.strip_prefix("afxdp:") {
+            (LinkKind::Xdp, rest)
         } else {
             return Err(WireSpecError::Syntax(s.to_owned()));
         };
@@ -218,11 +223,33 @@ pub fn open_links(config: &HostWireConfig) -> Result<Vec<Link>, OpenError> {
             let opened = match spec.kind {
                 LinkKind::Tap => Link::tap(&spec.name),
                 LinkKind::Packet => Link::packet(&spec.name),
+                LinkKind::Xdp => Link::xdp(&spec.name),
             };
-            opened.map_err(|source| OpenError {
+            let link = opened.map_err(|source| OpenError {
                 link: spec.to_string(),
                 source,
-            })
+            })?;
+            if let Some((mode, why)) = link.xdp_mode() {
+                tracing::info!(
+                    link = %spec,
+                    mode = %mode,
+                    program = nfhost_sys::wire::XDP_PROGRAM_NAME,
+                    why_not_zero_copy = why.unwrap_or(""),
+                    "AF_XDP socket bound to queue 0, XDP program attached"
+                );
+                let queues = link.rx_queues();
+                if queues > 1 {
+                    tracing::warn!(
+                        link = %spec,
+                        queues,
+                        "the interface has {queues} receive queues and nfhost hears queue 0 only; \
+                         frames on the others reach the kernel's stack (`ethtool -L {} combined 1` \
+                         gives it one)",
+                        spec.name
+                    );
+                }
+            }
+            Ok(link)
         })
         .collect()
 }
@@ -471,14 +498,18 @@ mod tests {
 
     #[test]
     fn link_specs_parse_and_print_back() {
-        let w = HostWireConfig::parse("tap:nfh0, afpacket:veth-c@100,afpacket:veth-s@200", 1500)
-            .unwrap();
+        let w = HostWireConfig::parse(
+            "tap:nfh0, afpacket:veth-c@100,afpacket:veth-s@200,afxdp:veth-x@300",
+            1500,
+        )
+        .unwrap();
         assert_eq!(w.links[0].kind, LinkKind::Tap);
         assert_eq!(w.links[0].access_vlan, None);
         assert_eq!(w.links[1].access_vlan, Some(100));
+        assert_eq!(w.links[3].kind, LinkKind::Xdp);
         assert_eq!(
             w.to_string(),
-            "tap:nfh0,afpacket:veth-c@100,afpacket:veth-s@200"
+            "tap:nfh0,afpacket:veth-c@100,afpacket:veth-s@200,afxdp:veth-x@300"
         );
         assert_eq!(w.frame_cap(), 1518);
     }
@@ -488,6 +519,8 @@ mod tests {
         let cases: &[(&str, u16, WireSpecError)] = &[
             ("eth0", 1500, WireSpecError::Syntax("eth0".into())),
             ("tap:", 1500, WireSpecError::Name("tap:".into())),
+            ("afxdp:", 1500, WireSpecError::Name("afxdp:".into())),
+            ("xdp:eth0", 1500, WireSpecError::Syntax("xdp:eth0".into())),
             (
                 "afpacket:a-very-long-interface",
                 1500,

@@ -82,12 +82,24 @@ fn view(pf: &proto::Pf) -> String {
                 pf.num_vfs.saturating_sub(pf.assigned_vfs)
             ),
         ),
-        (
-            "Wire",
+        ("Wire", {
+            // An `afxdp:` link says how the kernel moves its frames.
+            let links = if pf.wire_links.iter().any(|l| !l.xdp_mode.is_empty()) {
+                pf.wire_links
+                    .iter()
+                    .map(|l| match l.xdp_mode.as_str() {
+                        "" => l.link.clone(),
+                        mode => format!("{} ({mode})", l.link),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                pf.wire.clone()
+            };
             match pf.wire_mtu {
-                0 => or_dash(&pf.wire),
-                mtu => format!("{}, MTU {mtu}", pf.wire),
-            },
-        ),
+                0 => or_dash(&links),
+                mtu => format!("{links}, MTU {mtu}"),
+            }
+        }),
     ])
 }

@@ -214,8 +214,18 @@ impl PfService for Double {
             total_vfs: 8,
             num_vfs: 4,
             assigned_vfs: 2,
-            wire: "gen".into(),
-            wire_mtu: 0,
+            wire: "afxdp:veth0@100,afpacket:veth1@200".into(),
+            wire_mtu: 1500,
+            wire_links: vec![
+                proto::WireLink {
+                    link: "afxdp:veth0@100".into(),
+                    xdp_mode: "copy".into(),
+                },
+                proto::WireLink {
+                    link: "afpacket:veth1@200".into(),
+                    xdp_mode: String::new(),
+                },
+            ],
         }))
     }
 
@@ -960,6 +970,12 @@ fn get_views_and_json() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("VFs:       4 of 8 total\n"),
+        "{}",
+        stdout(&o)
+    );
+    // An afxdp: link says whether the kernel copies its frames.
+    assert!(
+        stdout(&o).contains("Wire:      afxdp:veth0@100 (copy),afpacket:veth1@200, MTU 1500\n"),
         "{}",
         stdout(&o)
     );

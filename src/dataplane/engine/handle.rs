@@ -33,6 +33,17 @@ pub struct EngineHandle {
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     shared: Arc<SharedView>,
+    wire_links: Vec<WireLinkInfo>,
+}
+
+/// A host wire link as opened: its spec and, for `afxdp:`, how the kernel moves
+/// its frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireLinkInfo {
+    /// The link as written (`afxdp:veth0@100`).
+    pub link: String,
+    /// `copy` or `zero-copy` for an `afxdp:` link; `None` for others.
+    pub xdp_mode: Option<nfhost_sys::wire::XdpMode>,
 }
 
 /// State the engine publishes for readers on other threads (not hot-path).
@@ -86,6 +97,14 @@ impl EngineHandle {
                 Some((host.clone(), crate::dataplane::host_wire::open_links(host)?)),
             ),
         };
+        let wire_links = host_links
+            .iter()
+            .flat_map(|(config, links)| config.links.iter().zip(links))
+            .map(|(spec, link)| WireLinkInfo {
+                link: spec.to_string(),
+                xdp_mode: link.xdp_mode().map(|(mode, _)| mode),
+            })
+            .collect();
         // The wire's ring lives on the engine thread; it reports whether it started.
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let counters = Arc::new(Counters::new(config.pf.total_vfs));
@@ -168,7 +187,13 @@ impl EngineHandle {
             thread: Some(thread),
             counters,
             shared,
+            wire_links,
         })
+    }
+
+    /// The host wire's links as opened (empty for `gen` and `none`).
+    pub fn wire_links(&self) -> &[WireLinkInfo] {
+        &self.wire_links
     }
 
     /// Sends `request` to the engine thread; it is carried out between two polls and

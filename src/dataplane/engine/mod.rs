@@ -52,7 +52,7 @@ use crate::nic::iommu::DomainId;
 use crate::nic::{DmaFault, Micros, Nic, NicError, Owner, PfConfig, VfId, VlanTag};
 use attach::PortEvent;
 
-pub use handle::{EngineHandle, SharedView};
+pub use handle::{EngineHandle, SharedView, WireLinkInfo};
 pub use request::EngineRequest;
 
 /// Descriptors handled per ring per poll.

@@ -1,6 +1,7 @@
 //! The host's Ethernet interfaces a PF uplink can use: a TAP device
-//! (`tun(4)`, opened or created with `TUNSETIFF`) or an existing interface
-//! through an `AF_PACKET` raw socket (`packet(7)`).
+//! (`tun(4)`, opened or created with `TUNSETIFF`), or an existing interface
+//! through an `AF_PACKET` raw socket (`packet(7)`) or an `AF_XDP` socket with
+//! nfhost's XDP program in front of it.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -9,6 +10,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::WireError;
+use super::xsk::{XdpMode, Xsk};
 
 /// What kind of fd a [`Link`] reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,10 @@ pub enum LinkKind {
     /// the frame; the ring puts it back) and `PACKET_IGNORE_OUTGOING` (it
     /// does not hear its own transmissions).
     Packet,
+    /// An `AF_XDP` socket on the interface's queue 0, fed by nfhost's XDP
+    /// program (attached with a BPF link, so it goes when nfhost goes). The
+    /// frames skip the kernel's stack; the rings and UMEM live in [`super::xsk`].
+    Xdp,
 }
 
 /// An interface's state as `SIOCGIFFLAGS` and `SIOCGIFMTU` report it.
@@ -42,6 +48,9 @@ pub struct Link {
     ctl: OwnedFd,
     kind: LinkKind,
     name: String,
+    /// The AF_XDP socket, for an [`LinkKind::Xdp`] link (`fd` is then a
+    /// duplicate of its fd, to poll).
+    xsk: Option<Box<Xsk>>,
 }
 
 const IFNAMSIZ: usize = 16;
@@ -120,6 +129,7 @@ impl Link {
             ctl: ctl_socket()?,
             kind: LinkKind::Tap,
             name: name.to_owned(),
+            xsk: None,
         })
     }
 
@@ -193,7 +203,58 @@ impl Link {
             ctl: ctl_socket()?,
             kind: LinkKind::Packet,
             name: name.to_owned(),
+            xsk: None,
         })
+    }
+
+    /// Attaches to the existing interface `name` with an `AF_XDP` socket on its
+    /// receive queue 0: loads and attaches nfhost's XDP program, which redirects
+    /// the queue's frames into the socket (frames of other queues go on to the
+    /// kernel's stack: give the interface one queue, as a veth has).
+    pub fn xdp(name: &str) -> Result<Link, WireError> {
+        let c_name = check_name(name)?;
+        // SAFETY: `c_name` is a NUL-terminated string that lives across the call.
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if index == 0 {
+            return Err(WireError::NoSuchInterface(name.to_owned()));
+        }
+        let xsk = Xsk::open(name, index)?;
+        let fd = dup(xsk.fd())?;
+        Ok(Link {
+            fd,
+            ctl: ctl_socket()?,
+            kind: LinkKind::Xdp,
+            name: name.to_owned(),
+            xsk: Some(Box::new(xsk)),
+        })
+    }
+
+    /// For an `AF_XDP` link: copy or zero-copy, and why not zero-copy.
+    pub fn xdp_mode(&self) -> Option<(XdpMode, Option<&str>)> {
+        self.xsk
+            .as_deref()
+            .map(|x| (x.mode(), x.zero_copy_refused()))
+    }
+
+    pub(super) fn xsk_mut(&mut self) -> Option<&mut Xsk> {
+        self.xsk.as_deref_mut()
+    }
+
+    pub(super) fn xsk(&self) -> Option<&Xsk> {
+        self.xsk.as_deref()
+    }
+
+    /// Receive queues of the interface (from sysfs; 1 if unknown). An `AF_XDP`
+    /// link hears queue 0 only.
+    pub fn rx_queues(&self) -> usize {
+        std::fs::read_dir(format!("/sys/class/net/{}/queues", self.name))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                    .count()
+            })
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// The interface name.
@@ -201,16 +262,20 @@ impl Link {
         &self.name
     }
 
-    /// TAP or `AF_PACKET`.
+    /// TAP, `AF_PACKET` or `AF_XDP`.
     pub fn kind(&self) -> LinkKind {
         self.kind
     }
 
     /// Frames the kernel dropped since the last call because the socket's receive
-    /// buffer was full (`PACKET_STATISTICS`; reading resets the kernel's count).
+    /// buffer was full (`PACKET_STATISTICS`; reading resets the kernel's count),
+    /// or for `AF_XDP`, its rx ring full or fill ring empty (`XDP_STATISTICS`).
     /// Always 0 for a TAP, whose reader is never overrun: the kernel queues for it
     /// and drops on the device's side instead (`tx_dropped` of the interface).
     pub fn take_drops(&self) -> Result<u64, WireError> {
+        if let Some(xsk) = &self.xsk {
+            return xsk.take_drops();
+        }
         if self.kind != LinkKind::Packet {
             return Ok(0);
         }

@@ -3,6 +3,12 @@
 //! on TAPs) and a pool of transmit buffers (`IORING_OP_WRITE`), submitted in
 //! batches with one `io_uring_enter` per engine poll. Completions signal an
 //! eventfd so that an idle engine can sleep.
+//!
+//! An `AF_XDP` link needs no operation per frame: its frames are read straight
+//! off its rx ring and written onto its tx ring. The io_uring only watches its
+//! socket (`IORING_OP_POLL_ADD`, armed when its rx ring has been emptied), so
+//! that a frame arriving while the engine sleeps wakes it through the same
+//! eventfd.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -11,6 +17,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use super::WireError;
 use super::link::{Link, LinkKind, dup};
+use super::xsk::SendOutcome;
 use crate::fd::EventFd;
 
 /// Bytes kept free in front of every received frame, so that an 802.1Q tag can
@@ -26,6 +33,7 @@ pub const MAX_LINKS: usize = 8;
 
 const TX_BIT: u64 = 1 << 63;
 const CANCEL_BIT: u64 = 1 << 62;
+const POLL_BIT: u64 = 1 << 61;
 const CMSG_SPACE: usize = 128;
 const TPID_8021Q: u16 = 0x8100;
 
@@ -121,6 +129,8 @@ pub struct WireRing {
     eventfd: EventFd,
     frame_cap: usize,
     stats: RingStats,
+    /// Per link: an `AF_XDP` link's socket poll is in flight.
+    polling: Vec<bool>,
 }
 
 impl std::fmt::Debug for WireRing {
@@ -155,6 +165,7 @@ impl WireRing {
             .register_eventfd(eventfd.as_fd().as_raw_fd())
             .map_err(|e| WireError::Uring("registering the eventfd", e))?;
         let rx = (0..links.len())
+            .filter(|&link| links[link].kind() != LinkKind::Xdp)
             .flat_map(|link| (0..RX_PER_LINK).map(move |_| link))
             .map(|link| RxSlot {
                 link,
@@ -181,8 +192,10 @@ impl WireRing {
                 busy: false,
             })
             .collect();
+        let polling = vec![false; links.len()];
         let mut wire = WireRing {
             ring,
+            polling,
             links,
             rx,
             tx,
@@ -194,6 +207,9 @@ impl WireRing {
         };
         for i in 0..wire.rx.len() {
             wire.arm(i)?;
+        }
+        for link in 0..wire.links.len() {
+            wire.watch(link)?;
         }
         wire.flush()?;
         Ok(wire)
@@ -225,9 +241,13 @@ impl WireRing {
         let _ = self.eventfd.try_read();
     }
 
-    /// Whether completions are waiting.
+    /// Whether completions (or frames on an `AF_XDP` link) are waiting.
     pub fn has_completions(&mut self) -> bool {
         !self.ring.completion().is_empty()
+            || self
+                .links
+                .iter()
+                .any(|l| l.xsk().is_some_and(|x| x.rx_ready()))
     }
 
     /// Hands up to `max` received frames to `f` with the index of their link,
@@ -254,6 +274,12 @@ impl WireRing {
                 }
                 if user_data & TX_BIT != 0 {
                     self.tx_done((user_data & !TX_BIT) as usize, result);
+                    continue;
+                }
+                if user_data & POLL_BIT != 0 {
+                    if let Some(p) = self.polling.get_mut((user_data & !POLL_BIT) as usize) {
+                        *p = false;
+                    }
                     continue;
                 }
                 let i = user_data as usize;
@@ -293,7 +319,48 @@ impl WireRing {
                 }
             }
         }
+        for link in 0..self.links.len() {
+            let frame_cap = self.frame_cap;
+            let Some(xsk) = self.links[link].xsk_mut() else {
+                continue;
+            };
+            xsk.reap();
+            if handed < max {
+                handed += xsk.receive(max - handed, |buf, start, len| {
+                    if len > frame_cap {
+                        f(link, Received::Oversize(len));
+                    } else {
+                        f(
+                            link,
+                            Received::Frame(RxFrame {
+                                buf,
+                                start,
+                                end: start + len,
+                                partial_checksum: false,
+                            }),
+                        );
+                    }
+                });
+            }
+            if !xsk.rx_ready() {
+                let _ = self.watch(link);
+            }
+        }
         handed
+    }
+
+    /// Arms the poll of an `AF_XDP` link's socket, unless it is in flight.
+    fn watch(&mut self, link: usize) -> Result<(), WireError> {
+        if self.polling[link] || self.links[link].kind() != LinkKind::Xdp {
+            return Ok(());
+        }
+        let fd = types::Fd(self.links[link].as_fd().as_raw_fd());
+        let entry = opcode::PollAdd::new(fd, libc::POLLIN as u32)
+            .build()
+            .user_data(POLL_BIT | link as u64);
+        self.push(&entry)?;
+        self.polling[link] = true;
+        Ok(())
     }
 
     /// Re-arms receive buffers parked after errors (call now and then, e.g.
@@ -322,6 +389,12 @@ impl WireRing {
         if len > self.frame_cap {
             return Err(SendError::TooLong(len));
         }
+        if let Some(xsk) = self.links[link].xsk_mut() {
+            return xsk.send_with(len, fill).map_err(|e| match e {
+                SendOutcome::Busy => SendError::Busy,
+                SendOutcome::Abandoned => SendError::Abandoned,
+            });
+        }
         let Some(&i) = self.tx_free.last() else {
             return Err(SendError::Busy);
         };
@@ -341,8 +414,16 @@ impl WireRing {
         Ok(())
     }
 
-    /// Submits everything queued since the last call (one `io_uring_enter`).
+    /// Submits everything queued since the last call (one `io_uring_enter`, and
+    /// for an `AF_XDP` link, the kicks that send its queued frames).
     pub fn flush(&mut self) -> Result<(), WireError> {
+        for link in &mut self.links {
+            if let Some(xsk) = link.xsk_mut() {
+                let before = xsk.tx_errors();
+                xsk.flush();
+                self.stats.tx_errors += xsk.tx_errors() - before;
+            }
+        }
         if self.queued > 0 {
             self.ring
                 .submit()
@@ -399,6 +480,8 @@ impl WireRing {
                     .flags(libc::MSG_TRUNC as u32)
                     .build()
             }
+            // No receive slots: its frames are read off its own rx ring.
+            LinkKind::Xdp => return Ok(()),
         }
         .user_data(i as u64);
         self.push(&entry)?;
@@ -461,7 +544,7 @@ impl Drop for WireRing {
                 .map(|c| (c.user_data(), c.result()))
                 .collect();
             for (user_data, result) in cqes {
-                if user_data & CANCEL_BIT != 0 {
+                if user_data & (CANCEL_BIT | POLL_BIT) != 0 {
                     continue;
                 }
                 if user_data & TX_BIT != 0 {
