@@ -4,9 +4,10 @@
 #   PREFIX-client (10.77.0.1/24)                      PREFIX-server (10.77.0.2/24)
 #        eth0                                               eth0
 #         |  veth                                     veth  |
-#      PREFIXc ── nfhost afpacket:PREFIXc@100   afpacket:PREFIXs@200 ── PREFIXs
+#      PREFIXc ── nfhost KIND:PREFIXc@100       KIND:PREFIXs@200 ── PREFIXs
 #                     (access port, VLAN 100)   (access port, VLAN 200)
 #
+# KIND is afpacket or afxdp, as nfhost is started (the topology is the same).
 # The client's frames enter nfhost's wire on VLAN 100 and reach the server on
 # VLAN 200 only through a chain, and the replies the other way: there is no other
 # path between the two namespaces. nfhost's access ports stand in for a
@@ -34,15 +35,13 @@ cmd=$1 p=$2
 client=$p-client server=$p-server
 c_link=${p}c s_link=${p}s br=${p}br
 
-# Segmentation and checksum offloads off: nfhost's AF_PACKET links see frames as
-# the kernel holds them, and a NIC-less path never completes a partial checksum
-# or splits a 64 KiB TSO frame.
-offloads_off() { # [netns] ifname
-    if [[ $# -eq 2 ]]; then
-        ip netns exec "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
-    else
-        ethtool -K "$1" tx off tso off gso off gro off >/dev/null 2>&1 || true
-    fi
+# TCP segmentation offload off on the hosts' interfaces: a packet socket
+# (nfhost's afpacket: links) would get a 64 KiB TSO frame as the kernel holds it,
+# and no NIC on a veth path splits it. (An afxdp: link needs nothing: while an XDP
+# program sits on a veth the kernel turns segmentation offload off on its peer.)
+# Checksum offload stays on: nfhost completes partial checksums.
+tso_off() { # netns ifname
+    ip netns exec "$1" ethtool -K "$2" tso off >/dev/null
 }
 
 no_ipv6() { # [netns] ifname: no router solicitations or MLD reports on the path
@@ -61,7 +60,7 @@ up)
     ip link add "$s_link" type veth peer name eth0 netns "$server"
     for ns in "$client" "$server"; do
         no_ipv6 "$ns" eth0
-        offloads_off "$ns" eth0
+        tso_off "$ns" eth0
         ip -n "$ns" link set lo up
         ip -n "$ns" link set eth0 up
     done
@@ -69,7 +68,6 @@ up)
     ip -n "$server" addr add 10.77.0.2/24 dev eth0
     for link in "$c_link" "$s_link"; do
         no_ipv6 "$link"
-        offloads_off "$link"
         ip link set "$link" up
     done
     ;;

@@ -24,6 +24,7 @@ use nfhost_sys::SharedMemory;
 use nfhost_sys::wire::{Link, LinkKind, Received, SendError, WireError, WireRing};
 use thiserror::Error;
 
+use super::checksum;
 use super::counters::{Counters, Drop};
 use super::port::FRAME_SIZE;
 use crate::nic::{Link as LinkState, Micros, VlanTag};
@@ -307,6 +308,8 @@ impl Roles {
 pub struct HostWire {
     ring: WireRing,
     roles: Roles,
+    /// Per link: an `afxdp:` link (whose frames carry no checksum state).
+    xdp: Vec<bool>,
     mtu: u16,
     up: Vec<bool>,
     reported: Option<bool>,
@@ -316,9 +319,11 @@ pub struct HostWire {
 impl HostWire {
     /// Starts driving `links` (opened by [`open_links`] from `config`).
     pub fn new(config: &HostWireConfig, links: Vec<Link>) -> Result<Self, WireError> {
+        let xdp = links.iter().map(|l| l.kind() == LinkKind::Xdp).collect();
         let ring = WireRing::new(links, config.frame_cap())?;
         let wire = HostWire {
             ring,
+            xdp,
             roles: Roles::new(config),
             mtu: config.mtu,
             up: vec![false; config.links.len()],
@@ -404,9 +409,11 @@ impl HostWire {
 
     /// Hands up to `max` received frames to `f`, access-port frames tagged with
     /// their VLAN. Oversize frames and tagged frames on access ports are dropped
-    /// and counted on the wire.
+    /// and counted on the wire. A transport checksum the sender left to an
+    /// offload is completed first ([`checksum`]).
     pub fn receive(&mut self, max: usize, counters: &Counters, mut f: impl FnMut(&[u8])) -> usize {
         let access = &self.roles.access;
+        let xdp = &self.xdp;
         let mtu = self.mtu;
         self.ring.receive(max, |link, r| {
             let wire = &counters.wire;
@@ -424,6 +431,12 @@ impl HostWire {
             if len > max_frame(mtu, tagged) {
                 wire.drop(Drop::Oversize, 1);
                 return;
+            }
+            // A packet socket says when a checksum is partial; AF_XDP cannot, so
+            // its TCP and UDP frames are checked.
+            let partial = frame.partial_checksum();
+            if partial || xdp[link] {
+                checksum::complete(frame.bytes_mut(), partial);
             }
             if let Some(vid) = access[link] {
                 // An access port carries untagged frames only.

@@ -15,6 +15,7 @@
 //! | [`secret`] | random attach tokens and endpoint secrets |
 //! | [`runner`] | an engine plus its NF processes: spawn, attach, chain |
 
+pub mod checksum;
 pub mod counters;
 pub mod engine;
 pub mod r#gen;
