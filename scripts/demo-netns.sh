@@ -7,7 +7,9 @@
 #   scripts/demo-netns.sh --keep     the same, then keep everything running until
 #                                    Ctrl-C (open the dashboard meanwhile)
 #
-# Environment: NFHOST_BIN, NFCTL_BIN (default: build target/release), HTTP (the
+# Environment: WIRE, the kind of nfhost's two wire links: afxdp (default: an
+# AF_XDP socket and nfhost's XDP program on each veth) or afpacket (a packet
+# socket); NFHOST_BIN, NFCTL_BIN (default: build target/release), HTTP (the
 # dashboard address, default 127.0.0.1:8080), GRPC (default 127.0.0.1:50151).
 # Needs root, iproute2, ethtool, iperf3 and ping (scripts/test.sh installs them).
 # Along the way it re-applies the chain with one more firewall rule: the chain is
@@ -19,6 +21,11 @@ cd "$(dirname "$0")/.."
 keep=false
 [[ ${1:-} == --keep ]] && keep=true
 prefix=nfdemo
+wire_kind=${WIRE:-afxdp}
+[[ $wire_kind == afxdp || $wire_kind == afpacket ]] || {
+    echo "demo-netns: error: WIRE is afxdp or afpacket, not $wire_kind" >&2
+    exit 2
+}
 http=${HTTP:-127.0.0.1:8080}
 grpc=${GRPC:-127.0.0.1:50151}
 client=$prefix-client server=$prefix-server
@@ -26,7 +33,7 @@ client=$prefix-client server=$prefix-server
 log() { printf '\n==> %s\n' "$*"; }
 fail() { echo "demo-netns: error: $*" >&2; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || fail "needs root (network namespaces, AF_PACKET)"
+[[ $(id -u) -eq 0 ]] || fail "needs root (network namespaces, AF_PACKET, AF_XDP and BPF)"
 for tool in ip ethtool iperf3 ping; do
     command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install iproute2 ethtool iperf3 iputils-ping)"
 done
@@ -66,9 +73,10 @@ log "topology: $client (10.77.0.1) and $server (10.77.0.2), joined only through 
 scripts/netns-topology.sh down "$prefix"
 scripts/netns-topology.sh up "$prefix"
 
-log "nfhost serve --wire afpacket:${prefix}c@100,afpacket:${prefix}s@200"
+wire="$wire_kind:${prefix}c@100,$wire_kind:${prefix}s@200"
+log "nfhost serve --wire $wire"
 "$NFHOST_BIN" serve --grpc "$grpc" --http "$http" --data-dir "$state" --vfs 8 \
-    --wire "afpacket:${prefix}c@100,afpacket:${prefix}s@200" >"$state/nfhost.log" 2>&1 &
+    --wire "$wire" >"$state/nfhost.log" 2>&1 &
 nfhost_pid=$!
 for _ in $(seq 100); do
     nfctl pf get >/dev/null 2>&1 && break

@@ -84,11 +84,14 @@ log "README: scripts/check-readme.sh"
 scripts/check-readme.sh
 
 # The netns demo end to end (real ping and iperf3 through a firewall chain), with
-# the binaries the test step built; it checks it leaves nothing behind.
-log "demo: scripts/demo-netns.sh"
+# the binaries the test step built, once with each kind of wire link; it checks
+# it leaves nothing behind.
 bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
-NFHOST_BIN="$bin_dir/nfhost" NFCTL_BIN="$bin_dir/nfctl" HTTP=127.0.0.1:18080 \
-    scripts/demo-netns.sh
+for wire in afxdp afpacket; do
+    log "demo: WIRE=$wire scripts/demo-netns.sh"
+    WIRE=$wire NFHOST_BIN="$bin_dir/nfhost" NFCTL_BIN="$bin_dir/nfctl" HTTP=127.0.0.1:18080 \
+        scripts/demo-netns.sh
+done
 
 # The docker-compose demo, statically: compose file, Dockerfile paths, seccomp.
 log "docker-compose demo: static checks"

@@ -3,12 +3,17 @@
 //! client's veth is an access port of VLAN 100, the server's of VLAN 200), with
 //! the two-way chain firewall → monitor of `examples/stick.toml`.
 //!
-//! Checked: no path without the chain; ping through it; iperf3 TCP for 10 s,
-//! printed beside iperf3 over a plain Linux bridge joining the same two veths
-//! (the path without nfhost), measured in the same run; a TCP port the firewall
-//! denies gets no connection; the chain VFs' counters in `/metrics` equal the
-//! packets the two hosts' interfaces sent and received; deleting the chain stops
-//! the traffic and re-applying it restores it; nothing is left behind.
+//! Checked, once with `afpacket:` wire links and once with `afxdp:` links: no path
+//! without the chain; ping through it; iperf3 TCP for 10 s, printed for each wire
+//! kind beside iperf3 over a plain Linux bridge joining the same two veths (the
+//! path without nfhost), measured in the same run, with the CPU nfhost and its
+//! NFs used meanwhile; a TCP port the firewall denies gets no connection; the
+//! chain VFs' counters in `/metrics` equal the packets the two hosts' interfaces
+//! sent and received; deleting the chain stops the traffic and re-applying it
+//! restores it. With `afxdp:`, each link has one XDP program while nfhost runs,
+//! and after nfhost is killed with SIGKILL and started again, still one, and
+//! traffic flows. Nothing is left behind. The hosts keep checksum offload on
+//! (nfhost completes partial checksums).
 //!
 //! A second test runs the same traffic through a chain whose second hop is DPDK's
 //! `dpdk-testpmd` (`io` forwarding), attached over memif to its VF's endpoint: ping
@@ -212,6 +217,15 @@ fn nfctl(server: &Server, args: &[&str]) -> Output {
     run(server::nfctl_bin(), &all)
 }
 
+/// XDP programs on host interface `link` (`ip -d link show`).
+fn xdp_programs(link: &str) -> usize {
+    let out = run("ip", &["-d", "link", "show", "dev", link]);
+    check(&out, "ip -d link show");
+    String::from_utf8_lossy(&out.stdout)
+        .matches("prog/xdp id")
+        .count()
+}
+
 #[test]
 fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     let _turn = TURN
@@ -220,7 +234,7 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     require_tools();
     let prefix = format!("nfe{}", std::process::id() % 100_000);
     let topo = Topology::up(&prefix);
-    let (client, server_ns) = (topo.client(), topo.server());
+    let server_ns = topo.server();
     check(
         &topo.exec(&server_ns, &["iperf3", "-s", "-D", "-p", "5201"]),
         "iperf3 server",
@@ -236,38 +250,141 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     let bridge_bps = topo.iperf(5201, 10);
     topo.script("unbridge");
 
-    let data = TempDir::new("real-traffic");
-    let http_port = free_port();
-    let wire = format!("afpacket:{prefix}c@100,afpacket:{prefix}s@200");
-    let http_addr = format!("127.0.0.1:{http_port}");
-    let server = Server::start(
-        &data.0,
-        &["--vfs", "8", "--wire", &wire, "--http", &http_addr],
-    );
-    assert!(!topo.ping(2), "ping crossed nfhost without a chain");
-
-    check(&nfctl(&server, &["chain", "apply", CHAIN]), "chain apply");
-    wait_until("ping through the chain", 10, || topo.ping(1));
-    let before = snapshot(&topo, http_port);
-    assert!(topo.ping(5), "ping -c 5 through the chain lost packets");
-    let chain_bps = topo.iperf(5201, 10);
-    let after = snapshot(&topo, http_port);
-
-    let figures = format!(
-        "iperf3 TCP, 10 s: {:.0} Mbit/s through nfhost (firewall → monitor, strict), \
-         {:.0} Mbit/s over a Linux bridge; ratio {:.2}",
-        chain_bps / 1e6,
-        bridge_bps / 1e6,
-        chain_bps / bridge_bps
-    );
-    println!("{figures}");
+    // The same chain with each kind of wire link, in one run.
+    let mut figures = Vec::new();
+    for kind in ["afpacket", "afxdp"] {
+        let run = through_the_chain(&topo, kind);
+        figures.push(format!(
+            "iperf3 TCP, 10 s, {kind}: links: {:.0} Mbit/s through nfhost (firewall → \
+             monitor, strict), {:.0} Mbit/s over a Linux bridge; ratio {:.2}; CPU while \
+             it ran: nfhost {:.0}% of a core, NFs {:.0}%",
+            run.bps / 1e6,
+            bridge_bps / 1e6,
+            run.bps / bridge_bps,
+            run.nfhost_cpu,
+            run.nf_cpu,
+        ));
+        println!("{}", figures.last().expect("just pushed"));
+    }
     // cargo test shows a passing test's output only with --nocapture: the figures
     // also go to a file that scripts/test.sh prints.
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-output");
     std::fs::create_dir_all(&out_dir).expect("test-output/");
-    std::fs::write(out_dir.join("real-traffic.txt"), format!("{figures}\n"))
-        .expect("writing test-output/real-traffic.txt");
-    assert!(chain_bps > 0.0);
+    std::fs::write(
+        out_dir.join("real-traffic.txt"),
+        format!("{}\n", figures.join("\n")),
+    )
+    .expect("writing test-output/real-traffic.txt");
+
+    drop(topo);
+    check(
+        &run(SCRIPT, &["check", &prefix]),
+        "checking nothing is left behind",
+    );
+    assert!(!Path::new(&format!("/run/netns/{prefix}-client")).exists());
+    for link in [format!("{prefix}c"), format!("{prefix}s")] {
+        assert!(
+            !Path::new(&format!("/sys/class/net/{link}")).exists(),
+            "{link} outlived the test"
+        );
+    }
+}
+
+/// What one run through the chain measured.
+struct ChainRun {
+    bps: f64,
+    /// CPU during iperf3, in % of one core: nfhost's service process and its NF
+    /// processes.
+    nfhost_cpu: f64,
+    nf_cpu: f64,
+}
+
+/// The fields of `/proc/PID/stat` after the command name (state first).
+fn stat_fields(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.to_owned()))
+        .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// CPU time (user + system, clock ticks) of process `pid` so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let fields = stat_fields(pid);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// The parent of process `pid`.
+fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid).get(1)?.parse().ok()
+}
+
+/// nfhost with `kind:` links on the topology, the stick chain, and the checks:
+/// no path without the chain; ping and 10 s of iperf3 through it; counters
+/// equal to the hosts' own; the denied port; delete and re-apply. With afxdp:,
+/// also: one XDP program per link while nfhost runs, and after a SIGKILL and a
+/// restart, still one (not two) and traffic flows.
+fn through_the_chain(topo: &Topology, kind: &str) -> ChainRun {
+    let prefix = &topo.prefix;
+    let client = topo.client();
+    let data = TempDir::new(&format!("real-traffic-{kind}"));
+    let http_port = free_port();
+    let wire = format!("{kind}:{prefix}c@100,{kind}:{prefix}s@200");
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let args = ["--vfs", "8", "--wire", &wire, "--http", &http_addr];
+    let server = Server::start(&data.0, &args);
+    let links = [format!("{prefix}c"), format!("{prefix}s")];
+    let xdp = kind == "afxdp";
+    for link in &links {
+        assert_eq!(
+            xdp_programs(link),
+            usize::from(xdp),
+            "{kind}: XDP on {link}"
+        );
+    }
+    let pf = nfctl(&server, &["pf", "get"]);
+    check(&pf, "pf get");
+    if xdp {
+        assert!(
+            String::from_utf8_lossy(&pf.stdout).contains(&format!("afxdp:{prefix}c@100 (copy)")),
+            "GetPf says how the kernel moves the frames: {}",
+            String::from_utf8_lossy(&pf.stdout)
+        );
+    }
+    assert!(!topo.ping(2), "{kind}: ping crossed nfhost without a chain");
+
+    check(&nfctl(&server, &["chain", "apply", CHAIN]), "chain apply");
+    wait_until("ping through the chain", 10, || topo.ping(1));
+    let before = snapshot(topo, http_port);
+    assert!(
+        topo.ping(5),
+        "{kind}: ping -c 5 through the chain lost packets"
+    );
+    let nfhost_pid = server.child.id();
+    // This nfhost's NF processes (its children), not others of the same name.
+    let nf_pids: Vec<u32> = ["stick-fw", "stick-mon"]
+        .iter()
+        .flat_map(|nf| server::nf_pids(nf))
+        .filter(|pid| parent(*pid) == Some(nfhost_pid))
+        .collect();
+    assert_eq!(nf_pids.len(), 2, "{kind}: the chain's two NF processes");
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let (nfhost0, nfs0) = (ticks(&[nfhost_pid]), ticks(&nf_pids));
+    let started = std::time::Instant::now();
+    let bps = topo.iperf(5201, 10);
+    let secs = started.elapsed().as_secs_f64();
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    let percent = |t: u64| t as f64 / 100.0 / secs * 100.0;
+    let nfhost_cpu = percent(ticks(&[nfhost_pid]) - nfhost0);
+    let nf_cpu = percent(ticks(&nf_pids) - nfs0);
+    let after = snapshot(topo, http_port);
+    assert!(bps > 0.0);
 
     // Every packet either host sent went into the chain's first VF or was counted
     // as dropped on its way there, and every packet either received came out of the
@@ -279,27 +396,27 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     let dropped_in = after.dropped_in - before.dropped_in;
     let mon_tx = after.mon_tx - before.mon_tx;
     println!(
-        "hosts sent {sent}: firewall VF received {fw_rx}, {dropped_in} counted as dropped \
-         before it; mon VF sent {mon_tx}, hosts received {received}"
+        "{kind}: hosts sent {sent}: firewall VF received {fw_rx}, {dropped_in} counted as \
+         dropped before it; mon VF sent {mon_tx}, hosts received {received}"
     );
     assert_eq!(
         fw_rx + dropped_in,
         sent,
-        "firewall VF rx + counted drops vs packets the hosts sent"
+        "{kind}: firewall VF rx + counted drops vs packets the hosts sent"
     );
     assert!(
         dropped_in <= sent / 100,
-        "{dropped_in} of {sent} packets dropped on the way in"
+        "{kind}: {dropped_in} of {sent} packets dropped on the way in"
     );
     assert_eq!(
         mon_tx, received,
-        "monitor VF tx vs packets the hosts received"
+        "{kind}: monitor VF tx vs packets the hosts received"
     );
     assert_eq!(after.fw_tx - before.fw_tx, after.mon_rx - before.mon_rx);
-    assert!(sent > 10_000, "iperf3 moved only {sent} packets");
+    assert!(sent > 10_000, "{kind}: iperf3 moved only {sent} packets");
 
     // TCP 8080: the SYNs reach the firewall and go no further.
-    let before = snapshot(&topo, http_port);
+    let before = snapshot(topo, http_port);
     let denied = topo.exec(
         &client,
         &[
@@ -316,11 +433,14 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
             "2000",
         ],
     );
-    assert!(!denied.status.success(), "TCP 8080 got a connection");
-    let after = snapshot(&topo, http_port);
+    assert!(
+        !denied.status.success(),
+        "{kind}: TCP 8080 got a connection"
+    );
+    let after = snapshot(topo, http_port);
     assert!(
         after.fw_rx - before.fw_rx > after.fw_tx - before.fw_tx,
-        "the firewall forwarded everything it got on port 8080"
+        "{kind}: the firewall forwarded everything it got on port 8080"
     );
 
     // No chain, no path; the chain back, the path back.
@@ -330,7 +450,7 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     );
     assert!(
         !topo.ping(2),
-        "ping crossed nfhost after the chain was deleted"
+        "{kind}: ping crossed nfhost after the chain was deleted"
     );
     check(
         &nfctl(&server, &["chain", "apply", CHAIN]),
@@ -338,13 +458,36 @@ fn ping_and_iperf3_cross_a_firewall_chain_and_nothing_else() {
     );
     wait_until("ping through the re-applied chain", 10, || topo.ping(1));
 
-    server.stop();
-    drop(topo);
-    check(
-        &run(SCRIPT, &["check", &prefix]),
-        "checking nothing is left behind",
-    );
-    assert!(!Path::new(&format!("/run/netns/{prefix}-client")).exists());
+    if xdp {
+        // Killed without a chance to clean up: the kernel detaches the programs
+        // with nfhost's fds, and a new nfhost attaches one of its own to each
+        // link (replaced, not stacked) and carries the stored chain's traffic.
+        server.kill();
+        for link in &links {
+            assert_eq!(xdp_programs(link), 0, "a killed nfhost's program on {link}");
+        }
+        let server = Server::start(&data.0, &args);
+        for link in &links {
+            assert_eq!(
+                xdp_programs(link),
+                1,
+                "XDP programs on {link} after a restart"
+            );
+        }
+        wait_until(
+            "ping through the chain after a SIGKILL and a restart",
+            15,
+            || topo.ping(1),
+        );
+        server.stop();
+    } else {
+        server.stop();
+    }
+    ChainRun {
+        bps,
+        nfhost_cpu,
+        nf_cpu,
+    }
 }
 
 #[test]
