@@ -19,9 +19,10 @@ pub enum LinkKind {
     /// one frame, exactly as the kernel sends it (802.1Q tags inline).
     Tap,
     /// An `AF_PACKET`/`SOCK_RAW` socket bound to one interface, promiscuous,
-    /// with `PACKET_AUXDATA` (the kernel moves a received 802.1Q tag out of
-    /// the frame; the ring puts it back) and `PACKET_IGNORE_OUTGOING` (it
-    /// does not hear its own transmissions).
+    /// with `PACKET_IGNORE_OUTGOING` (it does not hear its own transmissions)
+    /// and, once a [`super::WireRing`] drives it, mmap'd receive and send rings
+    /// (the kernel moves a received 802.1Q tag out of the frame into the slot's
+    /// header; the ring puts it back).
     Packet,
     /// An `AF_XDP` socket on the interface's queue 0, fed by nfhost's XDP
     /// program (attached with a BPF link, so it goes when nfhost goes). The
@@ -134,8 +135,7 @@ impl Link {
     }
 
     /// Attaches to the existing interface `name` with an `AF_PACKET` socket:
-    /// promiscuous, with the 802.1Q tag of received frames reported and
-    /// without its own transmissions looped back.
+    /// promiscuous, without its own transmissions looped back.
     pub fn packet(name: &str) -> Result<Link, WireError> {
         let c_name = check_name(name)?;
         // Protocol 0: the socket hears nothing until it is bound to the interface,
@@ -166,8 +166,6 @@ impl Link {
             &mreq,
         )
         .map_err(|e| WireError::Io("PACKET_ADD_MEMBERSHIP (promiscuous)", e))?;
-        setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32)
-            .map_err(|e| WireError::Io("PACKET_AUXDATA", e))?;
         setsockopt(
             fd.as_fd(),
             libc::SOL_PACKET,

@@ -8,6 +8,7 @@
 //! completions are reaped.
 
 mod link;
+mod packet_ring;
 mod ring;
 mod xdp_prog;
 mod xsk;
@@ -124,7 +125,8 @@ mod tests {
         let mut packet_ring = WireRing::new(vec![packet_link], 2048).expect("packet ring");
 
         // Into the kernel through the TAP: the packet socket hears it, and the tag
-        // the kernel moved to auxdata is back in place, priority bits included.
+        // the kernel moved to the ring slot's header is back in place, priority
+        // bits included.
         let inbound = tagged_frame(100, 5, 100);
         send(&mut tap_ring, &inbound);
         let heard = collect(&mut packet_ring, Duration::from_millis(300));
@@ -141,6 +143,24 @@ mod tests {
         assert!(read.contains(&Ok(outbound.clone())), "TAP read {read:?}");
         let echo = collect(&mut packet_ring, Duration::from_millis(100));
         assert!(!echo.contains(&Ok(outbound)), "heard its own frame");
+
+        // A batch: 300 frames queued on the packet socket's send ring, one flush
+        // (one send()) sends them all.
+        let batch: Vec<Vec<u8>> = (0..300).map(|i| tagged_frame(300, 0, 60 + i)).collect();
+        for frame in &batch {
+            packet_ring
+                .send_with(0, frame.len(), |b| {
+                    b.copy_from_slice(frame);
+                    true
+                })
+                .expect("queued");
+        }
+        packet_ring.flush().expect("flush");
+        let read: Vec<Vec<u8>> = collect(&mut tap_ring, Duration::from_millis(300))
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(read, batch, "one flush sent the whole batch, in order");
         assert_eq!(
             tap_ring.stats().tx_errors + packet_ring.stats().tx_errors,
             0

@@ -1,14 +1,14 @@
-//! The io_uring that drives a wire's links: a fixed set of receive buffers per
-//! link kept in flight (`IORING_OP_RECVMSG` on packet sockets, `IORING_OP_READ`
-//! on TAPs) and a pool of transmit buffers (`IORING_OP_WRITE`), submitted in
-//! batches with one `io_uring_enter` per engine poll. Completions signal an
-//! eventfd so that an idle engine can sleep.
+//! The io_uring that drives a wire's links. A TAP has a fixed set of receive
+//! buffers kept in flight (`IORING_OP_READ`) and shares a pool of transmit buffers
+//! (`IORING_OP_WRITE`), submitted in batches with one `io_uring_enter` per engine
+//! poll. Completions signal an eventfd so that an idle engine can sleep.
 //!
-//! An `AF_XDP` link needs no operation per frame: its frames are read straight
-//! off its rx ring and written onto its tx ring. The io_uring only watches its
-//! socket (`IORING_OP_POLL_ADD`, armed when its rx ring has been emptied), so
-//! that a frame arriving while the engine sleeps wakes it through the same
-//! eventfd.
+//! A packet socket ([`super::packet_ring`]) and an `AF_XDP` socket need no
+//! operation per frame: their frames are read straight off their rx ring and
+//! written onto their tx ring, and one call per flush has the kernel send a
+//! batch. The io_uring only watches such a socket (`IORING_OP_POLL_ADD`, armed
+//! when its rx ring has been emptied), so that a frame arriving while the engine
+//! sleeps wakes it through the same eventfd.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -17,11 +17,12 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use super::WireError;
 use super::link::{Link, LinkKind, dup};
+use super::packet_ring::PacketRing;
 use super::xsk::SendOutcome;
 use crate::fd::EventFd;
 
 /// Bytes kept free in front of every received frame, so that an 802.1Q tag can
-/// be put in (by the ring, from the kernel's auxdata, or by the caller) without
+/// be put in (by the ring, from a packet ring slot's header, or by the caller) without
 /// moving the frame.
 pub const HEADROOM: usize = 4;
 /// Receive buffers kept in flight per link.
@@ -34,8 +35,6 @@ pub const MAX_LINKS: usize = 8;
 const TX_BIT: u64 = 1 << 63;
 const CANCEL_BIT: u64 = 1 << 62;
 const POLL_BIT: u64 = 1 << 61;
-const CMSG_SPACE: usize = 128;
-const TPID_8021Q: u16 = 0x8100;
 
 /// What one completed receive holds.
 #[derive(Debug)]
@@ -104,10 +103,6 @@ pub struct RingStats {
 struct RxSlot {
     link: usize,
     buf: Box<[u8]>,
-    iov: libc::iovec,
-    msg: libc::msghdr,
-    addr: libc::sockaddr_ll,
-    cmsg: [u64; CMSG_SPACE / 8],
     busy: bool,
     parked: bool,
 }
@@ -129,8 +124,10 @@ pub struct WireRing {
     eventfd: EventFd,
     frame_cap: usize,
     stats: RingStats,
-    /// Per link: an `AF_XDP` link's socket poll is in flight.
+    /// Per link: the socket poll of a link with its own rings is in flight.
     polling: Vec<bool>,
+    /// Per link: a packet socket's mapped rings.
+    packet: Vec<Option<PacketRing>>,
 }
 
 impl std::fmt::Debug for WireRing {
@@ -164,23 +161,22 @@ impl WireRing {
         ring.submitter()
             .register_eventfd(eventfd.as_fd().as_raw_fd())
             .map_err(|e| WireError::Uring("registering the eventfd", e))?;
+        let packet = links
+            .iter()
+            .map(|l| {
+                (l.kind() == LinkKind::Packet)
+                    .then(|| PacketRing::new(l.as_fd(), frame_cap))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let rx = (0..links.len())
-            .filter(|&link| links[link].kind() != LinkKind::Xdp)
+            .filter(|&link| links[link].kind() == LinkKind::Tap)
             .flat_map(|link| (0..RX_PER_LINK).map(move |_| link))
             .map(|link| RxSlot {
                 link,
                 // One byte more than the largest frame: a TAP read that fills it
                 // was a longer frame, cut short.
                 buf: vec![0u8; HEADROOM + frame_cap + 1].into_boxed_slice(),
-                // SAFETY: `iovec`, `msghdr` and `sockaddr_ll` are plain C structs of
-                // integers and pointers; all-zero bytes (null pointers, zero lengths)
-                // are valid values. They are filled in before each submission.
-                iov: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                msg: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                addr: unsafe { std::mem::zeroed() },
-                cmsg: [0; CMSG_SPACE / 8],
                 busy: false,
                 parked: false,
             })
@@ -196,6 +192,7 @@ impl WireRing {
         let mut wire = WireRing {
             ring,
             polling,
+            packet,
             links,
             rx,
             tx,
@@ -248,6 +245,7 @@ impl WireRing {
                 .links
                 .iter()
                 .any(|l| l.xsk().is_some_and(|x| x.rx_ready()))
+            || self.packet.iter().flatten().any(PacketRing::rx_ready)
     }
 
     /// Hands up to `max` received frames to `f` with the index of their link,
@@ -300,18 +298,13 @@ impl WireRing {
                 if len > self.frame_cap {
                     f(link, Received::Oversize(len));
                 } else {
-                    let aux = auxdata(&slot.cmsg);
-                    let mut frame = RxFrame {
+                    let frame = RxFrame {
                         buf: &mut slot.buf,
                         start: HEADROOM,
                         end: HEADROOM + len,
-                        partial_checksum: aux.is_some_and(|a| a.partial_checksum),
+                        partial_checksum: false,
                     };
-                    let vlan = aux.and_then(|a| a.vlan);
-                    let complete = vlan.is_none_or(|(tpid, tci)| frame.push_tag(tpid, tci));
-                    if complete {
-                        f(link, Received::Frame(frame));
-                    }
+                    f(link, Received::Frame(frame));
                 }
                 handed += 1;
                 if self.arm(i).is_err() {
@@ -321,6 +314,29 @@ impl WireRing {
         }
         for link in 0..self.links.len() {
             let frame_cap = self.frame_cap;
+            if let Some(rings) = &mut self.packet[link] {
+                if handed < max {
+                    handed += rings.receive(max - handed, |frame| {
+                        if frame.len > frame_cap || frame.captured < frame.len {
+                            f(link, Received::Oversize(frame.len));
+                            return;
+                        }
+                        let mut rx = RxFrame {
+                            buf: frame.buf,
+                            start: frame.start,
+                            end: frame.start + frame.captured,
+                            partial_checksum: frame.partial_checksum,
+                        };
+                        if frame.vlan.is_none_or(|(tpid, tci)| rx.push_tag(tpid, tci)) {
+                            f(link, Received::Frame(rx));
+                        }
+                    });
+                }
+                if !rings.rx_ready() {
+                    let _ = self.watch(link);
+                }
+                continue;
+            }
             let Some(xsk) = self.links[link].xsk_mut() else {
                 continue;
             };
@@ -349,9 +365,9 @@ impl WireRing {
         handed
     }
 
-    /// Arms the poll of an `AF_XDP` link's socket, unless it is in flight.
+    /// Arms the poll of a socket with its own rings, unless it is in flight.
     fn watch(&mut self, link: usize) -> Result<(), WireError> {
-        if self.polling[link] || self.links[link].kind() != LinkKind::Xdp {
+        if self.polling[link] || self.links[link].kind() == LinkKind::Tap {
             return Ok(());
         }
         let fd = types::Fd(self.links[link].as_fd().as_raw_fd());
@@ -389,6 +405,13 @@ impl WireRing {
         if len > self.frame_cap {
             return Err(SendError::TooLong(len));
         }
+        if let Some(rings) = &mut self.packet[link] {
+            return match rings.send_with(len, fill) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(SendError::Busy),
+                Err(()) => Err(SendError::Abandoned),
+            };
+        }
         if let Some(xsk) = self.links[link].xsk_mut() {
             return xsk.send_with(len, fill).map_err(|e| match e {
                 SendOutcome::Busy => SendError::Busy,
@@ -417,6 +440,11 @@ impl WireRing {
     /// Submits everything queued since the last call (one `io_uring_enter`, and
     /// for an `AF_XDP` link, the kicks that send its queued frames).
     pub fn flush(&mut self) -> Result<(), WireError> {
+        for rings in self.packet.iter_mut().flatten() {
+            let before = rings.tx_errors();
+            rings.flush();
+            self.stats.tx_errors += rings.tx_errors() - before;
+        }
         for link in &mut self.links {
             if let Some(xsk) = link.xsk_mut() {
                 let before = xsk.tx_errors();
@@ -461,27 +489,8 @@ impl WireRing {
             )
             .offset(u64::MAX)
             .build(),
-            LinkKind::Packet => {
-                slot.cmsg = [0; CMSG_SPACE / 8];
-                slot.iov = libc::iovec {
-                    iov_base: slot.buf[HEADROOM..].as_mut_ptr().cast(),
-                    iov_len: self.frame_cap + 1,
-                };
-                slot.msg.msg_name = (&raw mut slot.addr).cast();
-                slot.msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-                slot.msg.msg_iov = &raw mut slot.iov;
-                slot.msg.msg_iovlen = 1;
-                slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
-                slot.msg.msg_controllen = CMSG_SPACE;
-                slot.msg.msg_flags = 0;
-                // MSG_TRUNC: the result is the frame's real length, so an oversize
-                // frame is told apart from one that just fits.
-                opcode::RecvMsg::new(fd, &raw mut slot.msg)
-                    .flags(libc::MSG_TRUNC as u32)
-                    .build()
-            }
-            // No receive slots: its frames are read off its own rx ring.
-            LinkKind::Xdp => return Ok(()),
+            // No receive slots: their frames are read off their own rx ring.
+            LinkKind::Packet | LinkKind::Xdp => return Ok(()),
         }
         .user_data(i as u64);
         self.push(&entry)?;
@@ -576,49 +585,4 @@ pub enum SendError {
     /// The filler gave up.
     #[error("the frame could not be read")]
     Abandoned,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Aux {
-    vlan: Option<(u16, u16)>,
-    partial_checksum: bool,
-}
-
-/// Finds `PACKET_AUXDATA` among the control messages (the area was zeroed before
-/// the receive, so a zero length ends the walk).
-fn auxdata(cmsg: &[u64; CMSG_SPACE / 8]) -> Option<Aux> {
-    let mut bytes = [0u8; CMSG_SPACE];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(cmsg) {
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    let header = size_of::<libc::cmsghdr>();
-    let mut at = 0;
-    while at + header <= bytes.len() {
-        let len = usize::from_ne_bytes(bytes[at..at + 8].try_into().ok()?);
-        let level = i32::from_ne_bytes(bytes[at + 8..at + 12].try_into().ok()?);
-        let kind = i32::from_ne_bytes(bytes[at + 12..at + 16].try_into().ok()?);
-        if len < header || at + len > bytes.len() {
-            return None;
-        }
-        if level == libc::SOL_PACKET && kind == libc::PACKET_AUXDATA && len >= header + 20 {
-            let data = &bytes[at + header..at + len];
-            let status = u32::from_ne_bytes(data[0..4].try_into().ok()?);
-            let tci = u16::from_ne_bytes(data[16..18].try_into().ok()?);
-            let tpid = u16::from_ne_bytes(data[18..20].try_into().ok()?);
-            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-                let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                    tpid
-                } else {
-                    TPID_8021Q
-                };
-                (tpid, tci)
-            });
-            return Some(Aux {
-                vlan,
-                partial_checksum: status & libc::TP_STATUS_CSUMNOTREADY != 0,
-            });
-        }
-        at += len.div_ceil(8) * 8;
-    }
-    None
 }
