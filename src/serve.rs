@@ -877,7 +877,7 @@ mod tests {
             ..Default::default()
         };
         let err = bad.wire_config().unwrap_err();
-        assert!(crate::error_chain(&err).contains("tap:NAME or afpacket:IFNAME"));
+        assert!(crate::error_chain(&err).contains("tap:NAME, afpacket:IFNAME or afxdp:IFNAME"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
