@@ -355,6 +355,13 @@ impl HostWire {
             .map_err(|e| WireError::Uring("registering the wire's eventfd with the reactor", e))
     }
 
+    /// Frames the wire can take now, at most `max` (the fewest any link can):
+    /// a VF sending to the wire sends no more, and keeps the rest in its tx ring,
+    /// rather than have them dropped as `wire_busy`.
+    pub fn tx_room(&mut self, max: usize) -> usize {
+        self.ring.tx_room(max)
+    }
+
     /// The ring (for flushing and completions).
     pub fn ring_mut(&mut self) -> &mut WireRing {
         &mut self.ring

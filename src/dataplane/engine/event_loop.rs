@@ -288,12 +288,15 @@ impl Engine {
         let Some(host) = self.host.as_mut() else {
             return false;
         };
-        let ring = host.ring_mut();
-        ring.clear_wakeup();
-        if let Err(e) = ring.flush() {
-            tracing::warn!(error = %e, "nic-engine: wire flush failed");
+        match host.ring_mut().prepare_to_sleep() {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                // Sleeps anyway: the next deadline (at most the link-state poll,
+                // 200 ms) wakes the loop, rather than a failing ring spinning it.
+                tracing::warn!(error = %e, "nic-engine: wire flush failed");
+                false
+            }
         }
-        ring.has_completions()
     }
 
     /// One pass over the wire and the polled VFs. Returns the frames handled.
@@ -390,11 +393,15 @@ impl Engine {
     /// How many frames `vf` may send now: a chain hop sends only what the next hop
     /// can take, so the backlog stays in this hop's tx ring and an overloaded chain
     /// drops at its ingress, before any NF has spent work on a frame, never in the
-    /// middle.
+    /// middle. The same holds for the last hop and a host wire's send buffers.
     fn hop_budget(&mut self, vf: VfId) -> u32 {
         match self.nic.veb().tx_rule(vf) {
             Some(crate::nic::TxSteer::ToVf(next)) => self.rx_budget(next).unwrap_or(BATCH),
-            _ => BATCH,
+            // To the host wire: what its links' send buffers can take.
+            _ => self
+                .host
+                .as_mut()
+                .map_or(BATCH, |h| h.tx_room(BATCH as usize) as u32),
         }
         .min(BATCH)
     }

@@ -4,8 +4,8 @@
 //! writes each received frame into the next free slot and marks it
 //! `TP_STATUS_USER`; the reader hands the slot back by marking it
 //! `TP_STATUS_KERNEL`. Frames to send are written into slots marked
-//! `TP_STATUS_SEND_REQUEST`, and one `send()` per batch has the kernel send them
-//! all.
+//! `TP_STATUS_SEND_REQUEST`, and one `send()` per batch (submitted by the
+//! [`super::WireRing`]) has the kernel send them all.
 //!
 //! Version 2 rather than 3: `TPACKET_V3` hands frames over a block at a time,
 //! when the block is full or its timer (a millisecond at least) fires, which
@@ -57,7 +57,6 @@ pub struct PacketRing {
     rx_head: u32,
     tx_head: u32,
     tx_unsent: u32,
-    fd: i32,
     tx_errors: u64,
 }
 
@@ -156,7 +155,6 @@ impl PacketRing {
             rx_head: 0,
             tx_head: 0,
             tx_unsent: 0,
-            fd: fd.as_raw_fd(),
             tx_errors: 0,
         })
     }
@@ -261,24 +259,32 @@ impl PacketRing {
         Ok(true)
     }
 
-    /// Has the kernel send every queued frame (one `send()`).
-    pub fn flush(&mut self) {
-        if self.tx_unsent == 0 {
-            return;
-        }
-        self.tx_unsent = 0;
-        // SAFETY: a zero-length send without a buffer: the kernel sends the ring's
-        // SEND_REQUEST slots and reads no user buffer; the fd is the link's,
-        // which outlives the ring.
-        let rc = unsafe { libc::send(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
-        if rc < 0 {
-            self.tx_errors += 1;
-        }
+    /// Send slots free from the next one on, counting at most `max`.
+    pub fn tx_room(&self, max: usize) -> usize {
+        (0..max.min(TX_SLOTS as usize))
+            .take_while(|i| {
+                let index = (RX_SLOTS + (self.tx_head + *i as u32) % TX_SLOTS) as usize;
+                let status = self.status(index).load(Ordering::Acquire);
+                status == libc::TP_STATUS_AVAILABLE || status & libc::TP_STATUS_WRONG_FORMAT != 0
+            })
+            .count()
     }
 
-    /// Sends that failed (kicks, and frames the kernel refused), in all.
-    pub fn tx_errors(&self) -> u64 {
-        self.tx_errors
+    /// Frames queued since the last [`Self::take_kicks`].
+    pub fn unsent(&self) -> bool {
+        self.tx_unsent > 0
+    }
+
+    /// Kicks (`send()` calls) needed: one if frames were queued since the last
+    /// call, which sends them all (the [`super::WireRing`] submits it).
+    pub fn take_kicks(&mut self) -> u32 {
+        u32::from(std::mem::take(&mut self.tx_unsent) > 0)
+    }
+
+    /// Frames the kernel refused to send (`TP_STATUS_WRONG_FORMAT`) since the
+    /// last call.
+    pub fn take_tx_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.tx_errors)
     }
 }
 

@@ -18,7 +18,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::WireError;
 use super::link::{Link, LinkKind, dup};
 use super::packet_ring::PacketRing;
-use super::xsk::SendOutcome;
+use super::xsk::{SendOutcome, Xsk};
 use crate::fd::EventFd;
 
 /// Bytes kept free in front of every received frame, so that an 802.1Q tag can
@@ -35,6 +35,7 @@ pub const MAX_LINKS: usize = 8;
 const TX_BIT: u64 = 1 << 63;
 const CANCEL_BIT: u64 = 1 << 62;
 const POLL_BIT: u64 = 1 << 61;
+const KICK_BIT: u64 = 1 << 60;
 
 /// What one completed receive holds.
 #[derive(Debug)]
@@ -128,6 +129,10 @@ pub struct WireRing {
     polling: Vec<bool>,
     /// Per link: a packet socket's mapped rings.
     packet: Vec<Option<PacketRing>>,
+    /// Per link: send kicks in flight, and whether another is due once they
+    /// complete (the kernel had more to send than the calls sent).
+    kicking: Vec<u32>,
+    rekick: Vec<bool>,
 }
 
 impl std::fmt::Debug for WireRing {
@@ -191,6 +196,8 @@ impl WireRing {
         let polling = vec![false; links.len()];
         let mut wire = WireRing {
             ring,
+            kicking: vec![0; polling.len()],
+            rekick: polling.clone(),
             polling,
             packet,
             links,
@@ -204,9 +211,6 @@ impl WireRing {
         };
         for i in 0..wire.rx.len() {
             wire.arm(i)?;
-        }
-        for link in 0..wire.links.len() {
-            wire.watch(link)?;
         }
         wire.flush()?;
         Ok(wire)
@@ -280,6 +284,10 @@ impl WireRing {
                     }
                     continue;
                 }
+                if user_data & KICK_BIT != 0 {
+                    self.kicked((user_data & !KICK_BIT) as usize, result);
+                    continue;
+                }
                 let i = user_data as usize;
                 let Some(slot) = self.rx.get_mut(i) else {
                     continue;
@@ -332,9 +340,6 @@ impl WireRing {
                         }
                     });
                 }
-                if !rings.rx_ready() {
-                    let _ = self.watch(link);
-                }
                 continue;
             }
             let Some(xsk) = self.links[link].xsk_mut() else {
@@ -358,11 +363,32 @@ impl WireRing {
                     }
                 });
             }
-            if !xsk.rx_ready() {
-                let _ = self.watch(link);
-            }
         }
         handed
+    }
+
+    /// Before the caller sleeps on [`Self::wakeup_fd`]: resets the eventfd, arms
+    /// the socket polls of links with their own rings (so that a frame arriving
+    /// now wakes the sleeper), submits what is queued, and tells whether anything
+    /// is waiting already (then do not sleep).
+    ///
+    /// The polls are armed here only, not on every pass, and not while a send
+    /// kick is in flight: polling an `AF_XDP` socket in copy mode also sends its
+    /// queued frames, in the polling thread (the kernel's `xsk_poll`), which is
+    /// the work the send kicks move out of the engine's thread.
+    pub fn prepare_to_sleep(&mut self) -> Result<bool, WireError> {
+        self.clear_wakeup();
+        self.flush()?;
+        for link in 0..self.links.len() {
+            // A link with a send kick in flight is not polled: the kick's
+            // completion wakes the sleeper, and then the poll finds nothing left
+            // to send.
+            if self.kicking[link] == 0 {
+                self.watch(link)?;
+            }
+        }
+        self.flush()?;
+        Ok(self.has_completions())
     }
 
     /// Arms the poll of a socket with its own rings, unless it is in flight.
@@ -437,20 +463,42 @@ impl WireRing {
         Ok(())
     }
 
-    /// Submits everything queued since the last call (one `io_uring_enter`, and
-    /// for an `AF_XDP` link, the kicks that send its queued frames).
+    /// Submits everything queued since the last call: one `io_uring_enter`,
+    /// carrying for each packet or `AF_XDP` socket with frames queued a `send`
+    /// that has the kernel send them.
+    ///
+    /// The kick runs in an io_uring worker (`IOSQE_ASYNC`), not in the engine's
+    /// thread: on a veth, sending runs the receiver's network stack (its softirq)
+    /// in the sender's context, which would otherwise take most of the engine's
+    /// time. `AF_XDP` copy mode sends 32 frames a call, so it gets one kick per
+    /// 32 frames. While a link's kicks are in flight it gets no more: frames
+    /// queued meanwhile, or left over by a kick that stopped short, go with the
+    /// next, at the first flush after [`Self::receive`] has reaped the last
+    /// completion (which also wakes a sleeping engine).
     pub fn flush(&mut self) -> Result<(), WireError> {
-        for rings in self.packet.iter_mut().flatten() {
-            let before = rings.tx_errors();
-            rings.flush();
-            self.stats.tx_errors += rings.tx_errors() - before;
-        }
-        for link in &mut self.links {
-            if let Some(xsk) = link.xsk_mut() {
-                let before = xsk.tx_errors();
-                xsk.flush();
-                self.stats.tx_errors += xsk.tx_errors() - before;
+        for link in 0..self.links.len() {
+            if self.kicking[link] > 0 {
+                continue;
             }
+            let kicks = if let Some(rings) = &mut self.packet[link] {
+                self.stats.tx_errors += rings.take_tx_errors();
+                rings.take_kicks().max(u32::from(self.rekick[link]))
+            } else if let Some(xsk) = self.links[link].xsk_mut() {
+                xsk.take_kicks()
+            } else {
+                0
+            };
+            let fd = types::Fd(self.links[link].as_fd().as_raw_fd());
+            for _ in 0..kicks {
+                let entry = opcode::Send::new(fd, std::ptr::null(), 0)
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
+                    .flags(squeue::Flags::ASYNC)
+                    .user_data(KICK_BIT | link as u64);
+                self.push(&entry)?;
+                self.kicking[link] += 1;
+            }
+            self.rekick[link] = false;
         }
         if self.queued > 0 {
             self.ring
@@ -459,6 +507,54 @@ impl WireRing {
             self.queued = 0;
         }
         Ok(())
+    }
+
+    /// A send kick completed: another is due if the kernel stopped short.
+    /// Frames that can be queued on every link now (the fewest of any link),
+    /// counting at most `max`: what a sender may hand over without a frame
+    /// finding its link's send buffers all in flight.
+    pub fn tx_room(&mut self, max: usize) -> usize {
+        let mut room = max;
+        for link in 0..self.links.len() {
+            let here = if let Some(rings) = &self.packet[link] {
+                rings.tx_room(max)
+            } else if let Some(xsk) = self.links[link].xsk_mut() {
+                xsk.tx_room()
+            } else {
+                self.tx_free.len()
+            };
+            room = room.min(here);
+        }
+        room
+    }
+
+    /// Whether frames queued on a packet or `AF_XDP` socket wait for a kick, or
+    /// a kick is in flight: until not, keep calling [`Self::receive`] and
+    /// [`Self::flush`].
+    pub fn sending(&self) -> bool {
+        (0..self.links.len()).any(|link| {
+            self.kicking[link] > 0
+                || self.rekick[link]
+                || self.packet[link].as_ref().is_some_and(PacketRing::unsent)
+                || self.links[link].xsk().is_some_and(Xsk::unsent)
+        })
+    }
+
+    fn kicked(&mut self, link: usize, result: i32) {
+        let Some(kicking) = self.kicking.get_mut(link) else {
+            return;
+        };
+        *kicking = kicking.saturating_sub(1);
+        match -result {
+            // More queued than one call sends (AF_XDP copy mode: 32), or the
+            // completion ring or socket buffer was full for a moment.
+            libc::EAGAIN | libc::EBUSY | libc::ENOBUFS => self.rekick[link] = true,
+            errno if result < 0 => {
+                self.stats.tx_errors += 1;
+                self.stats.last_errno = errno;
+            }
+            _ => {}
+        }
     }
 
     fn tx_done(&mut self, i: usize, result: i32) {
@@ -553,7 +649,7 @@ impl Drop for WireRing {
                 .map(|c| (c.user_data(), c.result()))
                 .collect();
             for (user_data, result) in cqes {
-                if user_data & (CANCEL_BIT | POLL_BIT) != 0 {
+                if user_data & (CANCEL_BIT | POLL_BIT | KICK_BIT) != 0 {
                     continue;
                 }
                 if user_data & TX_BIT != 0 {

@@ -33,6 +33,8 @@ const RX_CHUNKS: u32 = 4096;
 const TX_CHUNKS: u32 = 1024;
 /// Frames handled per ring access.
 const BATCH: u32 = 64;
+/// Frames one `sendto` sends in copy mode (the kernel's `TX_BATCH_SIZE`).
+const COPY_MODE_BATCH: u32 = 32;
 
 /// How the kernel moves frames between the interface and the UMEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +77,6 @@ pub struct Xsk {
     zero_copy_refused: Option<String>,
     /// The kernel's drop count at the last [`Xsk::take_drops`].
     drops_seen: std::cell::Cell<u64>,
-    tx_errors: u64,
 }
 
 // SAFETY: the one field that is not `Send` is xdpilone's `Umem`, for the raw
@@ -94,6 +95,17 @@ impl std::fmt::Debug for Xsk {
     }
 }
 
+/// How long an interface queue (or its XDP hook) that is busy is waited for.
+pub const BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether the kernel said `EBUSY`.
+fn is_busy(e: &WireError) -> bool {
+    matches!(
+        e,
+        WireError::Io(_, Errno::BUSY) | WireError::Bpf(_, Errno::BUSY)
+    )
+}
+
 /// An error and its cause, on one line.
 fn with_cause(e: &WireError) -> String {
     match std::error::Error::source(e) {
@@ -109,7 +121,25 @@ fn errno(e: xdpilone::Errno) -> Errno {
 impl Xsk {
     /// Opens an AF_XDP socket on queue 0 of interface `name` (index `ifindex`),
     /// attaches nfhost's XDP program and points it at the socket.
+    ///
+    /// The queue may still be held for a moment by a socket that is going away:
+    /// the kernel tears a closed AF_XDP socket down asynchronously, and a killed
+    /// nfhost's io_uring workers may hold it a little longer. An `EBUSY` is
+    /// therefore retried for up to [`BUSY_GRACE`] before it is an error (as it
+    /// stays when another live process holds the interface).
     pub fn open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
+        let deadline = std::time::Instant::now() + BUSY_GRACE;
+        loop {
+            match Self::try_open(name, ifindex) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
         let program = XdpProgram::attach(ifindex, name)?;
         let mut xsk = match Self::bind(name, program, XdpMode::ZeroCopy) {
             Ok(xsk) => xsk,
@@ -172,10 +202,16 @@ impl Xsk {
         let device = umem
             .fq_cq(&socket)
             .map_err(|e| WireError::Io("mapping the fill and completion rings", errno(e)))?;
+        // Need-wakeup in zero-copy mode only. In copy mode the kernel sends only
+        // when kicked anyway, and with need-wakeup on, every poll of the socket
+        // (the io_uring's, waiting for received frames) would send the queued
+        // frames too, in the engine's thread, instead of the kick's worker.
         let flags = match mode {
-            XdpMode::ZeroCopy => SocketConfig::XDP_BIND_ZEROCOPY,
+            XdpMode::ZeroCopy => {
+                SocketConfig::XDP_BIND_ZEROCOPY | SocketConfig::XDP_BIND_NEED_WAKEUP
+            }
             XdpMode::Copy => SocketConfig::XDP_BIND_COPY,
-        } | SocketConfig::XDP_BIND_NEED_WAKEUP;
+        };
         let user = umem
             .rx_tx(
                 &socket,
@@ -235,7 +271,6 @@ impl Xsk {
             mode,
             zero_copy_refused: None,
             drops_seen: std::cell::Cell::new(0),
-            tx_errors: 0,
         }
     }
 
@@ -399,47 +434,28 @@ impl Xsk {
         Ok(())
     }
 
-    /// Kicks the kernel to send what was queued (copy mode sends in the
-    /// `sendto`, up to 32 frames a call).
-    pub fn flush(&mut self) {
-        if self.tx_unsent == 0 {
-            return;
-        }
-        let mut kicks = self.tx_unsent / 32 + 2;
-        self.tx_unsent = 0;
-        while kicks > 0 && self.tx.needs_wakeup() {
-            kicks -= 1;
-            // SAFETY: a zero-length `sendto` without an address: the kernel reads
-            // no buffer; the fd is the socket's, alive while `self` is.
-            let rc = unsafe {
-                libc::sendto(
-                    self.tx.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if rc >= 0 {
-                break;
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                // More to send than one call sends, or the completion ring is
-                // full: take completions back and go on.
-                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS) => self.reap(),
-                _ => {
-                    self.tx_errors += 1;
-                    break;
-                }
-            }
-        }
+    /// Transmit chunks free (after taking back those the kernel is done with).
+    pub fn tx_room(&mut self) -> usize {
         self.reap();
+        self.tx_free.len()
     }
 
-    /// Transmit kicks that failed, in all.
-    pub fn tx_errors(&self) -> u64 {
-        self.tx_errors
+    /// Frames queued since the last [`Self::take_kicks`].
+    pub fn unsent(&self) -> bool {
+        self.tx_unsent > 0
+    }
+
+    /// How many kicks (`sendto` calls) the kernel needs to send what the tx ring
+    /// holds: in copy mode, which sends in the kick, one per 32 frames; in
+    /// zero-copy mode one, when the driver asks for it (need-wakeup).
+    pub fn take_kicks(&mut self) -> u32 {
+        self.tx_unsent = 0;
+        self.reap();
+        let pending = self.tx.pending();
+        match self.mode {
+            XdpMode::Copy => pending.div_ceil(COPY_MODE_BATCH),
+            XdpMode::ZeroCopy => u32::from(pending > 0 && self.tx.needs_wakeup()),
+        }
     }
 
     /// How often the kernel found the fill ring empty, in all.
