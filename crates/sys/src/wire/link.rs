@@ -87,7 +87,12 @@ fn last_errno() -> Errno {
     Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
 }
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> Result<(), Errno> {
+pub(super) fn setsockopt<T>(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: &T,
+) -> Result<(), Errno> {
     // SAFETY: `value` points to a live `T` of `size_of::<T>()` bytes for the
     // duration of the call; the kernel only reads that many bytes from it.
     let rc = unsafe {

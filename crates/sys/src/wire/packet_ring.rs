@@ -80,25 +80,7 @@ fn setsockopt<T>(
     value: &T,
     what: &'static str,
 ) -> Result<(), WireError> {
-    // SAFETY: `value` points to a live `T` of `size_of::<T>()` bytes for the
-    // duration of the call; the kernel only reads that many bytes from it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(WireError::Io(
-            what,
-            Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO),
-        ))
-    }
+    super::link::setsockopt(fd, libc::SOL_PACKET, name, value).map_err(|e| WireError::Io(what, e))
 }
 
 impl PacketRing {
