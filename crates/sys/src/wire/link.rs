@@ -26,7 +26,7 @@ pub enum LinkKind {
     Packet,
     /// An `AF_XDP` socket on the interface's queue 0, fed by nfhost's XDP
     /// program (attached with a BPF link, so it goes when nfhost goes). The
-    /// frames skip the kernel's stack; the rings and UMEM live in [`super::xsk`].
+    /// frames skip the kernel's stack; the rings and UMEM are its own.
     Xdp,
 }
 
