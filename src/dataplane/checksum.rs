@@ -6,12 +6,12 @@
 //! the TCP or UDP checksum field and expects the NIC to finish it. A veth has no
 //! NIC, so a frame taken off it by a packet socket or an AF_XDP socket still
 //! carries that partial sum. A packet socket says so (`TP_STATUS_CSUMNOTREADY`);
-//! AF_XDP does not, so for its frames the field is checked: a checksum that
-//! verifies is left alone, one that holds exactly the pseudo-header's sum is
-//! completed, and any other (a corrupt frame) is left for the receiver to drop.
-//! (A corrupt frame whose field happens to equal the pseudo-header's sum, one in
-//! 65,536 of corrupt frames, would be "completed": the price of AF_XDP carrying
-//! no checksum state.)
+//! AF_XDP does not, so for its frames the field is checked: one that holds
+//! exactly the pseudo-header's sum, and does not already verify as a complete
+//! checksum, is completed; any other is left alone, unread (a corrupt frame for
+//! the receiver to drop). (A corrupt frame whose field happens to equal the
+//! pseudo-header's sum, one in 65,536 of corrupt frames, would be "completed":
+//! the price of AF_XDP carrying no checksum state.)
 //!
 //! IPv4 and IPv6 (without extension headers), TCP and UDP, untagged or behind
 //! up to two VLAN tags; fragments and anything else are left as they are.
@@ -23,10 +23,11 @@ use etherparse::checksum::Sum16BitWords;
 pub enum Outcome {
     /// The checksum was partial and is now complete.
     Completed,
-    /// The checksum already verified.
+    /// The field held the pseudo-header's sum, but as a complete checksum that
+    /// verifies (one frame in 65,536 has one): left as it was.
     Valid,
-    /// Not a TCP or UDP frame it can check, or a checksum that is neither valid
-    /// nor partial: left as it was.
+    /// Not a TCP or UDP frame it can check, or a checksum that is not partial:
+    /// left as it was, unread.
     Untouched,
 }
 
@@ -59,19 +60,18 @@ pub fn complete(frame: &mut [u8], known_partial: bool) -> Outcome {
         // UDP over IPv4 without a checksum.
         return Outcome::Untouched;
     }
-    // One pass over the segment serves both checks: with the pseudo-header
-    // added it verifies a complete checksum; and a partial field already holds
-    // the pseudo-header's sum, so the segment's own sum completes it (what the
-    // kernel's skb_checksum_help does).
+    // A field that does not hold the pseudo-header's sum is not partial: left
+    // as it is without reading the segment (whether it verifies is the
+    // receiver's business). One that does is read once: with the pseudo-header
+    // added the sum verifies a checksum that only happens to equal it; else the
+    // segment's own sum completes the partial one, the field already holding the
+    // pseudo-header's part (what the kernel's skb_checksum_help does).
+    if !known_partial && field != (!seg.pseudo.ones_complement()).to_be().to_be_bytes() {
+        return Outcome::Untouched;
+    }
     let sum = Sum16BitWords::new().add_slice(&frame[seg.start..seg.end]);
-    if !known_partial {
-        if sum.clone().add_slice(&seg.pseudo_bytes).ones_complement() == 0 {
-            return Outcome::Valid;
-        }
-        let partial = (!seg.pseudo.ones_complement()).to_be().to_be_bytes();
-        if field != partial {
-            return Outcome::Untouched;
-        }
+    if !known_partial && sum.clone().add_slice(&seg.pseudo_bytes).ones_complement() == 0 {
+        return Outcome::Valid;
     }
     let value = if seg.udp {
         sum.to_ones_complement_with_no_zero()
@@ -217,8 +217,27 @@ mod tests {
     fn valid_corrupt_and_other_frames_are_left_alone() {
         let mut good = tcp_v4(true);
         let before = good.clone();
-        assert_eq!(complete(&mut good, false), Outcome::Valid);
+        assert_eq!(complete(&mut good, false), Outcome::Untouched);
         assert_eq!(good, before);
+
+        // A complete checksum that happens to equal the pseudo-header's sum:
+        // the payload is chosen so that it does, and it is recognised as valid.
+        let mut lucky = tcp_v4(false);
+        make_partial(&mut lucky);
+        // Two payload bytes are searched for that make the whole verify with
+        // the field as it is.
+        let at = locate(&lucky).unwrap().start + 20;
+        let word = (0..=u16::MAX)
+            .find(|w| {
+                lucky[at..at + 2].copy_from_slice(&w.to_be_bytes());
+                verifies(&lucky)
+            })
+            .expect("some payload word makes it verify");
+        lucky[at..at + 2].copy_from_slice(&word.to_be_bytes());
+        assert!(verifies(&lucky), "the adjusted frame verifies");
+        let before = lucky.clone();
+        assert_eq!(complete(&mut lucky, false), Outcome::Valid);
+        assert_eq!(lucky, before);
 
         // A corrupt payload: not partial, so it stays for the receiver to drop.
         let mut corrupt = tcp_v4(false);
