@@ -308,8 +308,6 @@ impl Roles {
 pub struct HostWire {
     ring: WireRing,
     roles: Roles,
-    /// Per link: an `afxdp:` link (whose frames carry no checksum state).
-    xdp: Vec<bool>,
     mtu: u16,
     up: Vec<bool>,
     reported: Option<bool>,
@@ -319,11 +317,9 @@ pub struct HostWire {
 impl HostWire {
     /// Starts driving `links` (opened by [`open_links`] from `config`).
     pub fn new(config: &HostWireConfig, links: Vec<Link>) -> Result<Self, WireError> {
-        let xdp = links.iter().map(|l| l.kind() == LinkKind::Xdp).collect();
         let ring = WireRing::new(links, config.frame_cap())?;
         let wire = HostWire {
             ring,
-            xdp,
             roles: Roles::new(config),
             mtu: config.mtu,
             up: vec![false; config.links.len()],
@@ -420,7 +416,6 @@ impl HostWire {
     /// offload is completed first ([`checksum`]).
     pub fn receive(&mut self, max: usize, counters: &Counters, mut f: impl FnMut(&[u8])) -> usize {
         let access = &self.roles.access;
-        let xdp = &self.xdp;
         let mtu = self.mtu;
         self.ring.receive(max, |link, r| {
             let wire = &counters.wire;
@@ -441,9 +436,11 @@ impl HostWire {
             }
             // A packet socket says when a checksum is partial; AF_XDP cannot, so
             // its TCP and UDP frames are checked.
-            let partial = frame.partial_checksum();
-            if partial || xdp[link] {
-                checksum::complete(frame.bytes_mut(), partial);
+            match frame.partial_checksum() {
+                Some(false) => {}
+                known => {
+                    checksum::complete(frame.bytes_mut(), known == Some(true));
+                }
             }
             if let Some(vid) = access[link] {
                 // An access port carries untagged frames only.

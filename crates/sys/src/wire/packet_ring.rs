@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use rustix::io::Errno;
 
 use super::WireError;
+use super::ring::RingFrame;
 
 /// Slots for receiving.
 const RX_SLOTS: u32 = 4096;
@@ -31,23 +32,6 @@ const TX_DATA: usize = libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>();
 /// Bytes kept free in front of a received frame (`PACKET_RESERVE`), so an
 /// 802.1Q tag can be put back without moving it.
 const RESERVE: u32 = 4;
-
-/// A received frame in its slot, as [`PacketRing::receive`] hands it over.
-#[derive(Debug)]
-pub struct RingFrame<'a> {
-    /// The slot past its header.
-    pub buf: &'a mut [u8],
-    /// Where the frame starts in `buf`.
-    pub start: usize,
-    /// How many of its bytes are there.
-    pub captured: usize,
-    /// How long it was on the wire, without a tag the kernel took out.
-    pub len: usize,
-    /// The tag the kernel took out (`TP_STATUS_VLAN_VALID`): TPID and TCI.
-    pub vlan: Option<(u16, u16)>,
-    /// Its transport checksum is partial (`TP_STATUS_CSUMNOTREADY`).
-    pub partial_checksum: bool,
-}
 
 /// The two rings of one packet socket, mapped.
 pub struct PacketRing {
@@ -197,7 +181,7 @@ impl PacketRing {
                 captured,
                 len: hdr.tp_len as usize,
                 vlan,
-                partial_checksum: status & libc::TP_STATUS_CSUMNOTREADY != 0,
+                partial_checksum: Some(status & libc::TP_STATUS_CSUMNOTREADY != 0),
             });
             self.status(index)
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);

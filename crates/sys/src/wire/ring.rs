@@ -54,7 +54,25 @@ pub struct RxFrame<'a> {
     buf: &'a mut [u8],
     start: usize,
     end: usize,
-    partial_checksum: bool,
+    partial_checksum: Option<bool>,
+}
+
+/// A frame as a link with its own rings (a packet ring slot, an `AF_XDP` chunk)
+/// hands it over, before [`WireRing::receive`] makes it a [`Received`].
+#[derive(Debug)]
+pub(super) struct RingFrame<'a> {
+    /// The slot or chunk.
+    pub buf: &'a mut [u8],
+    /// Where the frame starts in `buf`.
+    pub start: usize,
+    /// How many of its bytes are there.
+    pub captured: usize,
+    /// How long it was on the wire, without a tag the kernel took out.
+    pub len: usize,
+    /// The tag the kernel took out (`TP_STATUS_VLAN_VALID`): TPID and TCI.
+    pub vlan: Option<(u16, u16)>,
+    /// Whether its transport checksum is partial, if the link can tell.
+    pub partial_checksum: Option<bool>,
 }
 
 impl RxFrame<'_> {
@@ -68,9 +86,11 @@ impl RxFrame<'_> {
         &mut self.buf[self.start..self.end]
     }
 
-    /// The kernel handed the frame over with its transport checksum not yet
-    /// computed (`TP_STATUS_CSUMNOTREADY`: the sender left it to an offload).
-    pub fn partial_checksum(&self) -> bool {
+    /// Whether the kernel handed the frame over with its transport checksum not
+    /// yet computed (`TP_STATUS_CSUMNOTREADY`: the sender left it to an
+    /// offload); `None` where the link cannot tell (`AF_XDP` carries no
+    /// checksum state).
+    pub fn partial_checksum(&self) -> Option<bool> {
         self.partial_checksum
     }
 
@@ -310,7 +330,8 @@ impl WireRing {
                         buf: &mut slot.buf,
                         start: HEADROOM,
                         end: HEADROOM + len,
-                        partial_checksum: false,
+                        // A TAP read gets the frame with its checksum complete.
+                        partial_checksum: Some(false),
                     };
                     f(link, Received::Frame(frame));
                 }
@@ -321,47 +342,15 @@ impl WireRing {
             }
         }
         for link in 0..self.links.len() {
-            let frame_cap = self.frame_cap;
-            if let Some(rings) = &mut self.packet[link] {
-                if handed < max {
-                    handed += rings.receive(max - handed, |frame| {
-                        if frame.len > frame_cap || frame.captured < frame.len {
-                            f(link, Received::Oversize(frame.len));
-                            return;
-                        }
-                        let mut rx = RxFrame {
-                            buf: frame.buf,
-                            start: frame.start,
-                            end: frame.start + frame.captured,
-                            partial_checksum: frame.partial_checksum,
-                        };
-                        if frame.vlan.is_none_or(|(tpid, tci)| rx.push_tag(tpid, tci)) {
-                            f(link, Received::Frame(rx));
-                        }
-                    });
-                }
-                continue;
+            if handed >= max {
+                break;
             }
-            let Some(xsk) = self.links[link].xsk_mut() else {
-                continue;
-            };
-            xsk.reap();
-            if handed < max {
-                handed += xsk.receive(max - handed, |buf, start, len| {
-                    if len > frame_cap {
-                        f(link, Received::Oversize(len));
-                    } else {
-                        f(
-                            link,
-                            Received::Frame(RxFrame {
-                                buf,
-                                start,
-                                end: start + len,
-                                partial_checksum: false,
-                            }),
-                        );
-                    }
-                });
+            let frame_cap = self.frame_cap;
+            let hand = |frame: RingFrame<'_>| hand_over(&mut f, link, frame_cap, frame);
+            if let Some(rings) = &mut self.packet[link] {
+                handed += rings.receive(max - handed, hand);
+            } else if let Some(xsk) = self.links[link].xsk_mut() {
+                handed += xsk.receive(max - handed, hand);
             }
         }
         handed
@@ -663,6 +652,30 @@ impl Drop for WireRing {
         // kernel may still write to.
         std::mem::forget(std::mem::take(&mut self.rx));
         std::mem::forget(std::mem::take(&mut self.tx));
+    }
+}
+
+/// Hands a frame from a link's own ring to `f`: as an oversize report if it is
+/// longer than `frame_cap` or was cut short, else with the tag the kernel took
+/// out put back (dropped if there is no room for it).
+fn hand_over(
+    f: &mut impl FnMut(usize, Received<'_>),
+    link: usize,
+    frame_cap: usize,
+    frame: RingFrame<'_>,
+) {
+    if frame.len > frame_cap || frame.captured < frame.len {
+        f(link, Received::Oversize(frame.len));
+        return;
+    }
+    let mut rx = RxFrame {
+        buf: frame.buf,
+        start: frame.start,
+        end: frame.start + frame.captured,
+        partial_checksum: frame.partial_checksum,
+    };
+    if frame.vlan.is_none_or(|(tpid, tci)| rx.push_tag(tpid, tci)) {
+        f(link, Received::Frame(rx));
     }
 }
 

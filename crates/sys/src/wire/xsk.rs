@@ -22,6 +22,7 @@ use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 use super::WireError;
+use super::ring::RingFrame;
 use super::xdp_prog::XdpProgram;
 
 /// Bytes per UMEM chunk: one frame with the kernel's 256 bytes of headroom in
@@ -308,10 +309,10 @@ impl Xsk {
         self.rx.available() > 0
     }
 
-    /// Hands up to `max` received frames to `f` as (their chunk, the frame's
-    /// start in it, its length), and gives each chunk back to the fill ring once
-    /// `f` returns. Returns how many were handed.
-    pub fn receive(&mut self, max: usize, mut f: impl FnMut(&mut [u8], usize, usize)) -> usize {
+    /// Hands up to `max` received frames to `f`, each in its chunk, and gives
+    /// each chunk back to the fill ring once `f` returns. Returns how many were
+    /// handed.
+    pub fn receive(&mut self, max: usize, mut f: impl FnMut(RingFrame<'_>)) -> usize {
         let mut handed = 0;
         if !self.rx_spare.is_empty() {
             self.give_back(&[]);
@@ -340,8 +341,17 @@ impl Xsk {
                 let chunk = desc.addr - desc.addr % CHUNK as u64;
                 let start = (desc.addr - chunk) as usize;
                 if let Some(buf) = self.chunk(chunk) {
-                    let len = (desc.len as usize).min(CHUNK - start);
-                    f(buf, start, len);
+                    let len = desc.len as usize;
+                    f(RingFrame {
+                        buf,
+                        start,
+                        captured: len.min(CHUNK - start),
+                        len,
+                        // The tag stays in the frame; AF_XDP carries no checksum
+                        // state.
+                        vlan: None,
+                        partial_checksum: None,
+                    });
                 }
             }
             self.give_back(&descs[..n]);
@@ -450,7 +460,6 @@ impl Xsk {
     /// zero-copy mode one, when the driver asks for it (need-wakeup).
     pub fn take_kicks(&mut self) -> u32 {
         self.tx_unsent = 0;
-        self.reap();
         let pending = self.tx.pending();
         match self.mode {
             XdpMode::Copy => pending.div_ceil(COPY_MODE_BATCH),
