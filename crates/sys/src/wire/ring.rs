@@ -6,8 +6,9 @@
 //! A packet socket ([`super::packet_ring`]) and an `AF_XDP` socket need no
 //! operation per frame: their frames are read straight off their rx ring and
 //! written onto their tx ring, and one call per flush has the kernel send a
-//! batch. The io_uring only watches such a socket (`IORING_OP_POLL_ADD`, armed
-//! when its rx ring has been emptied), so that a frame arriving while the engine
+//! batch (from an io_uring worker, see [`WireRing::flush`]). The io_uring only
+//! watches such a socket (`IORING_OP_POLL_ADD`, armed by
+//! [`WireRing::prepare_to_sleep`]), so that a frame arriving while the engine
 //! sleeps wakes it through the same eventfd.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -498,7 +499,6 @@ impl WireRing {
         Ok(())
     }
 
-    /// A send kick completed: another is due if the kernel stopped short.
     /// Frames that can be queued on every link now (the fewest of any link),
     /// counting at most `max`: what a sender may hand over without a frame
     /// finding its link's send buffers all in flight.
@@ -529,6 +529,7 @@ impl WireRing {
         })
     }
 
+    /// A send kick completed: another is due if the kernel stopped short.
     fn kicked(&mut self, link: usize, result: i32) {
         let Some(kicking) = self.kicking.get_mut(link) else {
             return;
