@@ -63,6 +63,16 @@ fn check_name(name: &str) -> Result<CString, WireError> {
     CString::new(name).map_err(|_| WireError::BadName(name.to_owned()))
 }
 
+/// The index of the interface `c_name` (`name`, for the error).
+fn ifindex(c_name: &CString, name: &str) -> Result<u32, WireError> {
+    // SAFETY: `c_name` is a NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(WireError::NoSuchInterface(name.to_owned()));
+    }
+    Ok(index)
+}
+
 fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: `ifreq` is a plain C struct (a name array and a union of integers
     // and pointers); all-zero bytes are a valid value of it.
@@ -152,12 +162,7 @@ impl Link {
             None,
         )
         .map_err(|e| WireError::Io("opening an AF_PACKET socket (needs CAP_NET_RAW)", e))?;
-        // SAFETY: `c_name` is a NUL-terminated string that lives across the call.
-        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-        if index == 0 {
-            return Err(WireError::NoSuchInterface(name.to_owned()));
-        }
-        let index = index as i32;
+        let index = ifindex(&c_name, name)? as i32;
         let mreq = libc::packet_mreq {
             mr_ifindex: index,
             mr_type: libc::PACKET_MR_PROMISC as u16,
@@ -215,12 +220,7 @@ impl Link {
     /// the queue's frames into the socket (frames of other queues go on to the
     /// kernel's stack: give the interface one queue, as a veth has).
     pub fn xdp(name: &str) -> Result<Link, WireError> {
-        let c_name = check_name(name)?;
-        // SAFETY: `c_name` is a NUL-terminated string that lives across the call.
-        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-        if index == 0 {
-            return Err(WireError::NoSuchInterface(name.to_owned()));
-        }
+        let index = ifindex(&check_name(name)?, name)?;
         let xsk = Xsk::open(name, index)?;
         let fd = dup(xsk.fd())?;
         Ok(Link {

@@ -12,7 +12,6 @@
 //! zero-copy (veth, TAP: copy mode). Need-wakeup is on: in copy mode every
 //! transmit batch needs a `sendto` kick, which sends up to 32 frames per call.
 
-use std::ffi::CString;
 use std::num::NonZeroU32;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
@@ -59,17 +58,11 @@ impl std::fmt::Display for XdpMode {
 /// The UMEM's memory: an anonymous private mapping, page-aligned.
 struct Area(memmap2::MmapMut);
 
-/// One bound AF_XDP socket with its UMEM and program. Fields drop in order: the
-/// program (detaching it), the rings, the socket, then the memory under them.
+/// One bound AF_XDP socket with its UMEM and program. The program drops first
+/// (detaching it), then the socket and what it maps.
 pub struct Xsk {
     program: XdpProgram,
-    rx: RingRx,
-    tx: RingTx,
-    device: DeviceQueue,
-    _user: User,
-    _socket: Socket,
-    _umem: Umem,
-    area: Area,
+    io: Bound,
     /// Receive chunks read and waiting for room on the fill ring.
     rx_spare: Vec<u64>,
     tx_free: Vec<u64>,
@@ -80,11 +73,24 @@ pub struct Xsk {
     drops_seen: std::cell::Cell<u64>,
 }
 
+/// The socket bound in one mode, with its rings and the UMEM under them: what
+/// each bind attempt makes anew. Fields drop in order: the rings, the socket,
+/// then the memory under them.
+struct Bound {
+    rx: RingRx,
+    tx: RingTx,
+    device: DeviceQueue,
+    _user: User,
+    _socket: Socket,
+    _umem: Umem,
+    area: Area,
+}
+
 // SAFETY: the one field that is not `Send` is xdpilone's `Umem`, for the raw
 // pointer to the UMEM area it keeps. That area is `self.area`, owned by this same
-// struct and moved with it; nothing in an `Xsk` is tied to the thread that made it
-// (its rings are mmaps and its fds are plain descriptors).
-unsafe impl Send for Xsk {}
+// struct and moved with it; nothing in a `Bound` is tied to the thread that made
+// it (its rings are mmaps and its fds are plain descriptors).
+unsafe impl Send for Bound {}
 
 impl std::fmt::Debug for Xsk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,60 +125,10 @@ fn errno(e: xdpilone::Errno) -> Errno {
     Errno::from_raw_os_error(e.get_raw().abs())
 }
 
-impl Xsk {
-    /// Opens an AF_XDP socket on queue 0 of interface `name` (index `ifindex`),
-    /// attaches nfhost's XDP program and points it at the socket.
-    ///
-    /// The queue may still be held for a moment by a socket that is going away:
-    /// the kernel tears a closed AF_XDP socket down asynchronously, and a killed
-    /// nfhost's io_uring workers may hold it a little longer. An `EBUSY` is
-    /// therefore retried for up to [`BUSY_GRACE`] before it is an error (as it
-    /// stays when another live process holds the interface).
-    pub fn open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
-        let deadline = std::time::Instant::now() + BUSY_GRACE;
-        loop {
-            match Self::try_open(name, ifindex) {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn try_open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
-        let program = XdpProgram::attach(ifindex, name)?;
-        let mut xsk = match Self::bind(name, program, XdpMode::ZeroCopy) {
-            Ok(xsk) => xsk,
-            Err((program, zero_copy)) => match Self::bind(name, program, XdpMode::Copy) {
-                Ok(mut xsk) => {
-                    xsk.zero_copy_refused = Some(with_cause(&zero_copy));
-                    xsk
-                }
-                Err((_, e)) => return Err(e),
-            },
-        };
-        xsk.fill_all()?;
-        xsk.program.insert(0, xsk.fd())?;
-        Ok(xsk)
-    }
-
-    fn bind(
-        name: &str,
-        program: XdpProgram,
-        mode: XdpMode,
-    ) -> Result<Xsk, (XdpProgram, WireError)> {
-        match Self::try_bind(name, mode) {
-            Ok(parts) => Ok(Self::assemble(program, parts, mode)),
-            Err(e) => Err((program, e)),
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn try_bind(
-        name: &str,
-        mode: XdpMode,
-    ) -> Result<(Area, Umem, Socket, DeviceQueue, User, RingRx, RingTx), WireError> {
+impl Bound {
+    /// Makes the UMEM and socket, binds it to queue 0 of interface `ifindex`
+    /// (`name`, for messages) in `mode`, and maps its rings.
+    fn new(name: &str, ifindex: u32, mode: XdpMode) -> Result<Bound, WireError> {
         let len = CHUNK * (RX_CHUNKS + TX_CHUNKS) as usize;
         let mut area = Area(
             memmap2::MmapOptions::new()
@@ -189,13 +145,12 @@ impl Xsk {
         };
         let region = NonNull::from(&mut area.0[..]);
         // SAFETY: `region` is the whole anonymous mapping in `area`, page-aligned
-        // (mmap) and `len` bytes long. `area` is kept in the same `Xsk` as the
+        // (mmap) and `len` bytes long. `area` is kept in the same `Bound` as the
         // `Umem` and dropped after it and after every ring and socket using it.
         let umem = unsafe { Umem::new(config, region) }
             .map_err(|e| WireError::Io("registering the UMEM (XDP_UMEM_REG)", errno(e)))?;
-        let c_name = CString::new(name).map_err(|_| WireError::BadName(name.to_owned()))?;
         let mut info = IfInfo::invalid();
-        info.from_name(&c_name)
+        info.from_ifindex(ifindex)
             .map_err(|_| WireError::NoSuchInterface(name.to_owned()))?;
         info.set_queue(0);
         let socket = Socket::with_shared(&info, &umem)
@@ -238,24 +193,7 @@ impl Xsk {
         let tx = user
             .map_tx()
             .map_err(|e| WireError::Io("mapping the tx ring", errno(e)))?;
-        Ok((area, umem, socket, device, user, rx, tx))
-    }
-
-    fn assemble(
-        program: XdpProgram,
-        (area, umem, socket, device, user, rx, tx): (
-            Area,
-            Umem,
-            Socket,
-            DeviceQueue,
-            User,
-            RingRx,
-            RingTx,
-        ),
-        mode: XdpMode,
-    ) -> Xsk {
-        Xsk {
-            program,
+        Ok(Bound {
             rx,
             tx,
             device,
@@ -263,6 +201,44 @@ impl Xsk {
             _socket: socket,
             _umem: umem,
             area,
+        })
+    }
+}
+
+impl Xsk {
+    /// Opens an AF_XDP socket on queue 0 of interface `name` (index `ifindex`),
+    /// attaches nfhost's XDP program and points it at the socket.
+    ///
+    /// The queue may still be held for a moment by a socket that is going away:
+    /// the kernel tears a closed AF_XDP socket down asynchronously, and a killed
+    /// nfhost's io_uring workers may hold it a little longer. An `EBUSY` is
+    /// therefore retried for up to [`BUSY_GRACE`] before it is an error (as it
+    /// stays when another live process holds the interface).
+    pub fn open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
+        let deadline = std::time::Instant::now() + BUSY_GRACE;
+        loop {
+            match Self::try_open(name, ifindex) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(name: &str, ifindex: u32) -> Result<Xsk, WireError> {
+        let program = XdpProgram::attach(ifindex, name)?;
+        let (io, mode, zero_copy_refused) = match Bound::new(name, ifindex, XdpMode::ZeroCopy) {
+            Ok(io) => (io, XdpMode::ZeroCopy, None),
+            Err(zero_copy) => (
+                Bound::new(name, ifindex, XdpMode::Copy)?,
+                XdpMode::Copy,
+                Some(with_cause(&zero_copy)),
+            ),
+        };
+        let mut xsk = Xsk {
+            program,
+            io,
             rx_spare: Vec::with_capacity(RX_CHUNKS as usize),
             tx_free: (RX_CHUNKS..RX_CHUNKS + TX_CHUNKS)
                 .rev()
@@ -270,14 +246,17 @@ impl Xsk {
                 .collect(),
             tx_unsent: 0,
             mode,
-            zero_copy_refused: None,
+            zero_copy_refused,
             drops_seen: std::cell::Cell::new(0),
-        }
+        };
+        xsk.fill_all()?;
+        xsk.program.insert(0, xsk.fd())?;
+        Ok(xsk)
     }
 
     /// Hands every receive chunk to the kernel.
     fn fill_all(&mut self) -> Result<(), WireError> {
-        let mut fill = self.device.fill(RX_CHUNKS);
+        let mut fill = self.io.device.fill(RX_CHUNKS);
         let n = fill.insert((0..RX_CHUNKS).map(|i| u64::from(i) * CHUNK as u64));
         fill.commit();
         if n != RX_CHUNKS {
@@ -298,15 +277,15 @@ impl Xsk {
 
     /// The socket's fd (to poll for received frames).
     pub fn fd(&self) -> BorrowedFd<'_> {
-        let raw = self.rx.as_raw_fd();
-        // SAFETY: `raw` is the socket's fd, owned by `self._socket` (and shared by
+        let raw = self.io.rx.as_raw_fd();
+        // SAFETY: `raw` is the socket's fd, owned by `self.io._socket` (and shared by
         // its rings) for as long as `self` lives, which bounds the borrow.
         unsafe { BorrowedFd::borrow_raw(raw) }
     }
 
     /// Whether received frames are waiting.
     pub fn rx_ready(&self) -> bool {
-        self.rx.available() > 0
+        self.io.rx.available() > 0
     }
 
     /// Hands up to `max` received frames to `f`, each in its chunk, and gives
@@ -325,7 +304,7 @@ impl Xsk {
                 options: 0,
             }; BATCH as usize];
             let n = {
-                let mut read = self.rx.receive(want);
+                let mut read = self.io.rx.receive(want);
                 let mut n = 0;
                 while let Some(desc) = read.read() {
                     descs[n] = desc;
@@ -372,7 +351,7 @@ impl Xsk {
         self.rx_spare
             .extend(descs.iter().map(|d| d.addr - d.addr % CHUNK as u64));
         while !self.rx_spare.is_empty() {
-            let mut fill = self.device.fill(self.rx_spare.len() as u32);
+            let mut fill = self.io.device.fill(self.rx_spare.len() as u32);
             let room = fill.capacity() as usize;
             let from = self.rx_spare.len() - room.min(self.rx_spare.len());
             let n = fill.insert(self.rx_spare[from..].iter().copied()) as usize;
@@ -387,17 +366,17 @@ impl Xsk {
     /// The chunk at UMEM offset `addr`, if it is one.
     fn chunk(&mut self, addr: u64) -> Option<&mut [u8]> {
         let at = usize::try_from(addr).ok()?;
-        if at % CHUNK != 0 || at + CHUNK > self.area.0.len() {
+        if at % CHUNK != 0 || at + CHUNK > self.io.area.0.len() {
             return None;
         }
-        Some(&mut self.area.0[at..at + CHUNK])
+        Some(&mut self.io.area.0[at..at + CHUNK])
     }
 
     /// Takes back transmit chunks the kernel has finished with (every one: a
     /// read may see fewer than are there, for the reason given at `give_back`).
     pub fn reap(&mut self) {
         loop {
-            let mut done = self.device.complete(TX_CHUNKS);
+            let mut done = self.io.device.complete(TX_CHUNKS);
             let mut n = 0;
             while let Some(addr) = done.read() {
                 self.tx_free.push(addr - addr % CHUNK as u64);
@@ -429,7 +408,7 @@ impl Xsk {
         if !fill(&mut buf[..len]) {
             return Err(SendOutcome::Abandoned);
         }
-        let mut tx = self.tx.transmit(1);
+        let mut tx = self.io.tx.transmit(1);
         let queued = tx.insert_once(XdpDesc {
             addr,
             len: len as u32,
@@ -460,17 +439,18 @@ impl Xsk {
     /// zero-copy mode one, when the driver asks for it (need-wakeup).
     pub fn take_kicks(&mut self) -> u32 {
         self.tx_unsent = 0;
-        let pending = self.tx.pending();
+        let pending = self.io.tx.pending();
         match self.mode {
             XdpMode::Copy => pending.div_ceil(COPY_MODE_BATCH),
-            XdpMode::ZeroCopy => u32::from(pending > 0 && self.tx.needs_wakeup()),
+            XdpMode::ZeroCopy => u32::from(pending > 0 && self.io.tx.needs_wakeup()),
         }
     }
 
     /// How often the kernel found the fill ring empty, in all.
     #[cfg(test)]
     pub(super) fn fill_ring_empty(&self) -> Result<u64, WireError> {
-        self.device
+        self.io
+            .device
             .statistics_v2()
             .map(|s| s.rx_fill_ring_empty_descs)
             .map_err(|e| WireError::Io("XDP_STATISTICS", errno(e)))
@@ -480,6 +460,7 @@ impl Xsk {
     /// was full or the fill ring empty.
     pub fn take_drops(&self) -> Result<u64, WireError> {
         let stats = self
+            .io
             .device
             .statistics_v2()
             .map_err(|e| WireError::Io("XDP_STATISTICS", errno(e)))?;
