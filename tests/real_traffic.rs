@@ -32,6 +32,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use nfhost::dataplane::nf_process::process_cpu_time;
+
 use server::{
     Clients, Server, TempDir, create_chain, external_hop, free_port, get_nf, runtime, settled,
     wait_until,
@@ -307,30 +309,16 @@ struct ChainRun {
     nf_cpu: f64,
 }
 
-/// The fields of `/proc/PID/stat` after the command name (state first).
-fn stat_fields(pid: u32) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.to_owned()))
-        .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
-/// CPU time (user + system, clock ticks) of process `pid` so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let fields = stat_fields(pid);
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// The parent of process `pid`.
+/// The parent of process `pid` (`/proc/PID/stat`: the state, then the parent,
+/// after the command name).
 fn parent(pid: u32) -> Option<u32> {
-    stat_fields(pid).get(1)?.parse().ok()
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// nfhost with `kind:` links on the topology, the stick chain, and the checks:
@@ -382,15 +370,18 @@ fn through_the_chain(topo: &Topology, kind: &str) -> ChainRun {
         .filter(|pid| parent(*pid) == Some(nfhost_pid))
         .collect();
     assert_eq!(nf_pids.len(), 2, "{kind}: the chain's two NF processes");
-    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
-    let (nfhost0, nfs0) = (ticks(&[nfhost_pid]), ticks(&nf_pids));
+    let cpu = |pids: &[u32]| {
+        pids.iter()
+            .filter_map(|p| process_cpu_time(*p))
+            .sum::<Duration>()
+    };
+    let (nfhost0, nfs0) = (cpu(&[nfhost_pid]), cpu(&nf_pids));
     let started = std::time::Instant::now();
     let bps = topo.iperf(5201, 10);
     let secs = started.elapsed().as_secs_f64();
-    // Clock ticks are 1/100 s on Linux (USER_HZ).
-    let percent = |t: u64| t as f64 / 100.0 / secs * 100.0;
-    let nfhost_cpu = percent(ticks(&[nfhost_pid]) - nfhost0);
-    let nf_cpu = percent(ticks(&nf_pids) - nfs0);
+    let percent = |spent: Duration| spent.as_secs_f64() / secs * 100.0;
+    let nfhost_cpu = percent(cpu(&[nfhost_pid]).saturating_sub(nfhost0));
+    let nf_cpu = percent(cpu(&nf_pids).saturating_sub(nfs0));
     let after = snapshot(topo, http_port);
     assert!(bps > 0.0);
 
@@ -424,7 +415,15 @@ fn through_the_chain(topo: &Topology, kind: &str) -> ChainRun {
         "{kind}: monitor VF tx vs packets the hosts received + counted drops"
     );
     // The last hop sends only what the wire's send buffers can take.
-    assert_eq!(dropped_out, 0, "{kind}: frames dropped on their way out");
+    assert_eq!(
+        dropped_out,
+        0,
+        "{kind}: frames dropped on their way out: {:?}",
+        http::samples(
+            &http::get(http_port, "/metrics").1,
+            "nfhost_wire_dropped_packets_total"
+        )
+    );
     assert_eq!(after.fw_tx - before.fw_tx, after.mon_rx - before.mon_rx);
     assert!(sent > 10_000, "{kind}: iperf3 moved only {sent} packets");
 
