@@ -10,9 +10,8 @@ mod http;
 #[path = "common/server.rs"]
 mod server;
 
-use nfhost::store::Store;
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, events, free_port, runtime, wait_until};
+use server::{Clients, Server, TempDir, events, free_port, read_store, runtime, wait_until};
 use tokio::runtime::Runtime;
 use tonic::Code;
 
@@ -106,12 +105,13 @@ fn alive(pid: u32) -> bool {
 
 /// Every stored key and value but the event log and the boot counter.
 fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let store = Store::open(data).expect("store opens");
-    store
-        .dump()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(b"ev/"))
-        .collect()
+    read_store(data, |store| {
+        store
+            .dump()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"ev/"))
+            .collect()
+    })
 }
 
 #[test]
@@ -234,11 +234,9 @@ fn reapplying_a_chain_reconfigures_only_the_changed_nf_in_its_own_process() {
 
     // Stored before the reply: it survives a restart of the service.
     server.stop();
-    let store = Store::open(&data.0).expect("store opens");
-    let state = store.load().expect("loads");
+    let state = read_store(&data.0, |store| store.load().expect("loads"));
     assert_eq!(state.chains["edge"].nfs[0].config, r#"{"top":2}"#);
     assert_eq!(state.nfs["mon"].config, r#"{"top":2}"#);
-    drop(store);
     let server = start(&data.0, http);
     let mut c = Clients::new(server.channel(&rt));
     assert_eq!(get_chain(&rt, &mut c).nfs[0].config, r#"{"top":2}"#);
@@ -512,16 +510,11 @@ fn what_cannot_change_in_place_is_refused_and_nothing_changes() {
         before,
         "a refused update changed the stored state"
     );
-    let store = Store::open(&data.0).expect("store opens");
+    let logged = read_store(&data.0, |store| store.events(1000).expect("events"));
     assert!(
-        !store
-            .events(1000)
-            .expect("events")
-            .iter()
-            .any(|e| e.message.contains("reconfigured")),
+        !logged.iter().any(|e| e.message.contains("reconfigured")),
         "a refused update logged a change"
     );
-    drop(store);
 
     // allow_missing creates what is not there.
     let server = start(&data.0, http);

@@ -8,9 +8,8 @@ mod server;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nfhost::store::Store;
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, events, nf_pids, runtime, wait_until};
+use server::{Clients, Server, TempDir, events, nf_pids, read_store, runtime, wait_until};
 use tonic::Code;
 
 use server::GEN;
@@ -30,12 +29,13 @@ fn nf(name: &str, kind: &str) -> proto::Nf {
 
 /// Every key and value except the boot counter and the event log.
 fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let store = Store::open(data).expect("store opens");
-    store
-        .dump()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(b"ev/"))
-        .collect()
+    read_store(data, |store| {
+        store
+            .dump()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"ev/"))
+            .collect()
+    })
 }
 
 /// The status code of a call (Ok when it was accepted).
@@ -186,10 +186,7 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
     drop(watch);
     server.stop();
     let before = state_dump(&data.0);
-    let events_before = {
-        let store = Store::open(&data.0).unwrap();
-        store.events(1000).unwrap().len()
-    };
+    let events_before = read_store(&data.0, |store| store.events(1000).unwrap().len());
 
     // Every refusal: the right code, and nothing stored.
     let server = Server::start(&data.0, GEN);
@@ -485,13 +482,14 @@ fn every_rpc_works_and_every_refusal_has_its_code_and_changes_nothing() {
         before,
         "a refused request changed the stored state"
     );
-    let store = Store::open(&data.0).unwrap();
-    let added: Vec<_> = store
-        .events(1000)
-        .unwrap()
-        .into_iter()
-        .skip(events_before)
-        .collect();
+    let added: Vec<_> = read_store(&data.0, |store| {
+        store
+            .events(1000)
+            .unwrap()
+            .into_iter()
+            .skip(events_before)
+            .collect()
+    });
     // A restart logs the service and its NFs starting; a refused request logs nothing.
     assert!(
         added
