@@ -391,16 +391,19 @@ impl Nic {
     }
 
     /// Switches a frame from the wire.
+    #[inline]
     pub fn switch_from_wire(&mut self, frame: &[u8]) -> Decision {
         self.veb.from_wire(frame)
     }
 
     /// Switches a frame a VF transmitted.
+    #[inline]
     pub fn switch_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Decision {
         self.veb.from_vf(vf, frame)
     }
 
     /// Switches a frame a VF sends back where its traffic came from.
+    #[inline]
     pub fn reflect_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Decision {
         self.veb.reflect_from_vf(vf, frame)
     }
