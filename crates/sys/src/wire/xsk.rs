@@ -423,10 +423,18 @@ impl Xsk {
         Ok(())
     }
 
-    /// Transmit chunks free (after taking back those the kernel is done with).
+    /// Frames [`Self::send_with`] takes now: free transmit chunks (after taking
+    /// back those the kernel is done with), as far as the transmit ring has room.
+    ///
+    /// A free chunk does not always mean room in the ring: the kernel publishes how
+    /// far it has read the transmit ring only when it next reads it, so the frames
+    /// of its last kick (up to 32) can be sent and their chunks back while their
+    /// ring entries still look taken. Promising the chunks then made sends fail
+    /// as busy, and the engine drop them as `wire_busy`.
     pub fn tx_room(&mut self) -> usize {
         self.reap();
-        self.tx_free.len()
+        let ring_free = TX_CHUNKS.saturating_sub(self.io.tx.pending());
+        self.tx_free.len().min(ring_free as usize)
     }
 
     /// Frames queued since the last [`Self::take_kicks`].
