@@ -11,7 +11,9 @@ mod http;
 mod server;
 
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, events, free_port, read_store, runtime, wait_until};
+use server::{
+    Clients, Server, TempDir, events, free_port, read_store, runtime, state_dump, wait_until,
+};
 use tokio::runtime::Runtime;
 use tonic::Code;
 
@@ -101,17 +103,6 @@ fn top_listed(http: u16) -> Option<usize> {
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Every stored key and value but the event log and the boot counter.
-fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    read_store(data, |store| {
-        store
-            .dump()
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with(b"ev/"))
-            .collect()
-    })
 }
 
 #[test]

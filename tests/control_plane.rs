@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, events, nf_pids, read_store, runtime, wait_until};
+use server::{
+    Clients, Server, TempDir, events, nf_pids, read_store, runtime, state_dump, wait_until,
+};
 use tonic::Code;
 
 use server::GEN;
@@ -25,17 +27,6 @@ fn nf(name: &str, kind: &str) -> proto::Nf {
         kind: kind.into(),
         ..Default::default()
     }
-}
-
-/// Every key and value except the boot counter and the event log.
-fn state_dump(data: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    read_store(data, |store| {
-        store
-            .dump()
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with(b"ev/"))
-            .collect()
-    })
 }
 
 /// The status code of a call (Ok when it was accepted).

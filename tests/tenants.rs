@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nfhost::auth::principals::token_digest_hex;
 use nfhost_api::proto;
-use server::{Clients, Server, TempDir, free_port, read_store, runtime};
+use server::{Clients, Server, TempDir, free_port, runtime, state_dump};
 use tonic::Code;
 
 const OPS: &str = "ops-token-0d1f2b9c7a";
@@ -212,13 +212,7 @@ impl World {
     /// (and the boot counter), and starts it again.
     fn restart_dumping(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.server.take().expect("running").stop();
-        let dump: Vec<_> = read_store(&self._data.0.join("state"), |store| {
-            store
-                .dump()
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with(b"ev/"))
-                .collect()
-        });
+        let dump = state_dump(&self._data.0.join("state"));
         let server = serve(&self._data, self.http, &mut self.logs);
         self.c = Clients::new(server.channel(&self.rt));
         self.snap = Clients::new(server.channel(&self.rt));

@@ -68,6 +68,18 @@ pub fn read_store<T>(dir: &Path, read: impl FnOnce(&nfhost::store::Store) -> T) 
     value
 }
 
+/// Every key and value of a stopped service's store but the event log and the boot
+/// counter: what a refused request must leave as it was.
+pub fn state_dump(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    read_store(dir, |store| {
+        store
+            .dump()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"ev/"))
+            .collect()
+    })
+}
+
 /// Returns once nobody holds sled's lock on `<dir>/db` (or there is no store yet): a
 /// shared `flock` probe on a file of its own succeeds only then, whichever process
 /// holds it, this one included.
