@@ -252,7 +252,7 @@ pub(super) fn read_error(dir: &Path) -> impl Fn(sled::Error) -> StoreError + '_ 
 /// opened to ask). sled takes an exclusive `flock` (through `fs2`); a shared probe
 /// fails exactly while someone holds it, and is released when the probe's file
 /// is closed.
-fn lock_holder(file: &Path) -> Option<LockHolder> {
+pub(super) fn lock_holder(file: &Path) -> Option<LockHolder> {
     use rustix::fs::{FlockOperation, flock};
     let probe = std::fs::File::open(file).ok()?;
     match flock(&probe, FlockOperation::NonBlockingLockShared) {

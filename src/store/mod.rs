@@ -132,6 +132,13 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Who has the store in `dir` open (holds sled's lock on its data file), or `None`
+/// if nobody does or there is no store there. A process lets go of it a moment
+/// after it drops its [`Store`]: sled's I/O threads close the file, with no signal.
+pub fn holder(dir: &Path) -> Option<LockHolder> {
+    error::lock_holder(&dir.join(DB_FILE))
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` and counts one more boot.
     ///

@@ -56,11 +56,10 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Reads the store of a stopped service. sled lets go of its lock on `<dir>/db` when
-/// the last of its I/O threads drops the file, a moment after the `Db` is dropped, and
-/// gives no signal for it. So this waits for the lock to be free before opening (after
-/// an earlier read of this process) and after reading, so that a service started next
-/// finds the store free rather than "in use".
+/// Reads the store of a stopped service. A store is let go of a moment after it is
+/// dropped, with no signal ([`nfhost::store::holder`]), so this waits for it to be
+/// free before opening (after an earlier read of this process) and after reading,
+/// so that a service started next finds the store free rather than "in use".
 pub fn read_store<T>(dir: &Path, read: impl FnOnce(&nfhost::store::Store) -> T) -> T {
     wait_store_unlocked(dir);
     let value = read(&nfhost::store::Store::open(dir).expect("the store opens"));
@@ -80,25 +79,14 @@ pub fn state_dump(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     })
 }
 
-/// Returns once nobody holds sled's lock on `<dir>/db` (or there is no store yet): a
-/// shared `flock` probe on a file of its own succeeds only then, whichever process
-/// holds it, this one included.
+/// Returns once nobody holds the store in `dir` open (or there is none).
 fn wait_store_unlocked(dir: &Path) {
-    use rustix::fs::{FlockOperation, flock};
-    let db = dir.join("db");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let Ok(probe) = std::fs::File::open(&db) else {
-            return;
-        };
-        // The probe's lock goes with the probe's file.
-        if flock(&probe, FlockOperation::NonBlockingLockShared).is_ok() {
-            return;
-        }
+    while let Some(holder) = nfhost::store::holder(dir) {
         assert!(
             Instant::now() < deadline,
-            "{} is still locked 10 s after its service stopped",
-            db.display()
+            "{holder} still holds the store in {} 10 s after its service stopped",
+            dir.display()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
