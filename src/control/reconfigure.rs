@@ -131,9 +131,10 @@ impl Controller {
             run.failures = 0;
             run.restart_at = None;
             run.expect_exit = false;
-            // DMA stopped and the VF scrubbed before the old process goes, so nothing
-            // it left in flight reaches the VF its successor attaches to.
-            let _ = inner.engine.detach(vf);
+            // The old process is gone before its VF is scrubbed: in a `shared`
+            // chain it may feed the next hop's rings directly, and the engine
+            // settles the chain's frames only once nothing writes them any more.
+            // The scrub still comes before the successor attaches.
             if let Some(mut process) = old {
                 let _ = process.signal(rustix::process::Signal::KILL);
                 let ended = process.wait().map(Exit::from_status);
@@ -142,6 +143,7 @@ impl Controller {
                         format!("stopped for a new config ({})", exit.description);
                 }
             }
+            let _ = inner.engine.detach(vf);
             if let Some(e) = inner.start(&nf) {
                 events.push(e);
             }
