@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nf_sdk::runtime::UMEM_IOVA;
 use nf_sdk::{ClientError, EventFd, SharedMemory, VfClient};
 use nfhost::dataplane::counters::{Drop as Reason, VfStats};
+use nfhost::dataplane::engine::request::ChainFrames;
 use nfhost::dataplane::engine::{
     ChainEgress, EngineConfig, EngineEvent, EngineHandle, Isolation, WireConfig,
 };
@@ -427,6 +428,12 @@ fn counts_match_end_to_end() {
 // ---------------------------------------------------------------------------------
 
 fn run_3hop(isolation: Isolation) -> Snap {
+    let (_runner, s) = start_3hop(isolation);
+    s
+}
+
+/// A chain of three l2fwd hops on VFs 0-2, once 5000 frames have crossed it.
+fn start_3hop(isolation: Isolation) -> (Runner, Snap) {
     let mut runner = start(gen_wire(Vec::new()));
     let hops = [VfId(0), VfId(1), VfId(2)];
     let nfs = [
@@ -444,14 +451,112 @@ fn run_3hop(isolation: Isolation) -> Snap {
         )
         .expect("chain up");
     let engine = runner.engine();
-    wait_for("5000 frames through the chain", DEADLINE, || {
+    let s = wait_for("5000 frames through the chain", DEADLINE, || {
         let s = snap(engine);
         if s.wire.tx_packets >= 5_000 {
             Ok(s)
         } else {
             Err(format!("{s:?}"))
         }
+    });
+    (runner, s)
+}
+
+/// The first shared chain's frames, as the engine sees them.
+fn chain_frames(engine: &EngineHandle) -> ChainFrames {
+    let mut chains = engine.snapshot().expect("engine running").shared_chains;
+    assert_eq!(chains.len(), 1, "{chains:?}");
+    chains.remove(0)
+}
+
+/// The links of a 3-hop shared chain on VFs 0-2 once its NFs feed each other.
+const DIRECT: [(VfId, VfId); 2] = [(VfId(0), VfId(1)), (VfId(1), VfId(2))];
+
+/// Waits until hops 1 and 2 of the 3-hop shared chain feed the next hop directly.
+fn wait_linked(engine: &EngineHandle) -> ChainFrames {
+    wait_for("both direct hops", DEADLINE, || {
+        let f = chain_frames(engine);
+        if f.links == DIRECT {
+            Ok(f)
+        } else {
+            Err(format!("{f:?}"))
+        }
     })
+}
+
+#[test]
+fn a_shared_chain_settles_its_frames_when_a_hop_fed_directly_dies() {
+    let (mut runner, _) = start_3hop(Isolation::Shared);
+    let frames = wait_linked(runner.engine());
+    let total: usize = frames.recorded.iter().map(|(_, n)| n).sum();
+
+    // The middle hop dies while it feeds hop 3 and is fed by hop 1.
+    let nf = runner.process(VfId(1)).expect("NF on VF 1");
+    nf.signal(rustix::process::Signal::KILL).expect("kill");
+    wait_for("the NF to die", DEADLINE, || {
+        nf.try_wait().unwrap().ok_or_else(|| "running".to_owned())
+    });
+    // The chain settles: hop 1 stops feeding the dead hop, every frame is
+    // recorded for exactly one hop, and the dead hop keeps about its share.
+    let settled = wait_for("the chain to settle", DEADLINE, || {
+        let f = chain_frames(runner.engine());
+        if f.links.is_empty() && f.on_rings.len() == 2 {
+            Ok(f)
+        } else {
+            Err(format!("{f:?}"))
+        }
+    });
+    let recorded: usize = settled.recorded.iter().map(|(_, n)| n).sum();
+    assert_eq!(recorded, total, "{settled:?}");
+    let per_hop = total / 3;
+    let dead = settled.recorded[1].1;
+    assert!(
+        dead + 2 * 64 >= per_hop && dead <= per_hop + 2 * 64,
+        "the dead hop's frames: {settled:?}"
+    );
+
+    // Its next NF gets them back, the links are made again, and frames flow.
+    runner
+        .run_nf(VfId(1), &NfSpec::new("hop2", "l2fwd"))
+        .expect("restart hop 2");
+    let engine = runner.engine();
+    let a = snap(engine);
+    wait_for("5000 more frames through the chain", DEADLINE, || {
+        let s = snap(engine);
+        let f = chain_frames(engine);
+        if s.wire.tx_packets >= a.wire.tx_packets + 5_000 && f.links == DIRECT {
+            Ok(())
+        } else {
+            Err(format!("{s:?} {f:?}"))
+        }
+    });
+
+    // Traffic stops; once the chain is drained, every frame of the chain sits on
+    // exactly one ring: none was lost, none is held twice.
+    engine.set_link(Link::Down).expect("link down");
+    let quiet = wait_for("the chain to drain", DEADLINE, || {
+        let f = chain_frames(engine);
+        let on: usize = f.on_rings.iter().map(|(_, r)| r.len()).sum();
+        if on == total {
+            Ok(f)
+        } else {
+            Err(format!("{on} of {total} frames on rings: {f:?}"))
+        }
+    });
+    let mut all: Vec<u64> = quiet
+        .on_rings
+        .iter()
+        .flat_map(|(_, r)| r.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), total, "a frame on two rings: {quiet:?}");
+    let s = snap(engine);
+    for hop in 0..3 {
+        assert_eq!(s.vf(hop).ring_errors, 0, "hop {hop}: {s:?}");
+        assert_eq!(s.vf(hop).copied_bytes, 0, "hop {hop}: {s:?}");
+    }
+    assert_eq!(s.sink.foreign, 0, "{s:?}");
 }
 
 #[test]
@@ -475,6 +580,22 @@ fn shared_chain_copies_nothing_strict_chain_copies_every_hop() {
     assert!(s.wire.tx_packets > 0);
     assert_eq!(s.wire.tx_packets, s.vf(2).tx_packets, "{s:?}");
     assert_eq!(s.sink.foreign, 0, "{s:?}");
+    // Hops 1 and 2 feed the next hop directly: the engine does not look at their
+    // transmit rings per packet (it does at the last hop's, which leaves by the
+    // wire).
+    for hop in 0..2 {
+        assert!(
+            s.vf(hop).visits < s.vf(hop).tx_packets / 4,
+            "hop {hop} visited per packet: {s:?}"
+        );
+        // Counts stay exact across direct hops: every frame a hop sent reached the
+        // next or is counted as dropped there (link_down before it attached).
+        assert_eq!(
+            s.vf(hop).tx_packets,
+            s.vf(hop + 1).rx_packets + s.vf(hop + 1).total_drops(),
+            "hop {hop}: {s:?}"
+        );
+    }
 
     let s = run_3hop(Isolation::Strict);
     println!("strict: {s:?}");
@@ -1105,4 +1226,47 @@ fn idle_nf_uses_no_cpu() {
         percent < 5.0,
         "an idle NF used {percent:.1}% of a core: a busy-polling loop?"
     );
+}
+
+/// At saturation a fed hop's frames can all sit on its completion ring while the NF
+/// feeding it waits for free ones: the NIC must see that fill ring run low (it
+/// did not: its own index of a ring an NF consumes is stale) and raise the
+/// completion vector, or the chain stops for good.
+#[test]
+fn a_saturated_shared_chain_keeps_flowing_through_its_direct_hops() {
+    let mut runner = start(WireConfig::Gen(GenConfig::default()));
+    let hops = [VfId(0), VfId(1), VfId(2)];
+    let nfs = [
+        NfSpec::new("hop1", "l2fwd"),
+        NfSpec::new("hop2", "l2fwd"),
+        NfSpec::new("hop3", "l2fwd"),
+    ];
+    runner
+        .run_chain(
+            &hops,
+            &nfs,
+            Isolation::Shared,
+            EVERY_FRAME,
+            ChainEgress::OneWay(None),
+        )
+        .expect("chain up");
+    let engine = runner.engine();
+    wait_linked(engine);
+    let a = snap(engine);
+    let b = wait_for("20000 more frames out", DEADLINE, || {
+        let s = snap(engine);
+        if s.wire.tx_packets >= a.wire.tx_packets + 20_000 {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    // They crossed both direct hops, counted on both sides of each.
+    for hop in 1..3 {
+        assert!(
+            b.vf(hop).handed_over >= a.vf(hop).handed_over + 20_000,
+            "hop {hop}: {b:?}"
+        );
+    }
+    assert_eq!(b.sink.foreign, 0, "{b:?}");
 }

@@ -1,6 +1,8 @@
 //! `nfhost bench`: the real engine and real NF processes on the traffic wire, as fast as
 //! the machine goes, with 64-byte frames. Prints packets per second through one NF
-//! and through 3-NF chains (shared and strict), the NIC's copied bytes per packet, CPU
+//! and through 3-NF chains (shared, with the NFs feeding each other directly and,
+//! beside it, with every hop handed over by the engine; and strict), the NIC's copied
+//! bytes per packet, CPU
 //! seconds per million packets, and the CPU use of idle attached NFs; DPDK's memif NF
 //! on the same machine beside the 1-NF figure ([`dpdk`]); then the demo chain at fixed
 //! offered loads, and at 200 kpps beside 60 idle NFs ([`load_points`]).
@@ -71,6 +73,7 @@ fn measure_chain(
         &NfSpec::new("hop", kind),
         GenConfig::default(),
         seconds,
+        true,
     )
 }
 
@@ -102,16 +105,19 @@ fn bench_config(kind: &str) -> (String, GenConfig) {
     }
 }
 
+/// One path at saturation; `direct_hops` as the engine's (ARCHITECTURE.md §4).
 fn measure(
     hops: usize,
     isolation: Isolation,
     spec: &NfSpec,
     traffic: GenConfig,
     seconds: f64,
+    direct_hops: bool,
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let config = EngineConfig {
         num_vfs: 8,
         wire: WireConfig::Gen(traffic),
+        direct_hops,
         ..Default::default()
     };
     let mut runner = Runner::start(config, current_exe()?)?;
@@ -222,6 +228,15 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (dpdk_mpps, on_vf_mpps) = (json_mpps(&dpdk), json_mpps(&on_vf));
     log("3-NF chain, shared");
     let shared = measure_chain(3, Isolation::Shared, &args.kind, args.seconds)?;
+    log("3-NF chain, shared, every hop handed over by the engine");
+    let shared_engine = measure(
+        3,
+        Isolation::Shared,
+        &NfSpec::new("hop", &args.kind),
+        GenConfig::default(),
+        args.seconds,
+        false,
+    )?;
     log("3-NF chain, strict");
     let strict = measure_chain(3, Isolation::Strict, &args.kind, args.seconds)?;
     let idle_seconds = args.seconds.max(5.0);
@@ -241,7 +256,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         per_nf.push((
             *kind,
-            measure(1, Isolation::Strict, &spec, traffic, args.seconds)?,
+            measure(1, Isolation::Strict, &spec, traffic, args.seconds, true)?,
         ));
     }
     let mut points = Vec::new();
@@ -261,11 +276,12 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     if args.json {
         println!(
-            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"dpdk_memif_nf_mpps\":{},\"dpdk_memif_nf_on_vf_mpps\":{},\"load_points\":[{}]}}",
+            "{{\"frame_bytes\":64,\"seconds\":{},\"single_nf_mpps\":{:.3},\"chain3_shared_mpps\":{:.3},\"chain3_strict_mpps\":{:.3},\"chain3_shared_engine_hop_mpps\":{:.3},\"copied_bytes_per_packet_shared\":{:.2},\"copied_bytes_per_packet_strict\":{:.2},\"cpu_seconds_per_mpkt\":{:.3},\"idle_cpu_percent\":{:.3},\"nf_mpps\":{{{}}},\"dpdk_memif_nf_mpps\":{},\"dpdk_memif_nf_on_vf_mpps\":{},\"load_points\":[{}]}}",
             args.seconds,
             single.mpps,
             shared.mpps,
             strict.mpps,
+            shared_engine.mpps,
             shared.copied_per_packet,
             strict.copied_per_packet,
             single.cpu_seconds_per_mpkt,
@@ -288,6 +304,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for (name, r) in [
         ("1 NF", single),
         ("3-NF chain, shared", shared),
+        ("  hops by the engine", shared_engine),
         ("3-NF chain, strict", strict),
     ] {
         println!(

@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use nfhost_sys::{Bar, BarLayout, EventFd, IrqVector, SharedMemory, VfConfig};
+use nfhost_sys::{Bar, BarLayout, EventFd, HopCounts, IrqVector, SharedMemory, VfConfig};
 
 use crate::dataplane::moderation::Moderation;
 use crate::nic::irq::VECTORS_PER_VF;
@@ -76,6 +76,27 @@ pub struct Port {
     pub quiet: u32,
     /// The VF's interrupt moderation.
     pub moderation: Moderation,
+    /// Its part in a direct hop.
+    pub hop: HopLink,
+}
+
+/// A VF's part in the direct hops of a `shared` chain (ARCHITECTURE.md §4).
+#[derive(Debug, Default)]
+pub struct HopLink {
+    /// The NF asked `GetPeer`: it can feed a hop directly, and waits between
+    /// batches when asked.
+    pub capable: bool,
+    /// The generation last published in the BAR's `PEER` register.
+    pub generation: u32,
+    /// The id of a `GetPeer` whose answer waits for the chain to settle.
+    pub pending: Option<u64>,
+    /// The hop this VF's NF feeds directly.
+    pub feeds: Option<VfId>,
+    /// The NF that feeds this VF directly: it, not the NIC, consumes this VF's
+    /// fill ring and produces on its rx ring.
+    pub fed_by: Option<VfId>,
+    /// The NF's `HOP_*` registers as last added to the counters.
+    pub counted: HopCounts,
 }
 
 impl Port {
@@ -108,6 +129,7 @@ impl Port {
             polled: false,
             quiet: 0,
             moderation: Moderation::default(),
+            hop: HopLink::default(),
         }
     }
 

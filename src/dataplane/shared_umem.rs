@@ -23,6 +23,8 @@ pub struct SharedUmem {
     memory: Arc<SharedMemory>,
     frame_size: u32,
     owner: Vec<VfId>,
+    /// The chain's hops, in order.
+    hops: Vec<VfId>,
 }
 
 impl SharedUmem {
@@ -38,6 +40,7 @@ impl SharedUmem {
             memory: Arc::new(memory),
             frame_size,
             owner,
+            hops: hops.to_vec(),
         })
     }
 
@@ -74,6 +77,44 @@ impl SharedUmem {
             .collect()
     }
 
+    /// The chain's hops, in order.
+    pub fn hops(&self) -> &[VfId] {
+        &self.hops
+    }
+
+    /// Settles who holds what after a hop stopped while NFs of the chain fed each
+    /// other directly, swapping frames the host did not see (ARCHITECTURE.md §4).
+    /// `holders` are the hops whose NFs wait between batches, each with the frames
+    /// on its rings: those become theirs. The other frames recorded for a holder or
+    /// for a hop in `stopped` are the ones the stopped NFs held in hand or on their
+    /// rings: they go to the stopped hops, in turn. Frames recorded for any other
+    /// hop (one that never fed or was fed directly) stay as they are, as do
+    /// addresses outside the UMEM and frames not movable.
+    pub fn settle(&mut self, holders: &[(VfId, Vec<Iova>)], stopped: &[VfId]) {
+        let movable: Vec<bool> = self
+            .owner
+            .iter()
+            .map(|o| stopped.contains(o) || holders.iter().any(|(h, _)| h == o))
+            .collect();
+        let mut placed = vec![false; self.owner.len()];
+        for (holder, frames) in holders {
+            for &iova in frames {
+                if let Some(i) = self.frame_index(iova).filter(|&i| movable[i]) {
+                    self.owner[i] = *holder;
+                    placed[i] = true;
+                }
+            }
+        }
+        let mut turn = stopped.iter().cycle();
+        for i in 0..self.owner.len() {
+            if movable[i] && !placed[i] {
+                if let Some(vf) = turn.next() {
+                    self.owner[i] = *vf;
+                }
+            }
+        }
+    }
+
     /// How many frames `vf` holds.
     pub fn count_of(&self, vf: VfId) -> usize {
         self.owner.iter().filter(|o| **o == vf).count()
@@ -103,5 +144,59 @@ mod tests {
         umem.transfer(Iova(0), VfId(9));
         umem.transfer(Iova(SHARED_UMEM_IOVA + 12 * 2048), VfId(9));
         assert_eq!(umem.count_of(VfId(9)), 0);
+    }
+
+    fn frame(i: u64) -> Iova {
+        Iova(SHARED_UMEM_IOVA + i * 2048)
+    }
+
+    #[test]
+    fn settling_gives_holders_what_their_rings_hold_and_the_stopped_hop_the_rest() {
+        // Four hops of 4 frames: 0-3 hop 1, 4-7 hop 2, 8-11 hop 3, 12-15 hop 4.
+        let hops = [VfId(1), VfId(2), VfId(3), VfId(4)];
+        let mut umem = SharedUmem::new(&hops, 4, 2048).unwrap();
+        // Hops 1-3 fed each other directly; hop 2 died. Unrecorded swaps moved
+        // frames around; now hop 1's rings hold 0, 1, 5 and hop 3's 2, 8, 9, 10, 11.
+        let holders = [
+            (VfId(1), vec![frame(0), frame(1), frame(5)]),
+            (
+                VfId(3),
+                vec![frame(2), frame(8), frame(9), frame(10), frame(11)],
+            ),
+        ];
+        umem.settle(&holders, &[VfId(2)]);
+        let of = |vf| umem.frames_of(VfId(vf));
+        assert_eq!(of(1), vec![frame(0), frame(1), frame(5)]);
+        assert_eq!(
+            of(3),
+            vec![frame(2), frame(8), frame(9), frame(10), frame(11)]
+        );
+        // The stopped hop gets every other frame of the three.
+        assert_eq!(of(2), vec![frame(3), frame(4), frame(6), frame(7)]);
+        // Hop 4 never took part: its frames are not touched, even if a ring
+        // claims one of them.
+        assert_eq!(of(4), (12..16).map(frame).collect::<Vec<_>>());
+        let total: usize = hops.iter().map(|h| umem.count_of(*h)).sum();
+        assert_eq!(total, 16, "no frame lost or doubled");
+    }
+
+    #[test]
+    fn settling_ignores_addresses_outside_the_umem_and_frames_of_bystanders() {
+        let hops = [VfId(1), VfId(2), VfId(3)];
+        let mut umem = SharedUmem::new(&hops, 2, 2048).unwrap();
+        let holders = [(
+            VfId(1),
+            vec![
+                Iova(0),
+                frame(1),
+                frame(4),
+                Iova(SHARED_UMEM_IOVA + 6 * 2048),
+            ],
+        )];
+        // Hop 3 is a bystander: frame 4 stays its own.
+        umem.settle(&holders, &[VfId(2)]);
+        assert_eq!(umem.frames_of(VfId(1)), vec![frame(1)]);
+        assert_eq!(umem.frames_of(VfId(2)), vec![frame(0), frame(2), frame(3)]);
+        assert_eq!(umem.frames_of(VfId(3)), vec![frame(4), frame(5)]);
     }
 }

@@ -22,7 +22,7 @@
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::ring::{Consumer, Producer, RingError, RingLayout};
 use crate::shm::{SharedMemory, ShmError};
@@ -182,6 +182,47 @@ pub struct Nic;
 #[derive(Debug)]
 pub struct Nf;
 
+/// Marker: the view of the NF that feeds this VF directly (a direct hop in a
+/// `shared` chain, ARCHITECTURE.md §4): it takes the NIC's place on the fill and
+/// rx rings, and nothing else.
+#[derive(Debug)]
+pub struct Hop;
+
+/// What an NF counted on its direct hop (the `HOP_*` registers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HopCounts {
+    /// Frames put on the hop's rx ring.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Frames forwarded that the hop had no room for.
+    pub no_room: u64,
+}
+
+impl HopCounts {
+    /// What was counted since `earlier` (wrapping, as the registers do).
+    pub fn since(self, earlier: HopCounts) -> HopCounts {
+        HopCounts {
+            frames: self.frames.wrapping_sub(earlier.frames),
+            bytes: self.bytes.wrapping_sub(earlier.bytes),
+            no_room: self.no_room.wrapping_sub(earlier.no_room),
+        }
+    }
+}
+
+/// One of the four rings of a BAR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    /// NF → NIC, empty frames.
+    Fill,
+    /// NIC → NF, received frames.
+    Rx,
+    /// NF → NIC, frames to send.
+    Tx,
+    /// NIC → NF, sent frames.
+    Completion,
+}
+
 /// A mapped VF BAR, seen from side `S` ([`Nic`] or [`Nf`]).
 #[derive(Debug)]
 pub struct Bar<S> {
@@ -226,6 +267,16 @@ impl<S> Bar<S> {
         // `self.shm` keeps the mapping alive as long as the borrow. The live
         // registers are only accessed atomically by this crate.
         unsafe { AtomicU32::from_ptr(self.shm.as_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// A live 64-bit register. Only called with the `reg` constants above.
+    fn reg64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= REGS_LEN);
+        // SAFETY: offset + 8 <= REGS_LEN <= shm.len() (checked by `create` /
+        // `open`), the mapping is page-aligned so the word is 8-aligned, and
+        // `self.shm` keeps the mapping alive as long as the borrow. The live
+        // registers are only accessed atomically by this crate.
+        unsafe { AtomicU64::from_ptr(self.shm.as_ptr().add(offset).cast::<u64>()) }
     }
 
     fn producer(&self, ring: RingLayout) -> Result<Producer, RingError> {
@@ -328,6 +379,43 @@ impl Bar<Nic> {
         self.consumer(self.layout.fill)
     }
 
+    /// Publishes a new generation of the VF's direct hop (`PEER`).
+    pub fn set_peer_generation(&self, generation: u32) {
+        self.reg32(reg::PEER).store(generation, Ordering::Release);
+    }
+
+    /// What the NF counted on its direct hop.
+    pub fn hop_counts(&self) -> HopCounts {
+        HopCounts {
+            frames: self.reg64(reg::HOP_FRAMES).load(Ordering::Acquire),
+            bytes: self.reg64(reg::HOP_BYTES).load(Ordering::Acquire),
+            no_room: self.reg64(reg::HOP_NO_ROOM).load(Ordering::Acquire),
+        }
+    }
+
+    /// The addresses of the frames `ring` holds now: its descriptors from the
+    /// consumer index up to the producer index, both as published. Meant for a
+    /// ring no one moves while it is read (its NF waits for an answer); an index
+    /// pair that cannot be is an [`RingError::IndexJump`].
+    pub fn ring_frames(&self, ring: RingKind) -> Result<Vec<u64>, RingError> {
+        self.ring_layout(ring).outstanding(&self.shm)
+    }
+
+    /// How many frames `ring` holds now, by its published indices (for a ring
+    /// whose other end is not the NIC's, as a ring an NF feeds directly).
+    pub fn ring_len(&self, ring: RingKind) -> Result<u32, RingError> {
+        self.ring_layout(ring).outstanding_len(&self.shm)
+    }
+
+    fn ring_layout(&self, ring: RingKind) -> RingLayout {
+        match ring {
+            RingKind::Fill => self.layout.fill,
+            RingKind::Rx => self.layout.rx,
+            RingKind::Tx => self.layout.tx,
+            RingKind::Completion => self.layout.completion,
+        }
+    }
+
     /// Producer end of the rx ring (received frames to the NF).
     pub fn rx_producer(&self) -> Result<Producer, RingError> {
         self.producer(self.layout.rx)
@@ -356,65 +444,88 @@ fn u64_at(regs: &[u8; reg::STATIC_END], offset: usize) -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// Opens a BAR the NIC created, from either NF-side view.
+fn open_checked<S>(shm: SharedMemory) -> Result<Bar<S>, BarError> {
+    if shm.len() < REGS_LEN {
+        return Err(BarError::TooSmall(shm.len()));
+    }
+    let mut regs = [0u8; reg::STATIC_END];
+    shm.read_at(0, &mut regs).map_err(BarError::Shm)?;
+    let magic = u32_at(&regs, reg::MAGIC);
+    if magic != BAR_MAGIC {
+        return Err(BarError::BadMagic(magic));
+    }
+    let version = u32_at(&regs, reg::ABI_VERSION);
+    if version != ABI_VERSION {
+        return Err(BarError::UnsupportedVersion(version));
+    }
+    let layout = BarLayout::new(
+        u32_at(&regs, reg::RX_RING_SIZE),
+        u32_at(&regs, reg::TX_RING_SIZE),
+    )?;
+    let expected = [
+        ("fill offset", reg::FILL_OFFSET, layout.fill.offset()),
+        ("rx offset", reg::RX_OFFSET, layout.rx.offset()),
+        ("tx offset", reg::TX_OFFSET, layout.tx.offset()),
+        (
+            "completion offset",
+            reg::COMPLETION_OFFSET,
+            layout.completion.offset(),
+        ),
+        ("BAR length", reg::BAR_LEN, layout.len),
+    ];
+    for (register, offset, value) in expected {
+        let found = u64_at(&regs, offset);
+        if found != value as u64 {
+            return Err(BarError::LayoutMismatch {
+                register,
+                expected: value as u64,
+                found,
+            });
+        }
+    }
+    if shm.len() < layout.len {
+        return Err(BarError::Truncated {
+            needed: layout.len,
+            len: shm.len(),
+        });
+    }
+    let mut vf_index = [0u8; 2];
+    vf_index.copy_from_slice(&regs[reg::VF_INDEX..reg::VF_INDEX + 2]);
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&regs[reg::MAC..reg::MAC + 6]);
+    Ok(Bar {
+        shm: Arc::new(shm),
+        layout,
+        vf_index: u16::from_ne_bytes(vf_index),
+        mac,
+        _side: PhantomData,
+    })
+}
+
+impl Bar<Hop> {
+    /// Opens the BAR of the VF this NF feeds directly, with the same checks
+    /// the NF's own BAR gets.
+    pub fn open(shm: SharedMemory) -> Result<Self, BarError> {
+        open_checked(shm)
+    }
+
+    /// The NIC's end of the hop's fill ring (its free frames).
+    pub fn fill_consumer(&self) -> Result<Consumer, RingError> {
+        self.consumer(self.layout.fill)
+    }
+
+    /// The NIC's end of the hop's rx ring.
+    pub fn rx_producer(&self) -> Result<Producer, RingError> {
+        self.producer(self.layout.rx)
+    }
+}
+
 impl Bar<Nf> {
     /// Opens a BAR received from the NIC, checking magic, version, ring
     /// sizes and that every ring lies inside the mapping.
     pub fn open(shm: SharedMemory) -> Result<Self, BarError> {
-        if shm.len() < REGS_LEN {
-            return Err(BarError::TooSmall(shm.len()));
-        }
-        let mut regs = [0u8; reg::STATIC_END];
-        shm.read_at(0, &mut regs).map_err(BarError::Shm)?;
-        let magic = u32_at(&regs, reg::MAGIC);
-        if magic != BAR_MAGIC {
-            return Err(BarError::BadMagic(magic));
-        }
-        let version = u32_at(&regs, reg::ABI_VERSION);
-        if version != ABI_VERSION {
-            return Err(BarError::UnsupportedVersion(version));
-        }
-        let layout = BarLayout::new(
-            u32_at(&regs, reg::RX_RING_SIZE),
-            u32_at(&regs, reg::TX_RING_SIZE),
-        )?;
-        let expected = [
-            ("fill offset", reg::FILL_OFFSET, layout.fill.offset()),
-            ("rx offset", reg::RX_OFFSET, layout.rx.offset()),
-            ("tx offset", reg::TX_OFFSET, layout.tx.offset()),
-            (
-                "completion offset",
-                reg::COMPLETION_OFFSET,
-                layout.completion.offset(),
-            ),
-            ("BAR length", reg::BAR_LEN, layout.len),
-        ];
-        for (register, offset, value) in expected {
-            let found = u64_at(&regs, offset);
-            if found != value as u64 {
-                return Err(BarError::LayoutMismatch {
-                    register,
-                    expected: value as u64,
-                    found,
-                });
-            }
-        }
-        if shm.len() < layout.len {
-            return Err(BarError::Truncated {
-                needed: layout.len,
-                len: shm.len(),
-            });
-        }
-        let mut vf_index = [0u8; 2];
-        vf_index.copy_from_slice(&regs[reg::VF_INDEX..reg::VF_INDEX + 2]);
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&regs[reg::MAC..reg::MAC + 6]);
-        Ok(Self {
-            shm: Arc::new(shm),
-            layout,
-            vf_index: u16::from_ne_bytes(vf_index),
-            mac,
-            _side: PhantomData,
-        })
+        open_checked(shm)
     }
 
     /// Current MTU.
@@ -430,6 +541,26 @@ impl Bar<Nf> {
     /// The generation of the host's newest mailbox message, 0 = none yet.
     pub fn mailbox(&self) -> u32 {
         self.reg32(reg::MAILBOX).load(Ordering::Acquire)
+    }
+
+    /// The generation of this VF's direct hop, as the NIC last published it.
+    pub fn peer_generation(&self) -> u32 {
+        self.reg32(reg::PEER).load(Ordering::Acquire)
+    }
+
+    /// Adds to the counts of the direct hop (plain stores: the NF's loop is the
+    /// only writer).
+    pub fn count_hop(&self, frames: u64, bytes: u64, no_room: u64) {
+        for (offset, n) in [
+            (reg::HOP_FRAMES, frames),
+            (reg::HOP_BYTES, bytes),
+            (reg::HOP_NO_ROOM, no_room),
+        ] {
+            if n > 0 {
+                let r = self.reg64(offset);
+                r.store(r.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
+            }
+        }
     }
 
     /// Stores the loop's heartbeat count (a plain store: one writer).
@@ -528,7 +659,7 @@ mod tests {
     #[test]
     fn nic_and_nf_share_rings_and_registers() {
         let nic = Bar::create(BarLayout::new(256, 128).expect("layout"), &CONFIG).expect("bar");
-        let nf = Bar::open(share(&nic)).expect("open");
+        let nf = Bar::<Nf>::open(share(&nic)).expect("open");
         assert_eq!(nf.layout(), nic.layout());
         assert_eq!(nf.vf_index(), 3);
         assert_eq!(nf.mac(), CONFIG.mac);
@@ -563,9 +694,79 @@ mod tests {
     }
 
     #[test]
+    fn a_feeding_nf_takes_the_nics_place_on_the_hops_fill_and_rx_rings() {
+        let nic = Bar::create(BarLayout::new(64, 64).expect("layout"), &CONFIG).expect("bar");
+        let hop_nf = Bar::<Nf>::open(share(&nic)).expect("the hop's own view");
+        let feeder = Bar::<Hop>::open(share(&nic)).expect("the feeding NF's view");
+        assert_eq!(feeder.vf_index(), 3);
+        // The hop's NF posts free frames; the feeding NF swaps a frame for one.
+        let mut fill = hop_nf.fill_producer().expect("fill");
+        for iova in [0x1000, 0x1800, 0x2000] {
+            fill.produce(&d(iova)).expect("produce");
+        }
+        let mut free = feeder.fill_consumer().expect("fill");
+        let mut rx = feeder.rx_producer().expect("rx");
+        assert_eq!(free.consume_one(), Ok(Some(d(0x1000))));
+        rx.produce(&d(0x9000)).expect("produce");
+        // What the rings hold, as the NIC reads it while nobody moves.
+        assert_eq!(nic.ring_frames(RingKind::Fill), Ok(vec![0x1800, 0x2000]));
+        assert_eq!(nic.ring_frames(RingKind::Rx), Ok(vec![0x9000]));
+        assert_eq!(nic.ring_frames(RingKind::Tx), Ok(vec![]));
+        assert_eq!(nic.ring_len(RingKind::Fill), Ok(2));
+        // The NIC takes the rings back where the feeding NF left them.
+        drop((free, rx));
+        let mut nic_fill = nic.fill_consumer().expect("fill");
+        assert_eq!(nic_fill.consume_one(), Ok(Some(d(0x1800))));
+        let mut nf_rx = hop_nf.rx_consumer().expect("rx");
+        assert_eq!(nf_rx.consume_one(), Ok(Some(d(0x9000))));
+        assert!(hop_nf.irq_masked(IrqVector::RX) && feeder.irq_masked(IrqVector::RX));
+    }
+
+    #[test]
+    fn hop_counts_and_the_peer_generation_cross_the_bar() {
+        let nic = Bar::create(BarLayout::new(64, 64).expect("layout"), &CONFIG).expect("bar");
+        let nf = Bar::<Nf>::open(share(&nic)).expect("open");
+        assert_eq!(nf.peer_generation(), 0);
+        nic.set_peer_generation(7);
+        assert_eq!(nf.peer_generation(), 7);
+        let start = nic.hop_counts();
+        assert_eq!(start, HopCounts::default());
+        nf.count_hop(3, 180, 0);
+        nf.count_hop(2, 120, 1);
+        let now = nic.hop_counts();
+        assert_eq!(
+            now.since(start),
+            HopCounts {
+                frames: 5,
+                bytes: 300,
+                no_room: 1
+            }
+        );
+        assert_eq!(now.since(now), HopCounts::default());
+    }
+
+    #[test]
+    fn a_ring_whose_indices_cannot_be_holds_nothing_readable() {
+        let nic = Bar::create(BarLayout::new(64, 64).expect("layout"), &CONFIG).expect("bar");
+        let nf = Bar::<Nf>::open(share(&nic)).expect("open");
+        let mut tx = nf.tx_producer().expect("tx");
+        tx.produce(&d(0x1000)).expect("produce");
+        assert_eq!(nic.ring_frames(RingKind::Tx), Ok(vec![0x1000]));
+        // A producer index 1000 ahead of the consumer on a 64-slot ring.
+        let tx_ring = nic.layout().tx();
+        nic.shm
+            .write_at(tx_ring.offset(), &1000u32.to_ne_bytes())
+            .expect("write");
+        assert!(matches!(
+            nic.ring_frames(RingKind::Tx),
+            Err(RingError::IndexJump { .. })
+        ));
+    }
+
+    #[test]
     fn vectors_reset_masked() {
         let nic = Bar::create(BarLayout::new(64, 64).expect("layout"), &CONFIG).expect("bar");
-        let nf = Bar::open(share(&nic)).expect("open");
+        let nf = Bar::<Nf>::open(share(&nic)).expect("open");
         let v31 = IrqVector::new(31).expect("vector");
         for v in [IrqVector::RX, IrqVector::TX, v31] {
             assert!(nic.irq_masked(v));
@@ -588,7 +789,7 @@ mod tests {
             let mut saved = vec![0u8; bytes.len()];
             scribble.read_at(offset, &mut saved).expect("save");
             scribble.write_at(offset, bytes).expect("poke");
-            let result = Bar::open(share(&nic));
+            let result = Bar::<Nf>::open(share(&nic));
             scribble.write_at(offset, &saved).expect("restore");
             result.err()
         };
@@ -615,7 +816,7 @@ mod tests {
             poke(reg::RX_RING_SIZE, &32768u32.to_ne_bytes()),
             Some(BarError::LayoutMismatch { .. })
         ));
-        assert!(Bar::open(share(&nic)).is_ok());
+        assert!(Bar::<Nf>::open(share(&nic)).is_ok());
     }
 
     #[test]
@@ -628,12 +829,15 @@ mod tests {
         let short = SharedMemory::create("short", layout.len() - BAR_PAGE).expect("shm");
         short.write_at(0, &regs).expect("copy");
         assert!(matches!(
-            Bar::open(short),
+            Bar::<Nf>::open(short),
             Err(BarError::Truncated { needed, .. }) if needed == layout.len()
         ));
         let tiny = SharedMemory::create("tiny", 100).expect("shm");
         tiny.write_at(0, &regs[..100]).expect("copy");
-        assert!(matches!(Bar::open(tiny), Err(BarError::TooSmall(100))));
+        assert!(matches!(
+            Bar::<Nf>::open(tiny),
+            Err(BarError::TooSmall(100))
+        ));
     }
 
     proptest! {
@@ -664,7 +868,7 @@ mod tests {
             }
             let shm = SharedMemory::create("fuzz", pages * BAR_PAGE).expect("shm");
             shm.write_at(0, &regs).expect("regs");
-            if let Ok(bar) = Bar::open(shm) {
+            if let Ok(bar) = Bar::<Nf>::open(shm) {
                 prop_assert!(bar.layout().len() <= pages * BAR_PAGE);
                 let mut fill = bar.fill_producer().expect("fill");
                 prop_assert_eq!(fill.free(), Ok(bar.layout().rx_ring_size()));

@@ -35,7 +35,7 @@ pub mod shm;
 pub mod umem;
 pub mod wire;
 
-pub use bar::{Bar, BarError, BarLayout, IrqVector, Nf, Nic, VfConfig};
+pub use bar::{Bar, BarError, BarLayout, Hop, HopCounts, IrqVector, Nf, Nic, RingKind, VfConfig};
 pub use fd::{EventFd, FdError, TimerFd, async_fd, recv_with_fds, send_with_fds, set_timer_slack};
 pub use memif::{M2sRing, MemifRing, MemifRingError, S2mRing};
 pub use ring::{Consumer, Desc, Producer, RingError, RingLayout};

@@ -159,6 +159,32 @@ impl RingLayout {
     }
 }
 
+impl RingLayout {
+    /// The IOVAs of the descriptors between the published consumer and producer
+    /// indices of this ring in `shm`: what it holds, read while neither side moves.
+    pub fn outstanding(&self, shm: &SharedMemory) -> Result<Vec<u64>, RingError> {
+        let mem = RingMem::new(shm, *self)?;
+        let (cons, n) = published(&mem, self.size)?;
+        Ok((0..n)
+            .map(|i| mem.read_desc(cons.wrapping_add(i)).iova)
+            .collect())
+    }
+
+    /// How many descriptors this ring in `shm` holds, by its published indices.
+    pub fn outstanding_len(&self, shm: &SharedMemory) -> Result<u32, RingError> {
+        let mem = RingMem::new(shm, *self)?;
+        published(&mem, self.size).map(|(_, n)| n)
+    }
+}
+
+/// The published consumer index of a ring and how many descriptors follow it.
+fn published(mem: &RingMem<&SharedMemory>, size: u32) -> Result<(u32, u32), RingError> {
+    let prod = mem.index(PRODUCER_OFFSET).load(Ordering::Acquire);
+    let cons = mem.index(CONSUMER_OFFSET).load(Ordering::Acquire);
+    check_outstanding(prod, cons, size)?;
+    Ok((cons, prod.wrapping_sub(cons)))
+}
+
 fn check_outstanding(producer: u32, consumer: u32, size: u32) -> Result<(), RingError> {
     if producer.wrapping_sub(consumer) > size {
         return Err(RingError::IndexJump {

@@ -85,8 +85,18 @@ impl FrameLender {
         ring: &mut Consumer,
         descs: &mut ArrayVec<Desc, N>,
     ) -> Result<ArrayVec<&'a mut [u8], N>, LendError> {
+        self.lend_up_to(ring, descs, u32::MAX)
+    }
+
+    /// [`lend`](Self::lend), taking at most `limit` descriptors.
+    pub fn lend_up_to<'a, const N: usize>(
+        &'a mut self,
+        ring: &mut Consumer,
+        descs: &mut ArrayVec<Desc, N>,
+        limit: u32,
+    ) -> Result<ArrayVec<&'a mut [u8], N>, LendError> {
         descs.clear();
-        let n = ring.peek(u32::try_from(N).unwrap_or(u32::MAX))?;
+        let n = ring.peek(u32::try_from(N).unwrap_or(u32::MAX).min(limit))?;
         let mut frames: ArrayVec<usize, N> = ArrayVec::new();
         for i in 0..n {
             let d = ring.read(i);

@@ -12,7 +12,7 @@
 //! Each ring starts on a [`BAR_PAGE`] boundary, in that order, right after the
 //! previous one. Static registers are written by the NIC before the region is
 //! shared and read once by the NF; live registers (MTU, link, interrupt mask,
-//! mailbox, heartbeat) are atomics on their own cache lines.
+//! mailbox, heartbeat, direct hop) are atomics on their own cache lines.
 
 /// `"NFBA"`, at offset 0 of the register page.
 pub const BAR_MAGIC: u32 = 0x4E46_4241;
@@ -70,6 +70,21 @@ pub mod reg {
     /// host, which finds an NF unresponsive when its rx ring holds frames and
     /// this count stands still (a stopped or hung process).
     pub const HEARTBEAT: usize = 0x140;
+    /// `AtomicU32`, the generation of this VF's direct hop (ARCHITECTURE.md §4):
+    /// the NIC changes it whenever the NF this one should feed directly changes
+    /// (granted, or withdrawn because that NF or this one's chain moved on). The NF
+    /// compares it with the generation of its last `GetPeer` answer and asks again.
+    /// Written by the NIC, read by the NF.
+    pub const PEER: usize = 0x180;
+    /// `AtomicU64`, frames this NF put on its direct hop's rx ring, in total.
+    /// Written by the NF (one writer), read by the NIC for the hop's counters.
+    pub const HOP_FRAMES: usize = 0x1C0;
+    /// `AtomicU64`, bytes of those frames.
+    pub const HOP_BYTES: usize = 0x1C8;
+    /// `AtomicU64`, frames this NF forwarded that its direct hop had no room for
+    /// (no free frame on its fill ring, or its rx ring full): dropped, and counted
+    /// by the NIC as the hop's `no_buffer` drops.
+    pub const HOP_NO_ROOM: usize = 0x1D0;
 }
 
 /// An MSI-X vector of a VF, `0..32` (one bit of the mask register).

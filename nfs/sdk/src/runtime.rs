@@ -12,6 +12,13 @@
 //! the busy-poll budget does it spin (a CPU spin hint, never a yield) for about one
 //! gap before it sleeps, which saves an interrupt and a wake-up per batch at high
 //! rates and costs nothing at low ones.
+//!
+//! In a `shared` chain the NF feeds the next hop directly (ARCHITECTURE.md §4): the
+//! engine names the hop in its answer to `GetPeer`, which the loop sends after
+//! `Enable` and whenever the BAR's `PEER` register changes, between batches. Then
+//! forwarded frames go on the hop's rx ring, each swapped for a free frame from the
+//! hop's fill ring, the hop is woken unless it masked its rx vector, and the loop
+//! takes no more from its own rx ring than the hop has room for.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -20,19 +27,24 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 
-use nfhost_sys::bar::{Bar, IrqVector, Nf};
+use nfhost_sys::bar::{Bar, Hop, IrqVector, Nf};
 use nfhost_sys::fd::{EventFd, FdError};
 use nfhost_sys::ring::{Consumer, Desc, Producer, RingError};
 use nfhost_sys::shm::{SharedMemory, ShmError};
 use nfhost_sys::umem::{FrameLender, LendError};
 
-use crate::attach::client::{Attached, ClientError, VfClient};
+use crate::attach::client::{Attached, ClientError, PeerAnswer, VfClient};
 use crate::nf::{Batch, MAX_BATCH, NetworkFunction, Packet, Verdict};
 
 /// Where an NF maps its own UMEM in its VF's IOVA space.
 pub const UMEM_IOVA: u64 = 0x10_0000_0000;
 /// The page size DMA mappings are aligned to.
 const PAGE: usize = 4096;
+/// The shortest frame the NIC sends: an Ethernet header.
+const MIN_FRAME: usize = 14;
+/// How long the loop waits before it looks again when the hop it feeds directly
+/// has no room (the hop's NF frees room without a signal).
+const HOP_FULL_WAIT: Duration = Duration::from_micros(20);
 
 /// A runtime failure. The NF process exits with it.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +209,27 @@ struct Rings {
     completion: Consumer,
 }
 
+/// The hop this NF feeds directly (a `shared` chain, ARCHITECTURE.md §4): the NIC's
+/// ends of its fill and rx rings, and its rx interrupt.
+struct Link {
+    /// Keeps the hop's BAR mapped; its `IRQ_MASK` says whether to wake it.
+    bar: Bar<Hop>,
+    /// The hop's free frames: each forwarded frame is swapped for one of them.
+    fill: Consumer,
+    rx: Producer,
+    irq: EventFd,
+    /// The TCI for rx descriptors (the hop's port VLAN).
+    vlan: u16,
+}
+
+/// What one batch did with its packets.
+#[derive(Default)]
+struct Fed {
+    frames: u32,
+    bytes: u64,
+    no_room: u32,
+}
+
 /// One attached VF, NF side.
 struct VfLoop {
     client: VfClient,
@@ -211,6 +244,13 @@ struct VfLoop {
     mailbox_seen: u32,
     /// Turns of the loop, published in the BAR's heartbeat register.
     beats: u32,
+    /// The hop fed directly, if any.
+    link: Option<Link>,
+    /// The `PEER` generation of the last `GetPeer` answer; `None` while the
+    /// engine does not take part in direct hops.
+    peer_seen: Option<u32>,
+    /// The last poll left frames on rx: the hop fed directly had no room.
+    hop_full: bool,
 }
 
 impl VfLoop {
@@ -264,6 +304,9 @@ impl VfLoop {
             stats: LoopStats::default(),
             mailbox_seen,
             beats: 0,
+            link: None,
+            peer_seen: None,
+            hop_full: false,
         };
         for i in 0..own_frames {
             let d = Desc {
@@ -278,7 +321,41 @@ impl VfLoop {
         vf.client
             .set_irq(u16::from(IrqVector::TX.index()), &vf.irq)?;
         vf.client.enable()?;
+        // A shared chain's frames came as completions: on fill first, so that an
+        // NF that starts feeding this one at once finds free frames.
+        vf.recycle_completions()?;
+        // Says this NF can feed a hop directly, and learns whether it does.
+        vf.ask_peer()?;
         Ok((vf, nf))
+    }
+
+    /// Stops feeding the current hop, if any, and asks which hop to feed. Called
+    /// between batches: no frame is in hand. An engine that refuses the question
+    /// does not do direct hops, and is not asked again.
+    fn ask_peer(&mut self) -> Result<(), RuntimeError> {
+        self.link = None;
+        match self.client.get_peer() {
+            Ok(PeerAnswer::None { generation }) => self.peer_seen = Some(generation),
+            Ok(PeerAnswer::Peer(peer)) => {
+                self.peer_seen = Some(peer.generation);
+                self.link = Some(Link {
+                    fill: peer.bar.fill_consumer()?,
+                    rx: peer.bar.rx_producer()?,
+                    bar: peer.bar,
+                    irq: peer.irq,
+                    vlan: peer.vlan,
+                });
+            }
+            Err(ClientError::Refused { .. }) if self.peer_seen.is_none() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Whether the engine published a new direct-hop generation.
+    fn peer_changed(&self) -> bool {
+        self.peer_seen
+            .is_some_and(|seen| seen != self.bar.peer_generation())
     }
 
     async fn run<N: NetworkFunction>(
@@ -315,6 +392,9 @@ impl VfLoop {
             loop {
                 self.beat();
                 self.check_mailbox(nf);
+                if self.peer_changed() {
+                    self.ask_peer()?;
+                }
                 let before = self.stats.batches;
                 if self.poll(nf)? > 0 {
                     quiet_since = None;
@@ -325,6 +405,13 @@ impl VfLoop {
                         self.report(nf);
                         last_report = Instant::now();
                     }
+                    continue;
+                }
+                if self.hop_full {
+                    // Frames wait, and the hop fed directly has no room for them:
+                    // its NF needs the CPU to make some. Nothing signals room, so
+                    // look again shortly.
+                    std::thread::sleep(HOP_FULL_WAIT);
                     continue;
                 }
                 let quiet = *quiet_since.get_or_insert_with(Instant::now);
@@ -340,6 +427,7 @@ impl VfLoop {
             if self.rings.rx.available()? > 0
                 || self.rings.completion.available()? > 0
                 || self.bar.mailbox() != self.mailbox_seen
+                || self.peer_changed()
             {
                 continue;
             }
@@ -403,10 +491,17 @@ impl VfLoop {
     /// Returns free frames to fill and handles one rx batch. Returns the work done.
     fn poll<N: NetworkFunction>(&mut self, nf: &mut N) -> Result<u32, RuntimeError> {
         let freed = self.recycle_completions()?;
+        // Back-pressure: take only what the hop fed directly can take, so that an
+        // overloaded chain backs up to its ingress instead of dropping in the middle.
+        let limit = match self.link.as_mut() {
+            Some(link) => link.fill.available()?.min(link.rx.free()?),
+            None => MAX_BATCH as u32,
+        };
+        self.hop_full = limit == 0 && self.rings.rx.available()? > 0;
         let mut descs: ArrayVec<Desc, MAX_BATCH> = ArrayVec::new();
         let buffers = self
             .frames
-            .lend(&mut self.rings.rx, &mut descs)
+            .lend_up_to(&mut self.rings.rx, &mut descs, limit)
             .map_err(|e| match e {
                 LendError::Ring(e) => RuntimeError::Ring(e),
                 LendError::NotAFrame { iova, len } | LendError::Twice { iova, len } => {
@@ -430,13 +525,57 @@ impl VfLoop {
         self.stats.batches += 1;
         self.stats.rx += u64::from(n);
 
-        let sending = batch
-            .iter()
-            .filter(|p| p.verdict() != Verdict::Drop)
-            .count() as u32;
-        let granted = self.rings.tx.reserve(sending)?;
+        // Forwarded frames go straight to the hop fed directly, if there is one
+        // (frames too short for a header go to the NIC, which refuses them);
+        // everything else that leaves goes on tx.
+        let direct = |p: &Packet<'_>, linked: bool| {
+            linked && p.verdict() == Verdict::Forward && p.len() >= MIN_FRAME
+        };
+        let linked = self.link.is_some();
+        let (mut to_hop, mut to_tx) = (0u32, 0u32);
+        for p in batch.iter() {
+            if direct(p, linked) {
+                to_hop += 1;
+            } else if p.verdict() != Verdict::Drop {
+                to_tx += 1;
+            }
+        }
+        let granted = self.rings.tx.reserve(to_tx)?;
+        let hop_room = match self.link.as_mut() {
+            Some(link) if to_hop > 0 => {
+                let free = link.fill.peek(to_hop)?;
+                link.rx.reserve(free)?
+            }
+            _ => 0,
+        };
         let mut slot = 0;
+        let mut fed = Fed::default();
         for (p, &Desc { iova, .. }) in batch.iter().zip(&descs) {
+            if direct(p, linked) {
+                let link = self.link.as_mut().expect("linked");
+                let back = if fed.frames < hop_room {
+                    // Swap: the hop gets this frame, this NF one of its free ones.
+                    let free = link.fill.read(fed.frames);
+                    let d = Desc {
+                        iova,
+                        len: p.len() as u32,
+                        flags: 0,
+                        vlan: link.vlan,
+                    };
+                    link.rx.write(fed.frames, &d);
+                    fed.frames += 1;
+                    fed.bytes += p.len() as u64;
+                    free.iova
+                } else {
+                    fed.no_room += 1;
+                    iova
+                };
+                self.rings.fill.produce(&Desc {
+                    iova: back,
+                    ..Desc::default()
+                })?;
+                continue;
+            }
             let flags = match p.verdict() {
                 Verdict::Drop => None,
                 Verdict::Forward => Some(0),
@@ -469,6 +608,10 @@ impl VfLoop {
             }
         }
         drop(batch);
+        if let Some(mut link) = self.link.take() {
+            self.feed(&mut link, &fed, hop_room);
+            self.link = Some(link);
+        }
         if granted > 0 {
             self.rings.tx.submit(granted);
             // Pairs with the NIC's fence between setting need-wakeup and its last look.
@@ -478,6 +621,29 @@ impl VfLoop {
             }
         }
         Ok(n + freed)
+    }
+
+    /// Publishes what a batch put on the direct hop's rings, wakes the hop unless
+    /// it is polling, and counts it in the BAR for the NIC.
+    fn feed(&mut self, link: &mut Link, fed: &Fed, reserved: u32) {
+        // Counted before the frames are published: a frame the hop can see (and
+        // send on, and the NIC count at the wire) is already counted here.
+        self.bar
+            .count_hop(u64::from(fed.frames), fed.bytes, u64::from(fed.no_room));
+        self.stats.tx += u64::from(fed.frames);
+        self.stats.tx_full += u64::from(fed.no_room);
+        if reserved > 0 {
+            // Publishes what was written and gives back the rest of the slots.
+            link.rx.submit(fed.frames);
+        }
+        if fed.frames > 0 {
+            link.fill.release(fed.frames);
+            // Pairs with the hop's fence between unmasking and its last look.
+            fence(Ordering::SeqCst);
+            if !link.bar.irq_masked(IrqVector::RX) {
+                let _ = link.irq.notify();
+            }
+        }
     }
 
     /// Moves sent frames from completion back to fill.

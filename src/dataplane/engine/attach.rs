@@ -110,6 +110,14 @@ impl Engine {
 
     fn on_command(&mut self, vf: VfId, command: Command) {
         let id = command.id();
+        let attached = self
+            .port(vf)
+            .is_some_and(|p| p.state != PortState::AwaitHello);
+        if let (Command::GetPeer { .. }, true) = (&command, attached) {
+            // Answered now or, while the chain settles, later.
+            self.on_get_peer(vf, id);
+            return;
+        }
         let hello = matches!(command, Command::Hello { .. });
         let result = self.execute(vf, command);
         let denied = hello && matches!(result, Err((Code::PermissionDenied, _)));
@@ -179,6 +187,12 @@ impl Engine {
                     return Err((
                         Code::PermissionDenied,
                         format!("wrong token or secret for {vf}"),
+                    ));
+                }
+                if self.settling(vf) {
+                    return Err((
+                        Code::FailedPrecondition,
+                        "the chain is settling its frames after a hop stopped: attach again".into(),
                     ));
                 }
                 self.hello(vf)
@@ -263,6 +277,17 @@ impl Engine {
                 Ok(Reply::Ok)
             }
             Command::Reset { .. } => {
+                let linked = self
+                    .port(vf)
+                    .is_some_and(|p| p.hop.feeds.is_some() || p.hop.fed_by.is_some());
+                if linked {
+                    return Err((
+                        Code::FailedPrecondition,
+                        "the VF takes part in a direct hop: its rings are shared with \
+                         another NF of the chain"
+                            .into(),
+                    ));
+                }
                 self.active.retain(|v| *v != vf);
                 self.stop_polling(vf);
                 self.nic.flr(vf).map_err(|e| refuse(Code::Internal, &e))?;
@@ -300,6 +325,8 @@ impl Engine {
                 .port(vf)
                 .map(|p| Reply::Config(0, p.config.to_string()))
                 .ok_or((Code::FailedPrecondition, format!("{vf} is not attached"))),
+            // Handled in `on_command` (its answer may wait).
+            Command::GetPeer { .. } => Err((Code::FailedPrecondition, "send Hello first".into())),
             Command::ConfigApplied {
                 generation, error, ..
             } => {

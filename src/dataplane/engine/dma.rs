@@ -109,6 +109,10 @@ impl Dma<'_> {
         if !enabled || port.state != PortState::Attached {
             return Err(DropReason::LinkDown);
         }
+        if port.hop.fed_by.is_some() {
+            // An NF feeds this VF directly: its rx ring has one producer.
+            return Err(DropReason::NoRoute);
+        }
         let Some(queues) = port.queues.as_mut() else {
             return Err(DropReason::LinkDown);
         };
@@ -330,6 +334,9 @@ impl Dma<'_> {
         let Some(port) = port.filter(|p| enabled && p.state == PortState::Attached) else {
             return Err(DropReason::LinkDown);
         };
+        if port.hop.fed_by.is_some() {
+            return Err(DropReason::NoRoute);
+        }
         let Some(Queues::Native(rings)) = port.queues.as_mut() else {
             return Err(DropReason::LinkDown);
         };

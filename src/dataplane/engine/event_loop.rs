@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use nfhost_sys::{Desc, EventFd, IrqVector, TimerFd};
+use nfhost_sys::{Desc, EventFd, IrqVector, RingKind, TimerFd};
 use std::os::fd::AsFd;
 use tokio::sync::mpsc;
 
@@ -264,6 +264,7 @@ impl Engine {
     }
 
     fn publish(&mut self) {
+        self.count_hops();
         if let Some(wire) = &self.wire {
             if let Ok(mut s) = self.shared.sink.lock() {
                 *s = wire.sink.stats();
@@ -406,7 +407,7 @@ impl Engine {
         .min(BATCH)
     }
 
-    fn vf_tx(&mut self, vf: VfId, now: Micros) -> u32 {
+    pub(super) fn vf_tx(&mut self, vf: VfId, now: Micros) -> u32 {
         self.counters.vf(vf).visits.add(1);
         let budget = self.hop_budget(vf);
         if budget == 0 {
@@ -477,7 +478,13 @@ impl Engine {
             // receiving: its fill ring is below a quarter. Until then they wait for
             // its next poll, which an rx interrupt or its own sends bring, and cost
             // no wake-up of their own.
-            let fill_low = port.queues.as_mut().is_none_or(Queues::fill_low);
+            let fill_low = match (&port.bar, port.hop.fed_by) {
+                // An NF consumes this fill ring: the NIC's own index of it is stale.
+                (Some(bar), Some(_)) => !bar
+                    .ring_len(RingKind::Fill)
+                    .is_ok_and(|n| n >= bar.layout().rx_ring_size() / 4),
+                _ => port.queues.as_mut().is_none_or(Queues::fill_low),
+            };
             let moderated = port.moderation.record(rx + tx, now);
             let tx = if fill_low { tx } else { 0 };
             if let Some(itr) = moderated {
@@ -493,6 +500,9 @@ impl Engine {
                 (Vector::TX, IrqVector::TX, tx),
             ];
             let masks = pending.map(|(_, bar_vector, _)| port.irq_masked(bar_vector));
+            // An NF that feeds its next hop directly sends little on tx (reflects),
+            // and rings its doorbell for that: receiving does not make it polled.
+            let feeds_directly = port.hop.feeds.is_some();
             for ((vector, _, count), masked) in pending.into_iter().zip(masks) {
                 if count == 0 {
                     continue;
@@ -508,7 +518,7 @@ impl Engine {
                     Raise::Blocked(_) => c.irq_blocked.add(1),
                 }
             }
-            if rx > 0 && self.is_active(vf) {
+            if rx > 0 && !feeds_directly && self.is_active(vf) {
                 self.start_polling(vf);
             }
         }

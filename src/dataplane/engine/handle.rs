@@ -164,6 +164,8 @@ impl EngineHandle {
                         wake: std::rc::Rc::new(Notify::new()),
                         started: Instant::now(),
                         umems: HashMap::new(),
+                        settling: HashMap::new(),
+                        direct_hops: config.direct_hops,
                         scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
                         epoch: 0,
                         active: Vec::new(),

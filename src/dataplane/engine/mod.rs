@@ -21,11 +21,13 @@
 //! | `regions` | NF memory and VF ownership: attach, detach, release, region slots |
 //! | `chains` | chain installation: steering, shared domains |
 //! | `dma` | the per-packet DMA: deliver, transmit, hand over |
+//! | `direct` | direct hops in shared chains: links, their counters, settling frames |
 //! | `endpoint` | external NFs' endpoints: accepting, refusing, the secret |
 //! | `memif` | the memif face of an endpoint: a DPDK or VPP client's set-up |
 
 mod attach;
 mod chains;
+mod direct;
 mod dma;
 mod endpoint;
 mod event_loop;
@@ -100,6 +102,10 @@ pub struct EngineConfig {
     pub num_vfs: u16,
     /// The uplink.
     pub wire: WireConfig,
+    /// Whether the NFs of a `shared` chain feed each other directly (ARCHITECTURE.md
+    /// §4); when not, the engine hands every frame over (what `nfhost bench`
+    /// compares them with).
+    pub direct_hops: bool,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +114,7 @@ impl Default for EngineConfig {
             pf: PfConfig::default(),
             num_vfs: crate::nic::pf::TOTAL_VFS_DEFAULT,
             wire: WireConfig::Gen(GenConfig::default()),
+            direct_hops: true,
         }
     }
 }
@@ -236,6 +243,10 @@ struct Engine {
     listeners: HashMap<VfId, endpoint::Seat>,
     /// memif clients' set-ups, by VF.
     memif: HashMap<VfId, memif::Setup>,
+    /// Shared chains settling their frames after a hop fed directly stopped.
+    settling: HashMap<DomainId, direct::Settle>,
+    /// Whether NFs of shared chains may feed each other directly.
+    direct_hops: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -290,6 +301,8 @@ impl Engine {
                 continue;
             };
             let rx_waiting = match queues.rx_backlog() {
+                // The NIC does not keep the producer index of a ring an NF feeds.
+                _ if port.hop.fed_by.is_some() => direct::rx_waiting(port).unwrap_or(0),
                 Ok(n) if port.state == super::port::PortState::Attached => n,
                 _ => 0,
             };

@@ -52,8 +52,18 @@ impl Engine {
     /// dropped, mappings and vectors removed. The VF stays assigned to its owner (for
     /// a restart); [`Engine::release`] gives it back.
     pub fn detach(&mut self, vf: VfId) -> Option<(Owner, Vec<Mapping>)> {
+        self.detach_for(vf, Next::Successor)
+    }
+
+    /// [`Engine::detach`], for a VF whose NF gets a successor or none (the VF is
+    /// released: its frames in a shared chain need no settling).
+    fn detach_for(&mut self, vf: VfId, next: Next) -> Option<(Owner, Vec<Mapping>)> {
         self.stop_polling(vf);
+        // What its NF put on a hop it fed directly, up to now.
+        self.count_hop(vf);
         let port = self.ports.get_mut(vf.index())?.take()?;
+        let settle = next == Next::Successor;
+        self.hop_detached(vf, port.hop.feeds, port.hop.fed_by, settle);
         self.active.retain(|v| *v != vf);
         // Whoever waits for this NF's answer to a configuration, or for it to enable
         // DMA, gets none.
@@ -83,7 +93,7 @@ impl Engine {
     /// Detaches and unassigns a VF (its NF was deleted).
     pub fn release(&mut self, vf: VfId) -> Result<(), EngineError> {
         self.unlisten(vf);
-        self.detach(vf);
+        self.detach_for(vf, Next::None);
         let removed = self.nic.release(vf)?;
         for m in &removed.mappings {
             self.unref_region(m.region);
@@ -114,4 +124,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether a detached VF's NF gets a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// A restart, or the next external process.
+    Successor,
+    /// None: the VF is released.
+    None,
 }

@@ -153,6 +153,24 @@ pub struct Snapshot {
     pub nic: Nic,
     /// VFs with an attached NF whose DMA is enabled.
     pub active: Vec<VfId>,
+    /// Each `shared` chain's frames: who holds them, by the host's record and by
+    /// what the hops' rings hold.
+    pub shared_chains: Vec<ChainFrames>,
+}
+
+/// The frames of one `shared` chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainFrames {
+    /// Its hops, in order.
+    pub hops: Vec<VfId>,
+    /// How many frames the host records for each hop (its NF holds them, or its
+    /// next NF gets them).
+    pub recorded: Vec<(VfId, usize)>,
+    /// The frames on each attached hop's four rings right now, by IOVA. When no
+    /// frame is in flight, every frame of the chain is on exactly one ring.
+    pub on_rings: Vec<(VfId, Vec<u64>)>,
+    /// Which hop each hop's NF feeds directly.
+    pub links: Vec<(VfId, VfId)>,
 }
 
 /// What the control plane asks of the engine.
@@ -427,6 +445,8 @@ impl Engine {
                 reply.send(counts);
             }
             EngineRequest::Counters { reply } => {
+                // What crossed direct hops since the last pass counts too.
+                self.count_hops();
                 let c = &self.counters;
                 reply.send(CountersSnapshot {
                     wire: WireStats::read(c),
@@ -439,6 +459,7 @@ impl Engine {
             EngineRequest::Snapshot { reply } => reply.send(Snapshot {
                 nic: self.nic.clone(),
                 active: self.active.clone(),
+                shared_chains: self.chain_frames(),
             }),
         }
     }

@@ -175,6 +175,7 @@ pub fn request_kind(body: &request::Body) -> (&'static str, usize) {
         request::Body::FetchConfig(_) => ("FetchConfig", 0),
         request::Body::ConfigApplied(_) => ("ConfigApplied", 0),
         request::Body::GetConfig(_) => ("GetConfig", 0),
+        request::Body::GetPeer(_) => ("GetPeer", 0),
     }
 }
 
@@ -187,6 +188,9 @@ pub fn response_kind(body: &response::Body) -> (&'static str, usize) {
         response::Body::Ok(_) => ("Ok", 0),
         // The sealed memfd holding the config.
         response::Body::Config(_) => ("Config", 1),
+        // The hop's BAR and the eventfd of its rx vector.
+        response::Body::Peer(_) => ("Peer", 2),
+        response::Body::NoPeer(_) => ("NoPeer", 0),
     }
 }
 

@@ -26,7 +26,9 @@ pub use codec::{
     send_request, send_response,
 };
 pub use pb::error::Code;
-pub use server::{Command, read_command, reply_error, reply_hello, reply_ok};
+pub use server::{
+    Command, read_command, reply_error, reply_hello, reply_no_peer, reply_ok, reply_peer,
+};
 pub use vf_abi::attach::{ENV_VF_FD, MAX_PACKET, pb};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socketpair: one end for

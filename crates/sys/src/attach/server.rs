@@ -92,6 +92,12 @@ pub enum Command {
         /// Request id, to echo.
         id: u64,
     },
+    /// The NF asks which hop it feeds directly; answer with [`reply_peer`] or
+    /// [`reply_no_peer`], possibly later.
+    GetPeer {
+        /// Request id, to echo.
+        id: u64,
+    },
     /// The NF applied (or could not apply) a configuration while running.
     ConfigApplied {
         /// Request id, to echo.
@@ -116,6 +122,7 @@ impl Command {
             | Self::Report { id, .. }
             | Self::FetchConfig { id }
             | Self::GetConfig { id }
+            | Self::GetPeer { id }
             | Self::ConfigApplied { id, .. } => *id,
         }
     }
@@ -176,6 +183,7 @@ impl fmt::Debug for Command {
                 .finish(),
             Self::FetchConfig { id } => f.debug_struct("FetchConfig").field("id", id).finish(),
             Self::GetConfig { id } => f.debug_struct("GetConfig").field("id", id).finish(),
+            Self::GetPeer { id } => f.debug_struct("GetPeer").field("id", id).finish(),
             Self::ConfigApplied {
                 id,
                 generation,
@@ -266,6 +274,7 @@ pub fn read_command(sock: BorrowedFd<'_>) -> Result<Command, ProtoError> {
         },
         request::Body::FetchConfig(pb::FetchConfig {}) => Command::FetchConfig { id },
         request::Body::GetConfig(pb::GetConfig {}) => Command::GetConfig { id },
+        request::Body::GetPeer(pb::GetPeer {}) => Command::GetPeer { id },
         request::Body::ConfigApplied(applied) => Command::ConfigApplied {
             id,
             generation: applied.generation,
@@ -356,4 +365,29 @@ pub fn reply_hello(
         Some(umem) => send_response(sock, &msg, &[bar_fd, doorbell_fd, umem]),
         None => send_response(sock, &msg, &[bar_fd, doorbell_fd]),
     }
+}
+
+/// Answers `GetPeer`: the NF feeds VF `vf_index` directly, through its BAR and
+/// the eventfd bound to its rx vector.
+pub fn reply_peer(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    peer: pb::Peer,
+    bar_fd: BorrowedFd<'_>,
+    irq_fd: BorrowedFd<'_>,
+) -> Result<(), ProtoError> {
+    let msg = Response {
+        id,
+        body: Some(response::Body::Peer(peer)),
+    };
+    send_response(sock, &msg, &[bar_fd, irq_fd])
+}
+
+/// Answers `GetPeer`: the NF feeds no hop directly.
+pub fn reply_no_peer(sock: BorrowedFd<'_>, id: u64, generation: u32) -> Result<(), ProtoError> {
+    let msg = Response {
+        id,
+        body: Some(response::Body::NoPeer(pb::NoPeer { generation })),
+    };
+    send_response(sock, &msg, &[])
 }

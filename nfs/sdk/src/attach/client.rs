@@ -13,7 +13,7 @@ use nfhost_sys::attach::{
     ENV_VF_FD, InheritedFdError, InvalidMessage, ProtoError, claim_inherited_socket, recv_response,
     response_kind, send_request,
 };
-use nfhost_sys::bar::{Bar, BarError, Nf};
+use nfhost_sys::bar::{Bar, BarError, Hop, Nf};
 use nfhost_sys::fd::{EventFd, FdError};
 use nfhost_sys::shm::{SharedMemory, ShmError};
 use vf_abi::ABI_VERSION;
@@ -232,7 +232,7 @@ impl VfClient {
             }));
         };
         let shm = SharedMemory::from_fd(bar_fd).map_err(ClientError::BarMemory)?;
-        let bar = Bar::open(shm).map_err(ClientError::Bar)?;
+        let bar = Bar::<Nf>::open(shm).map_err(ClientError::Bar)?;
         let doorbell = EventFd::from_owned(doorbell_fd).map_err(ClientError::Doorbell)?;
         let umem = match umem_fd {
             Some(fd) => {
@@ -377,6 +377,49 @@ impl VfClient {
         Ok((config.generation, text))
     }
 
+    /// Asks which hop this NF feeds directly (ARCHITECTURE.md §4). Sent between
+    /// batches, holding no frame: the engine may hold the answer while it settles
+    /// the chain's frames.
+    pub fn get_peer(&mut self) -> Result<PeerAnswer, ClientError> {
+        let body = request::Body::GetPeer(pb::GetPeer {});
+        match self.call(body, &[])? {
+            (_, response::Body::NoPeer(p), _) => Ok(PeerAnswer::None {
+                generation: p.generation,
+            }),
+            (id, response::Body::Peer(p), fds) => {
+                let got = fds.len();
+                let Ok([bar_fd, irq_fd]) = <[OwnedFd; 2]>::try_from(fds) else {
+                    // recv_response has checked this; kept so that no reply can panic.
+                    return Err(ClientError::Protocol(ProtoError::BadResponse {
+                        id,
+                        reason: InvalidMessage::FdCount {
+                            kind: "Peer",
+                            expected: 2,
+                            got,
+                        },
+                    }));
+                };
+                let shm = SharedMemory::from_fd(bar_fd).map_err(ClientError::BarMemory)?;
+                let bar = Bar::<Hop>::open(shm).map_err(ClientError::Bar)?;
+                if u32::from(bar.vf_index()) != p.vf_index {
+                    return Err(ClientError::BarMismatch {
+                        field: "vf_index",
+                        reply: p.vf_index.to_string(),
+                        bar: bar.vf_index().to_string(),
+                    });
+                }
+                let irq = EventFd::from_owned(irq_fd).map_err(ClientError::Doorbell)?;
+                Ok(PeerAnswer::Peer(Peer {
+                    generation: p.generation,
+                    vlan: u16::try_from(p.vlan).unwrap_or(0),
+                    bar,
+                    irq,
+                }))
+            }
+            (_, other, _) => Err(unexpected("GetPeer", &other)),
+        }
+    }
+
     /// Tells the host whether the configuration of `generation` was applied
     /// (`error` empty) or not (why).
     pub fn config_applied(&mut self, generation: u32, error: &str) -> Result<(), ClientError> {
@@ -429,6 +472,32 @@ impl VfClient {
             })),
         }
     }
+}
+
+/// The answer to [`VfClient::get_peer`].
+#[derive(Debug)]
+pub enum PeerAnswer {
+    /// Feed this hop directly.
+    Peer(Peer),
+    /// Feed no hop directly: send everything on the tx ring.
+    None {
+        /// The `PEER` generation answered.
+        generation: u32,
+    },
+}
+
+/// The hop an NF feeds directly: the NIC's side of its fill and rx rings, and its
+/// rx interrupt.
+#[derive(Debug)]
+pub struct Peer {
+    /// The `PEER` generation answered.
+    pub generation: u32,
+    /// The TCI to put in rx descriptors (the hop's port VLAN; 0 = none).
+    pub vlan: u16,
+    /// The hop's BAR.
+    pub bar: Bar<Hop>,
+    /// The eventfd bound to the hop's rx vector.
+    pub irq: EventFd,
 }
 
 fn unexpected(request: &'static str, reply: &response::Body) -> ClientError {

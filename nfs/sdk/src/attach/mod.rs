@@ -9,5 +9,5 @@ pub mod client;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Attached, ClientError, VfClient};
+pub use client::{Attached, ClientError, Peer, PeerAnswer, VfClient};
 pub use nfhost_sys::attach::{Code, ENV_VF_FD, ProtoError, pb, socketpair};

@@ -17,7 +17,7 @@ use super::*;
 use crate::FRAME_SIZE;
 use nfhost_sys::attach::{
     Command, InheritedFdError, InvalidMessage, MAX_PACKET, claim_inherited_socket as claim_fd,
-    read_command, reply_error, reply_hello, reply_ok, send_request,
+    read_command, reply_error, reply_hello, reply_no_peer, reply_ok, reply_peer, send_request,
 };
 use nfhost_sys::bar::{Bar, BarLayout, Nic, VfConfig};
 use nfhost_sys::fd::{EventFd, send_with_fds};
@@ -178,6 +178,63 @@ fn full_exchange() {
     drop(client);
     let doorbell = server.join().expect("server");
     assert_eq!(doorbell.try_read().expect("read"), Some(1));
+}
+
+#[test]
+fn get_peer_gives_the_hops_rings_or_nothing() {
+    let (nic_end, nf_end) = socketpair().expect("socketpair");
+    let server = thread::spawn(move || {
+        let hop = Bar::create(BarLayout::new(256, 128).unwrap(), &CONFIG).expect("bar");
+        let irq = EventFd::new().expect("irq");
+        let cmd = read_command(nic_end.as_fd()).expect("command");
+        assert!(matches!(cmd, Command::GetPeer { .. }), "{cmd:?}");
+        reply_no_peer(nic_end.as_fd(), cmd.id(), 3).expect("reply");
+        let cmd = read_command(nic_end.as_fd()).expect("command");
+        let peer = pb::Peer {
+            generation: 4,
+            vf_index: 5,
+            vlan: 100,
+        };
+        reply_peer(nic_end.as_fd(), cmd.id(), peer, hop.fd(), irq.as_fd()).expect("reply");
+        // A Peer naming another VF than its BAR is refused by the client.
+        let cmd = read_command(nic_end.as_fd()).expect("command");
+        let peer = pb::Peer {
+            generation: 5,
+            vf_index: 6,
+            vlan: 0,
+        };
+        reply_peer(nic_end.as_fd(), cmd.id(), peer, hop.fd(), irq.as_fd()).expect("reply");
+        // The NIC end of the hop's rx ring sees what the client produced.
+        let mut rx = hop.rx_producer().expect("rx");
+        assert_eq!(rx.free().expect("free"), 255);
+        (irq, hop)
+    });
+    let mut client = VfClient::new(nf_end).expect("client");
+    assert!(matches!(
+        client.get_peer(),
+        Ok(PeerAnswer::None { generation: 3 })
+    ));
+    let Ok(PeerAnswer::Peer(peer)) = client.get_peer() else {
+        panic!("expected a peer");
+    };
+    assert_eq!(
+        (peer.generation, peer.vlan, peer.bar.vf_index()),
+        (4, 100, 5)
+    );
+    let mut rx = peer.bar.rx_producer().expect("the hop's rx ring");
+    rx.produce(&nfhost_sys::ring::Desc::default())
+        .expect("produce");
+    assert!(matches!(
+        client.get_peer(),
+        Err(ClientError::BarMismatch {
+            field: "vf_index",
+            ..
+        })
+    ));
+    drop(client);
+    let (irq, _hop) = server.join().expect("server");
+    peer.irq.notify().expect("raise the hop's rx vector");
+    assert_eq!(irq.try_read().expect("raised"), Some(1));
 }
 
 #[test]
