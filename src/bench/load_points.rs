@@ -28,6 +28,9 @@ pub struct LoadPoint {
     pub rate_pps: u64,
     /// Idle NFs attached beside the chain (no traffic reaches them).
     pub idle_nfs: u16,
+    /// Whether the chain's NFs fed each other directly (else the engine handed
+    /// every frame over).
+    pub direct_hops: bool,
     /// Frames the generator sent in the window.
     pub offered: u64,
     /// Frames that came back out to the wire in the window.
@@ -54,9 +57,10 @@ impl LoadPoint {
             .map(|c| format!("{c:.2}"))
             .collect();
         format!(
-            "{{\"rate_pps\":{},\"idle_nfs\":{},\"offered\":{},\"delivered\":{},\"dropped\":{},\"engine_cpu_percent\":{:.2},\"nf_cpu_percent\":[{}],\"p50_us\":{},\"p99_us\":{}}}",
+            "{{\"rate_pps\":{},\"idle_nfs\":{},\"direct_hops\":{},\"offered\":{},\"delivered\":{},\"dropped\":{},\"engine_cpu_percent\":{:.2},\"nf_cpu_percent\":[{}],\"p50_us\":{},\"p99_us\":{}}}",
             self.rate_pps,
             self.idle_nfs,
+            self.direct_hops,
             self.offered,
             self.delivered,
             self.dropped,
@@ -77,10 +81,12 @@ fn drops(c: &Counters, vfs: &[VfId]) -> u64 {
 }
 
 /// Runs the demo chain at `rate_pps`, beside `idle_nfs` attached NFs that get no
-/// traffic, and measures `seconds` of it.
+/// traffic, its NFs feeding each other directly or not (`direct_hops`), and
+/// measures `seconds` of it.
 pub fn measure(
     rate_pps: u64,
     idle_nfs: u16,
+    direct_hops: bool,
     seconds: f64,
 ) -> Result<LoadPoint, Box<dyn std::error::Error>> {
     let traffic = GenConfig {
@@ -94,6 +100,7 @@ pub fn measure(
     let config = EngineConfig {
         num_vfs: (idle_nfs + 4).max(8),
         wire: WireConfig::Gen(traffic),
+        direct_hops,
         ..Default::default()
     };
     let mut runner = Runner::start(config, current_exe()?)?;
@@ -151,6 +158,7 @@ pub fn measure(
     Ok(LoadPoint {
         rate_pps,
         idle_nfs,
+        direct_hops,
         offered: g1 - g0,
         delivered: d1 - d0,
         dropped: x1 - x0,
@@ -168,12 +176,13 @@ pub fn measure(
 /// The table `nfhost bench` prints for the load points.
 pub fn table(points: &[LoadPoint], seconds: f64) -> String {
     let mut out = format!(
-        "\ndemo chain (monitor -> l2fwd, shared, 128-byte frames) at fixed offered loads, {seconds:.1} s each (idle: NFs attached beside it without traffic):\n"
+        "\ndemo chain (monitor -> l2fwd, shared, 128-byte frames) at fixed offered loads, {seconds:.1} s each (idle: NFs attached beside it without traffic; hops: the NFs feed each other directly, or the engine hands every frame over):\n"
     );
     out += &format!(
-        "{:>10} {:>5} {:>10} {:>10} {:>9} {:>12} {:>16} {:>8} {:>8}\n",
+        "{:>10} {:>5} {:>7} {:>10} {:>10} {:>9} {:>12} {:>16} {:>8} {:>8}\n",
         "offered/s",
         "idle",
+        "hops",
         "sent",
         "delivered",
         "dropped",
@@ -185,9 +194,10 @@ pub fn table(points: &[LoadPoint], seconds: f64) -> String {
     for p in points {
         let nf: Vec<String> = p.nf_cpu_percent.iter().map(|c| format!("{c:.1}")).collect();
         out += &format!(
-            "{:>10} {:>5} {:>10} {:>10} {:>9} {:>12.1} {:>16} {:>8} {:>8}\n",
+            "{:>10} {:>5} {:>7} {:>10} {:>10} {:>9} {:>12.1} {:>16} {:>8} {:>8}\n",
             p.rate_pps,
             p.idle_nfs,
+            if p.direct_hops { "direct" } else { "engine" },
             p.offered,
             p.delivered,
             p.dropped,
@@ -209,6 +219,7 @@ mod tests {
         let p = LoadPoint {
             rate_pps: 200_000,
             idle_nfs: 60,
+            direct_hops: false,
             offered: 600_000,
             delivered: 599_990,
             dropped: 10,
@@ -220,6 +231,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&p.json()).expect("JSON");
         assert_eq!(v["rate_pps"], 200_000);
         assert_eq!(v["idle_nfs"], 60);
+        assert_eq!(v["direct_hops"], false);
         assert_eq!(v["engine_cpu_percent"], 18.25);
         assert_eq!(v["nf_cpu_percent"], serde_json::json!([4.5, 3.25]));
         assert_eq!(v["dropped"], 10);
@@ -227,6 +239,8 @@ mod tests {
             (v["p50_us"].as_u64(), v["p99_us"].as_u64()),
             (Some(31), Some(127))
         );
-        assert!(table(&[p], 3.0).contains("4.5 / 3.2"));
+        let table = table(&[p], 3.0);
+        assert!(table.contains("4.5 / 3.2"), "{table}");
+        assert!(table.contains(" engine "), "{table}");
     }
 }

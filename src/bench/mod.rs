@@ -5,7 +5,8 @@
 //! bytes per packet, CPU
 //! seconds per million packets, and the CPU use of idle attached NFs; DPDK's memif NF
 //! on the same machine beside the 1-NF figure ([`dpdk`]); then the demo chain at fixed
-//! offered loads, and at 200 kpps beside 60 idle NFs ([`load_points`]).
+//! offered loads, at 200 kpps beside 60 idle NFs, and at 200 kpps with the engine
+//! handing every hop over ([`load_points`]).
 
 mod dpdk;
 mod load_points;
@@ -262,12 +263,15 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut points = Vec::new();
     for rate in load_points::RATES {
         log(&format!("demo chain at {rate} pps"));
-        points.push(load_points::measure(rate, 0, args.seconds)?);
+        points.push(load_points::measure(rate, 0, true, args.seconds)?);
     }
     // The same 200 kpps beside a crowd of idle NFs: the engine should not notice them.
     let crowd = load_points::CROWD;
     log(&format!("demo chain at 200000 pps beside {crowd} idle NFs"));
-    points.push(load_points::measure(200_000, crowd, args.seconds)?);
+    points.push(load_points::measure(200_000, crowd, true, args.seconds)?);
+    // And 200 kpps with every hop handed over by the engine, for comparison.
+    log("demo chain at 200000 pps, hops by the engine");
+    points.push(load_points::measure(200_000, 0, false, args.seconds)?);
     let points_json: Vec<String> = points.iter().map(load_points::LoadPoint::json).collect();
     let per_nf_json: Vec<String> = per_nf
         .iter()
