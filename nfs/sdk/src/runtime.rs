@@ -551,8 +551,7 @@ impl VfLoop {
         let mut slot = 0;
         let mut fed = Fed::default();
         for (p, &Desc { iova, .. }) in batch.iter().zip(&descs) {
-            if direct(p, linked) {
-                let link = self.link.as_mut().expect("linked");
+            if let Some(link) = self.link.as_mut().filter(|_| direct(p, linked)) {
                 let back = if fed.frames < hop_room {
                     // Swap: the hop gets this frame, this NF one of its free ones.
                     let free = link.fill.read(fed.frames);
