@@ -500,7 +500,7 @@ fn a_shared_chain_settles_its_frames_when_a_hop_fed_directly_dies() {
     // recorded for exactly one hop, and the dead hop keeps about its share.
     let settled = wait_for("the chain to settle", DEADLINE, || {
         let f = chain_frames(runner.engine());
-        if f.links.is_empty() && f.on_rings.len() == 2 {
+        if f.links.is_empty() && f.on_rings.len() == 2 && !f.settling {
             Ok(f)
         } else {
             Err(format!("{f:?}"))
@@ -1226,6 +1226,90 @@ fn idle_nf_uses_no_cpu() {
         percent < 5.0,
         "an idle NF used {percent:.1}% of a core: a busy-polling loop?"
     );
+}
+
+/// While a chain settles, liveness must judge the NF the settle waits for (it shows
+/// a frame waiting, so a heartbeat that stands still gets it restarted) and not the
+/// NFs that wait for the settle (they wait for the engine).
+#[test]
+fn while_a_chain_settles_liveness_judges_the_hop_it_waits_for_not_the_waiting_ones() {
+    let (mut runner, _) = start_3hop(Isolation::Shared);
+    wait_linked(runner.engine());
+    // Hop 3 stops answering (SIGSTOP: its heartbeat stands still); then hop 2 dies.
+    let hop3 = runner.process(VfId(2)).expect("NF on VF 2");
+    hop3.signal(rustix::process::Signal::STOP).expect("stop");
+    let tasks = format!("/proc/{}/task", hop3.pid());
+    wait_for("every thread of hop 3 to be stopped", DEADLINE, || {
+        let mut states = Vec::new();
+        for task in std::fs::read_dir(&tasks).map_err(|e| e.to_string())? {
+            let stat = task.map_err(|e| e.to_string())?.path().join("stat");
+            let s = std::fs::read_to_string(stat).map_err(|e| e.to_string())?;
+            // The state follows the command name, which is in parentheses.
+            states.push(
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim_start().chars().next()),
+            );
+        }
+        if states.iter().all(|s| *s == Some('T')) {
+            Ok(())
+        } else {
+            Err(format!("states {states:?}"))
+        }
+    });
+    let hop2 = runner.process(VfId(1)).expect("NF on VF 1");
+    hop2.signal(rustix::process::Signal::KILL).expect("kill");
+    wait_for("hop 2 to die", DEADLINE, || {
+        hop2.try_wait().unwrap().ok_or_else(|| "running".to_owned())
+    });
+    let engine = runner.engine();
+    let pulse = |vf: VfId| {
+        let pulses = engine.pulses().expect("engine running");
+        pulses.into_iter().find(|p| p.vf == vf)
+    };
+    wait_for("the settle to wait for hop 3 only", DEADLINE, || {
+        match (pulse(VfId(0)), pulse(VfId(2))) {
+            (Some(waiting), Some(hung)) if waiting.rx_waiting == 0 && hung.rx_waiting > 0 => Ok(()),
+            other => Err(format!("{other:?} {:?}", chain_frames(engine))),
+        }
+    });
+    let held = pulse(VfId(2)).expect("hop 3").heartbeat;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        pulse(VfId(2)).expect("hop 3").heartbeat,
+        held,
+        "a stopped NF beat"
+    );
+    let f = chain_frames(engine);
+    assert!(f.settling && f.links.is_empty(), "{f:?}");
+
+    // Hop 3 answers again: the settle finishes, hop 2's next NF attaches, and the
+    // chain is whole.
+    let hop3 = runner.process(VfId(2)).expect("NF on VF 2");
+    hop3.signal(rustix::process::Signal::CONT)
+        .expect("continue");
+    wait_for("the settle to finish", DEADLINE, || {
+        let f = chain_frames(runner.engine());
+        if f.settling {
+            Err(format!("{f:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    runner
+        .run_nf(VfId(1), &NfSpec::new("hop2", "l2fwd"))
+        .expect("restart hop 2");
+    let engine = runner.engine();
+    wait_linked(engine);
+    let a = snap(engine);
+    wait_for("5000 more frames through the chain", DEADLINE, || {
+        let s = snap(engine);
+        if s.wire.tx_packets >= a.wire.tx_packets + 5_000 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
 }
 
 /// At saturation a fed hop's frames can all sit on its completion ring while the NF

@@ -302,8 +302,8 @@ impl Engine {
     /// Every shared chain's frames, for a snapshot.
     pub(super) fn chain_frames(&self) -> Vec<ChainFrames> {
         self.umems
-            .values()
-            .map(|umem| {
+            .iter()
+            .map(|(domain, umem)| {
                 let hops = umem.hops().to_vec();
                 let recorded = hops.iter().map(|h| (*h, umem.count_of(*h))).collect();
                 let mut on_rings = Vec::new();
@@ -323,6 +323,7 @@ impl Engine {
                     recorded,
                     on_rings,
                     links,
+                    settling: self.settling.contains_key(domain),
                 }
             })
             .collect()

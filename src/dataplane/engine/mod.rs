@@ -289,10 +289,16 @@ impl Engine {
     }
 
     /// The heartbeat and rx backlog of every active VF (a halted queue shows
-    /// none: the NF has to reset it, and is not judged by it).
+    /// none: the NF has to reset it, and is not judged by it). While a shared chain
+    /// settles (ARCHITECTURE.md §4), an NF waiting for its `GetPeer` answer shows no
+    /// backlog (it waits for the engine, not hung), and one the settle still waits
+    /// for shows at least one frame: if its heartbeat stands still, it is hung and
+    /// liveness restarts it, which lets the settle finish.
     fn pulses(&mut self) -> Vec<request::Pulse> {
         let mut pulses = Vec::with_capacity(self.active.len());
-        for &vf in &self.active {
+        for i in 0..self.active.len() {
+            let vf = self.active[i];
+            let settling = self.settling(vf);
             let Some(port) = self.ports.get_mut(vf.index()).and_then(Option::as_mut) else {
                 continue;
             };
@@ -305,6 +311,11 @@ impl Engine {
                 _ if port.hop.fed_by.is_some() => direct::rx_waiting(port).unwrap_or(0),
                 Ok(n) if port.state == super::port::PortState::Attached => n,
                 _ => 0,
+            };
+            let rx_waiting = match (settling, port.hop.capable, port.hop.pending) {
+                (true, _, Some(_)) => 0,
+                (true, true, None) => rx_waiting.max(1),
+                _ => rx_waiting,
             };
             pulses.push(request::Pulse {
                 vf,

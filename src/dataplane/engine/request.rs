@@ -171,6 +171,9 @@ pub struct ChainFrames {
     pub on_rings: Vec<(VfId, Vec<u64>)>,
     /// Which hop each hop's NF feeds directly.
     pub links: Vec<(VfId, VfId)>,
+    /// Whether the chain is settling its frames after a hop stopped (its NFs'
+    /// `GetPeer` answers wait, and a new NF's `Hello` is refused).
+    pub settling: bool,
 }
 
 /// What the control plane asks of the engine.
