@@ -175,28 +175,6 @@ impl Queues {
         }
     }
 
-    /// Frames waiting on the rx ring for the NF (0 for memif, whose client's own
-    /// progress is not visible to the server).
-    pub fn rx_backlog(&mut self) -> Result<u32, QueueError> {
-        match self {
-            Queues::Native(r) => Ok(r.rx.size() - r.rx.free()?),
-            Queues::Memif(_) => Ok(0),
-        }
-    }
-
-    /// Whether the NF is short of empty buffers (below a quarter of its fill
-    /// ring): then it needs its completions back at once. Never for memif, whose
-    /// buffers come back by the `tail` alone.
-    pub fn fill_low(&mut self) -> bool {
-        match self {
-            Queues::Native(r) => {
-                let quarter = r.fill.size() / 4;
-                r.fill.available().map_or(true, |n| n < quarter)
-            }
-            Queues::Memif(_) => false,
-        }
-    }
-
     /// Frames the NF has sent and the NIC not yet taken.
     pub fn tx_waiting(&mut self) -> Result<u32, QueueError> {
         match self {

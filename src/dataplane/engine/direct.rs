@@ -20,8 +20,8 @@ use nfhost_sys::{IrqVector, RingKind};
 
 use super::Engine;
 use super::request::ChainFrames;
-use crate::dataplane::counters::Drop as DropReason;
-use crate::dataplane::port::{Face, PortState, Queues};
+use crate::dataplane::counters::{Counters, Drop as DropReason};
+use crate::dataplane::port::{Face, Port, PortState, Queues};
 use crate::nic::iommu::DomainId;
 use crate::nic::{Decision, Iova, TxSteer, VfId, VlanTag};
 
@@ -36,8 +36,12 @@ impl Engine {
     /// The shared domain `vf` is a hop of, and the chain's hops.
     fn shared_chain(&self, vf: VfId) -> Option<(DomainId, Vec<VfId>)> {
         let domain = self.nic.iommu().domain_of(vf)?;
-        let umem = self.umems.get(&domain)?;
-        Some((domain, umem.hops().to_vec()))
+        Some((domain, self.chain_hops(domain)?))
+    }
+
+    /// The hops of the shared chain of `domain`, in order.
+    fn chain_hops(&self, domain: DomainId) -> Option<Vec<VfId>> {
+        self.umems.get(&domain).map(|u| u.hops().to_vec())
     }
 
     /// Whether `vf` has an NF that can take part in a direct hop now: attached
@@ -163,7 +167,7 @@ impl Engine {
 
     /// Asks every NF of `domain`'s chain whose link should change to ask again.
     pub(super) fn relink(&mut self, domain: DomainId) {
-        let Some(hops) = self.umems.get(&domain).map(|u| u.hops().to_vec()) else {
+        let Some(hops) = self.chain_hops(domain) else {
             return;
         };
         for vf in hops {
@@ -234,30 +238,22 @@ impl Engine {
     /// Adds what the NF on `vf` counted on its direct hop since the last time to
     /// both VFs' counters.
     pub(super) fn count_hop(&mut self, vf: VfId) {
-        let Some(port) = self.port_mut(vf) else {
-            return;
-        };
-        let (Some(next), Some(bar)) = (port.hop.feeds, port.bar.as_ref()) else {
-            return;
-        };
-        let now = bar.hop_counts();
-        let d = now.since(port.hop.counted);
-        port.hop.counted = now;
-        let sent = self.counters.vf(vf);
-        sent.tx_packets.add(d.frames);
-        sent.tx_bytes.add(d.bytes);
-        let got = self.counters.vf(next);
-        got.rx_packets.add(d.frames);
-        got.rx_bytes.add(d.bytes);
-        got.handed_over.add(d.frames);
-        got.drop(DropReason::NoBuffer, d.no_room);
+        count_link(&mut self.ports, &self.counters, vf);
     }
 
-    /// Counts every direct hop (before counters are published).
+    /// Counts every direct hop (before counters are published). Only the hops of
+    /// shared chains are looked at: other attached VFs cost nothing here.
     pub(super) fn count_hops(&mut self) {
-        for i in 0..self.active.len() {
-            let vf = self.active[i];
-            self.count_hop(vf);
+        let Engine {
+            umems,
+            ports,
+            counters,
+            ..
+        } = self;
+        for umem in umems.values() {
+            for &vf in umem.hops() {
+                count_link(ports, counters, vf);
+            }
         }
     }
 
@@ -342,7 +338,7 @@ impl Engine {
     /// directly waits for its answer: rebuilds frame ownership from their rings
     /// and answers them.
     fn try_settle(&mut self, domain: DomainId) {
-        let Some(hops) = self.umems.get(&domain).map(|u| u.hops().to_vec()) else {
+        let Some(hops) = self.chain_hops(domain) else {
             return;
         };
         let waiting: Vec<VfId> = hops
@@ -382,6 +378,28 @@ impl Engine {
     }
 }
 
+/// Adds what the NF on `vf` counted on its direct hop since the last time to both
+/// VFs' counters.
+fn count_link(ports: &mut [Option<Port>], counters: &Counters, vf: VfId) {
+    let Some(port) = ports.get_mut(vf.index()).and_then(Option::as_mut) else {
+        return;
+    };
+    let (Some(next), Some(bar)) = (port.hop.feeds, port.bar.as_ref()) else {
+        return;
+    };
+    let now = bar.hop_counts();
+    let d = now.since(port.hop.counted);
+    port.hop.counted = now;
+    let sent = counters.vf(vf);
+    sent.tx_packets.add(d.frames);
+    sent.tx_bytes.add(d.bytes);
+    let got = counters.vf(next);
+    got.rx_packets.add(d.frames);
+    got.rx_bytes.add(d.bytes);
+    got.handed_over.add(d.frames);
+    got.drop(DropReason::NoBuffer, d.no_room);
+}
+
 /// The frames on the four rings of `vf`'s BAR, by IOVA. A broken ring (indices
 /// that cannot be) holds none, and is logged.
 fn frames_on_rings(vf: VfId, bar: &nfhost_sys::Bar<nfhost_sys::Nic>) -> Vec<u64> {
@@ -398,11 +416,4 @@ fn frames_on_rings(vf: VfId, bar: &nfhost_sys::Bar<nfhost_sys::Nic>) -> Vec<u64>
         }
     }
     frames
-}
-
-/// The frames `vf`'s rx ring holds, read from its published indices (for a hop
-/// fed directly, whose producer index the NIC does not keep).
-pub(super) fn rx_waiting(port: &crate::dataplane::port::Port) -> Option<u32> {
-    let bar = port.bar.as_ref()?;
-    bar.ring_frames(RingKind::Rx).ok().map(|f| f.len() as u32)
 }

@@ -22,7 +22,7 @@ use super::attach::PortEvent;
 use super::handle::Msg;
 use super::{BATCH, Engine, EngineEvent};
 use crate::dataplane::host_wire::HostWire;
-use crate::dataplane::port::{Port, PortState, Queues};
+use crate::dataplane::port::{Port, PortState};
 use crate::nic::{InterruptSink, Micros, Raise, TargetId, Vector, VfId};
 
 /// Passes without work before the engine goes to sleep.
@@ -478,12 +478,14 @@ impl Engine {
             // receiving: its fill ring is below a quarter. Until then they wait for
             // its next poll, which an rx interrupt or its own sends bring, and cost
             // no wake-up of their own.
-            let fill_low = match (&port.bar, port.hop.fed_by) {
-                // An NF consumes this fill ring: the NIC's own index of it is stale.
-                (Some(bar), Some(_)) => !bar
+            // The fill ring's level is read from its published indices, right whether
+            // the NIC or an NF feeding this VF directly consumes it. A memif client
+            // (no BAR) is never short: its buffers come back by the `tail` alone.
+            let fill_low = match port.bar.as_ref() {
+                Some(bar) => !bar
                     .ring_len(RingKind::Fill)
                     .is_ok_and(|n| n >= bar.layout().rx_ring_size() / 4),
-                _ => port.queues.as_mut().is_none_or(Queues::fill_low),
+                None => port.queues.is_none(),
             };
             let moderated = port.moderation.record(rx + tx, now);
             let tx = if fill_low { tx } else { 0 };

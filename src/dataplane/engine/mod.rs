@@ -303,12 +303,12 @@ impl Engine {
                 continue;
             };
             // A memif client has no heartbeat register: liveness does not judge it.
-            let (Some(bar), Some(queues)) = (port.bar.as_ref(), port.queues.as_mut()) else {
+            let (Some(bar), Some(_)) = (port.bar.as_ref(), port.queues.as_ref()) else {
                 continue;
             };
-            let rx_waiting = match queues.rx_backlog() {
-                // The NIC does not keep the producer index of a ring an NF feeds.
-                _ if port.hop.fed_by.is_some() => direct::rx_waiting(port).unwrap_or(0),
+            // Read from the ring's published indices: right whether the NIC or an NF
+            // feeding this VF directly produces on it.
+            let rx_waiting = match bar.ring_len(nfhost_sys::RingKind::Rx) {
                 Ok(n) if port.state == super::port::PortState::Attached => n,
                 _ => 0,
             };

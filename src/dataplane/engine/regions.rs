@@ -81,12 +81,8 @@ impl Engine {
         for m in &mappings {
             self.unref_region(m.region);
         }
-        if let Some(domain) = self.nic.iommu().domain_of(vf) {
-            if let Some(umem) = self.umems.get(&domain) {
-                // The frames stay recorded as this VF's: its next NF gets them back.
-                let _ = umem.count_of(vf);
-            }
-        }
+        // In a shared chain its frames stay recorded as this VF's (settled first if
+        // it fed or was fed directly): its next NF gets them back at `Hello`.
         Some((port.owner, mappings))
     }
 
