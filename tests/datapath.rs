@@ -347,14 +347,7 @@ fn counts_match_end_to_end() {
 
     // Mid-traffic: every generated frame is delivered, dropped with a reason, or in
     // flight inside the one NF, which cannot hold more frames than it owns.
-    let mid = wait_for("20000 frames on the wire", DEADLINE, || {
-        let s = snap(engine);
-        if s.wire.tx_packets >= 20_000 {
-            Ok(s)
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
+    let mid = wait_out(engine, 20_000);
     let in_flight = in_flight_1hop(&mid);
     assert!(
         (0..=i128::from(NF_FRAMES)).contains(&in_flight),
@@ -434,7 +427,15 @@ fn run_3hop(isolation: Isolation) -> Snap {
 
 /// A chain of three l2fwd hops on VFs 0-2, once 5000 frames have crossed it.
 fn start_3hop(isolation: Isolation) -> (Runner, Snap) {
-    let mut runner = start(gen_wire(Vec::new()));
+    let runner = chain_3hop(gen_wire(Vec::new()), isolation);
+    let engine = runner.engine();
+    let s = wait_out(engine, 5_000);
+    (runner, s)
+}
+
+/// A chain of three l2fwd hops on VFs 0-2 taking every frame of `wire`.
+fn chain_3hop(wire: WireConfig, isolation: Isolation) -> Runner {
+    let mut runner = start(wire);
     let hops = [VfId(0), VfId(1), VfId(2)];
     let nfs = [
         NfSpec::new("hop1", "l2fwd"),
@@ -450,16 +451,7 @@ fn start_3hop(isolation: Isolation) -> (Runner, Snap) {
             ChainEgress::OneWay(None),
         )
         .expect("chain up");
-    let engine = runner.engine();
-    let s = wait_for("5000 frames through the chain", DEADLINE, || {
-        let s = snap(engine);
-        if s.wire.tx_packets >= 5_000 {
-            Ok(s)
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
-    (runner, s)
+    runner
 }
 
 /// The first shared chain's frames, as the engine sees them.
@@ -467,6 +459,23 @@ fn chain_frames(engine: &EngineHandle) -> ChainFrames {
     let mut chains = engine.snapshot().expect("engine running").shared_chains;
     assert_eq!(chains.len(), 1, "{chains:?}");
     chains.remove(0)
+}
+
+/// Waits until `n` more frames than in `from` have left by the wire.
+fn wait_more_out(engine: &EngineHandle, from: &Snap, n: u64) -> Snap {
+    wait_out(engine, from.wire.tx_packets + n)
+}
+
+/// Waits until `total` frames have left by the wire.
+fn wait_out(engine: &EngineHandle, total: u64) -> Snap {
+    wait_for(&format!("{total} frames out by the wire"), DEADLINE, || {
+        let s = snap(engine);
+        if s.wire.tx_packets >= total {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
 }
 
 /// The links of a 3-hop shared chain on VFs 0-2 once its NFs feed each other.
@@ -520,16 +529,10 @@ fn a_shared_chain_settles_its_frames_when_a_hop_fed_directly_dies() {
         .run_nf(VfId(1), &NfSpec::new("hop2", "l2fwd"))
         .expect("restart hop 2");
     let engine = runner.engine();
-    let a = snap(engine);
-    wait_for("5000 more frames through the chain", DEADLINE, || {
-        let s = snap(engine);
-        let f = chain_frames(engine);
-        if s.wire.tx_packets >= a.wire.tx_packets + 5_000 && f.links == DIRECT {
-            Ok(())
-        } else {
-            Err(format!("{s:?} {f:?}"))
-        }
-    });
+    wait_linked(engine);
+    wait_more_out(engine, &snap(engine), 5_000);
+    let f = chain_frames(engine);
+    assert_eq!(f.links, DIRECT, "{f:?}");
 
     // Traffic stops; once the chain is drained, every frame of the chain sits on
     // exactly one ring: none was lost, none is held twice.
@@ -1301,15 +1304,7 @@ fn while_a_chain_settles_liveness_judges_the_hop_it_waits_for_not_the_waiting_on
         .expect("restart hop 2");
     let engine = runner.engine();
     wait_linked(engine);
-    let a = snap(engine);
-    wait_for("5000 more frames through the chain", DEADLINE, || {
-        let s = snap(engine);
-        if s.wire.tx_packets >= a.wire.tx_packets + 5_000 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
+    wait_more_out(engine, &snap(engine), 5_000);
 }
 
 /// At saturation a fed hop's frames can all sit on its completion ring while the NF
@@ -1318,33 +1313,11 @@ fn while_a_chain_settles_liveness_judges_the_hop_it_waits_for_not_the_waiting_on
 /// completion vector, or the chain stops for good.
 #[test]
 fn a_saturated_shared_chain_keeps_flowing_through_its_direct_hops() {
-    let mut runner = start(WireConfig::Gen(GenConfig::default()));
-    let hops = [VfId(0), VfId(1), VfId(2)];
-    let nfs = [
-        NfSpec::new("hop1", "l2fwd"),
-        NfSpec::new("hop2", "l2fwd"),
-        NfSpec::new("hop3", "l2fwd"),
-    ];
-    runner
-        .run_chain(
-            &hops,
-            &nfs,
-            Isolation::Shared,
-            EVERY_FRAME,
-            ChainEgress::OneWay(None),
-        )
-        .expect("chain up");
+    let runner = chain_3hop(WireConfig::Gen(GenConfig::default()), Isolation::Shared);
     let engine = runner.engine();
     wait_linked(engine);
     let a = snap(engine);
-    let b = wait_for("20000 more frames out", DEADLINE, || {
-        let s = snap(engine);
-        if s.wire.tx_packets >= a.wire.tx_packets + 20_000 {
-            Ok(s)
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
+    let b = wait_more_out(engine, &a, 20_000);
     // They crossed both direct hops, counted on both sides of each.
     for hop in 1..3 {
         assert!(
